@@ -1,0 +1,1 @@
+"""Seeded, deterministic demo data: seven channels of landing files plus the ground truth."""

@@ -1,0 +1,157 @@
+"""The source registry: what each landing source looks like and how it maps to identity fields.
+
+Loaded from ``data/sources.yaml``. Everything source-specific in the pipeline is derived from here,
+so a partner's CSV with its own column names is added by configuration alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+IDENTITY_FIELDS = (
+    "first_name",
+    "last_name",
+    "full_name",
+    "email",
+    "phone",
+    "street",
+    "city",
+    "state",
+    "postal_code",
+    "country",
+    "birth_date",
+)
+COLUMN_TYPES = (
+    "id",
+    "string",
+    "email",
+    "phone",
+    "date",
+    "timestamp",
+    "decimal",
+    "integer",
+    "enum",
+    "boolean",
+)
+FORMATS = ("csv", "jsonl", "parquet")
+ROLES = ("person", "consent", "privacy_request")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class RegistryError(ValueError):
+    """The sources file is not a valid registry; the message names the source and the key."""
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    type: str
+    required: bool = False
+    min: str | float | None = None
+    max: str | float | None = None
+    values: tuple[str, ...] = ()
+    optional_column: bool = False
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    path: str
+    format: str
+    record_id: str
+    event_at: str
+    trust_rank: int
+    role: str
+    columns: tuple[ColumnSpec, ...]
+    identity: dict[str, str] = field(default_factory=dict)
+    consent: dict[str, str] = field(default_factory=dict)
+    encoding: str = "utf-8"
+    retention_days: int | None = None
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [c.name for c in self.columns if not c.optional_column]
+
+    def column(self, name: str) -> ColumnSpec:
+        return next(c for c in self.columns if c.name == name)
+
+
+def load_registry(path: Path) -> dict[str, SourceSpec]:
+    """Read and check the registry; raise ``RegistryError`` naming what is wrong."""
+    try:
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RegistryError(f"cannot read sources file {path}: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("sources"), dict):
+        raise RegistryError(f"{path}: expected a top-level 'sources:' mapping")
+    return {name: _parse_source(name, body) for name, body in document["sources"].items()}
+
+
+def _parse_source(name: str, body: dict) -> SourceSpec:
+    where = f"source '{name}'"
+    if not _NAME.match(name):
+        raise RegistryError(f"{where}: name must be lower snake_case (it becomes a table name)")
+    for key in ("path", "format", "record_id", "columns"):
+        if key not in body:
+            raise RegistryError(f"{where}: missing key '{key}'")
+    if body["format"] not in FORMATS:
+        raise RegistryError(f"{where}: format must be one of {FORMATS}")
+    role = body.get("role", "person")
+    if role not in ROLES:
+        raise RegistryError(f"{where}: role must be one of {ROLES}")
+    columns = tuple(_parse_column(where, col, spec or {}) for col, spec in body["columns"].items())
+    names = {c.name for c in columns}
+    record_id = body["record_id"]
+    event_at = body.get("event_at", record_id)
+    for key, column in (("record_id", record_id), ("event_at", event_at)):
+        if column not in names:
+            raise RegistryError(f"{where}: {key} column '{column}' is not declared in columns")
+    identity = dict(body.get("identity") or {})
+    for canonical, column in identity.items():
+        if canonical not in IDENTITY_FIELDS:
+            raise RegistryError(f"{where}: unknown identity field '{canonical}'")
+        if column not in names:
+            raise RegistryError(f"{where}: identity column '{column}' is not declared in columns")
+    if role == "person" and not identity:
+        raise RegistryError(f"{where}: a person source needs an identity mapping")
+    return SourceSpec(
+        name=name,
+        path=body["path"],
+        format=body["format"],
+        record_id=record_id,
+        event_at=event_at,
+        trust_rank=int(body.get("trust_rank", 5)),
+        role=role,
+        columns=columns,
+        identity=identity,
+        consent=dict(body.get("consent") or {}),
+        encoding=body.get("encoding", "utf-8"),
+        retention_days=body.get("retention_days"),
+    )
+
+
+def _parse_column(where: str, name: str, spec: dict) -> ColumnSpec:
+    if not isinstance(name, str) or not name or name.startswith("_"):
+        raise RegistryError(f"{where}: column name {name!r} must be a non-empty string without a leading '_'")
+    kind = spec.get("type", "string")
+    if kind not in COLUMN_TYPES:
+        raise RegistryError(f"{where}: column '{name}' has unknown type '{kind}'")
+    if kind == "enum" and not spec.get("values"):
+        raise RegistryError(f"{where}: enum column '{name}' needs 'values'")
+    return ColumnSpec(
+        name=name,
+        type=kind,
+        required=bool(spec.get("required", kind == "id")),
+        min=spec.get("min"),
+        max=spec.get("max"),
+        values=tuple(str(v) for v in spec.get("values", ())),
+        optional_column=bool(spec.get("optional_column", False)),
+    )

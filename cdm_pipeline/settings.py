@@ -1,0 +1,43 @@
+"""Where the pipeline reads and writes, resolved once from the environment.
+
+``cdm run --landing --warehouse --sources`` sets these variables so that the CLI, the Dagster UI and
+the tests all build the same Definitions from the same place.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    landing_dir: Path
+    warehouse_path: Path
+    sources_path: Path
+    pipeline_config_path: Path
+    overrides_path: Path
+    exports_dir: Path
+
+
+def load_settings() -> Settings:
+    data = Path(os.environ.get("CDM_DATA_DIR", "data"))
+    return Settings(
+        landing_dir=Path(os.environ.get("CDM_LANDING", data / "landing")),
+        warehouse_path=Path(os.environ.get("CDM_WAREHOUSE", data / "warehouse" / "cdm.duckdb")),
+        sources_path=Path(os.environ.get("CDM_SOURCES", _default_file(data, "sources.yaml"))),
+        pipeline_config_path=Path(
+            os.environ.get("CDM_CONFIG", _default_file(data, "pipeline.yaml"))
+        ),
+        overrides_path=Path(
+            os.environ.get("CDM_OVERRIDES", _default_file(data, "steward_overrides.csv"))
+        ),
+        exports_dir=Path(os.environ.get("CDM_EXPORTS", data / "exports")),
+    )
+
+
+def _default_file(data: Path, name: str) -> Path:
+    """Prefer the file in the working data folder, fall back to the one shipped with the repo."""
+    local = data / name
+    return local if local.exists() else PACKAGE_DATA / name
