@@ -1,0 +1,104 @@
+"""Load new landing files into ``raw.<source>`` exactly once, in one transaction per file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from cdm_pipeline.ingest.reader import EXTRA, PARSE_ERROR, ROW_NUMBER, FileRejected, file_sha256, read_landing_file
+from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.warehouse import ensure_schemas, quote_ident, sql_text, transaction
+
+LOAD_COLUMNS = ("_source_file", "_file_sha256", "_loaded_at", "_run_id")
+
+
+@dataclass
+class LoadSummary:
+    files_seen: int = 0
+    files_loaded: int = 0
+    files_skipped: int = 0
+    files_rejected: int = 0
+    rows_loaded: int = 0
+    rejections: list[str] = field(default_factory=list)
+
+
+def spec_hash(spec: SourceSpec) -> str:
+    return hashlib.sha256(json.dumps(asdict(spec), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ensure_raw_table(conn: duckdb.DuckDBPyConnection, spec: SourceSpec) -> str:
+    ensure_schemas(conn)
+    conn.execute(sql_text("warehouse/fixed_tables"))
+    table = f"raw.{quote_ident(spec.name)}"
+    columns = ", ".join(f"{quote_ident(c)} varchar" for c in spec.column_names)
+    conn.execute(
+        f"create table if not exists {table} ({columns}, {EXTRA} varchar, {PARSE_ERROR} varchar, "
+        f"{ROW_NUMBER} bigint, _source_file varchar, _file_sha256 varchar, _loaded_at timestamp, _run_id varchar)"
+    )
+    # A column added to the registry later is added to the table, never dropped.
+    existing = {r[0] for r in conn.execute(
+        "select column_name from information_schema.columns where table_schema = 'raw' and table_name = ?",
+        [spec.name],
+    ).fetchall()}
+    for column in spec.column_names:
+        if column not in existing:
+            conn.execute(f"alter table {table} add column {quote_ident(column)} varchar")
+    return table
+
+
+def landing_files(landing_dir: Path, spec: SourceSpec) -> list[Path]:
+    return sorted(p for p in Path(landing_dir).glob(spec.path) if p.is_file())
+
+
+def load_new_files(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, landing_dir: Path, run_id: str) -> LoadSummary:
+    """Land every file not loaded before. A file is known by its content hash, so a renamed copy
+    is skipped too; a rejected file is retried only when its registry entry changes."""
+    table = ensure_raw_table(conn, spec)
+    summary = LoadSummary()
+    current_spec = spec_hash(spec)
+    seen = conn.execute(
+        "select file_sha256, status, spec_hash from raw.file_ledger where source = ?", [spec.name]
+    ).fetchall()
+    loaded = {sha for sha, status, _ in seen if status == "loaded"}
+    rejected = {sha for sha, status, h in seen if status == "rejected" and h == current_spec}
+    for path in landing_files(landing_dir, spec):
+        summary.files_seen += 1
+        sha = file_sha256(path)
+        if sha in loaded or sha in rejected:
+            summary.files_skipped += 1
+            continue
+        now = datetime.now()
+        try:
+            frame = read_landing_file(path, spec)
+        except FileRejected as exc:
+            summary.files_rejected += 1
+            summary.rejections.append(str(exc))
+            conn.execute(
+                "insert into raw.file_ledger values (?, ?, ?, ?, 0, 'rejected', ?, ?, ?, ?, null)",
+                [spec.name, path.name, sha, path.stat().st_size, str(exc), current_spec, now, run_id],
+            )
+            continue
+        frame = frame.with_columns(
+            _source_file=pl.lit(path.name),
+            _file_sha256=pl.lit(sha),
+            _loaded_at=pl.lit(now),
+            _run_id=pl.lit(run_id),
+        )
+        with transaction(conn):
+            conn.register("landed_file", frame.to_arrow())
+            conn.execute(f"insert into {table} by name select * from landed_file")
+            conn.unregister("landed_file")
+            conn.execute(
+                "insert into raw.file_ledger values (?, ?, ?, ?, ?, 'loaded', null, ?, ?, ?, null)",
+                [spec.name, path.name, sha, path.stat().st_size, frame.height, current_spec, now, run_id],
+            )
+        loaded.add(sha)
+        summary.files_loaded += 1
+        summary.rows_loaded += frame.height
+    return summary

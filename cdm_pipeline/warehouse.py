@@ -1,0 +1,53 @@
+"""DuckDB helpers shared by every stage: opening the file, loading SQL from ``sql/``, quoting.
+
+Values always travel as parameters. Identifiers cannot be parameters, so the few that come from
+configuration (source and column names in ``sources.yaml``) go through ``quote_ident``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+import duckdb
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SCHEMAS = ("raw", "staging", "quarantine", "identity", "mart", "governance", "analytics")
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for DuckDB, doubling embedded quotes."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@cache
+def sql_text(name: str) -> str:
+    """The text of ``sql/<name>.sql``; names may contain folders (``mart/customers``)."""
+    return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def ensure_schemas(conn: duckdb.DuckDBPyConnection) -> None:
+    for schema in SCHEMAS:
+        conn.execute(f"create schema if not exists {schema}")
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: a failure rolls back so the previous good tables stay as they were."""
+    conn.execute("begin transaction")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    conn.execute("commit")
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    rows = conn.execute(
+        "select 1 from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, table],
+    ).fetchall()
+    return bool(rows)
