@@ -1,0 +1,63 @@
+"""Pipeline settings from ``data/pipeline.yaml``, merged over the defaults below."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "schedule": {"cron": "0 2 * * *", "timezone": "UTC"},
+    "quality": {
+        "max_quarantine_rate": 0.20,
+        "min_validity": {"email": 0.90, "phone": 0.80, "birth_date": 0.95},
+        "anomaly_history_runs": 14,
+        "anomaly_min_history": 5,
+        "anomaly_max_z": 4.0,
+        "max_cluster_size": 25,
+        "max_probability_drift": 0.15,
+    },
+    "resolve": {
+        "match_threshold": 0.95,
+        "floor_weight": 0.0,
+        "max_block_size": 5000,
+        "em_iterations": 25,
+        "blocking_rules": [
+            ["email_norm"],
+            ["phone_e164"],
+            ["last_name_key", "first_name_key"],
+            ["last_name_key", "birth_date"],
+            ["first_name_key", "birth_date"],
+            ["postal_code", "first_name_key"],
+            ["last_name_soundex", "first_initial", "postal_code"],
+            ["email_local"],
+        ],
+    },
+    "survivorship": {
+        "first_name": ["most_frequent", "trust_rank", "most_recent"],
+        "last_name": ["most_frequent", "trust_rank", "most_recent"],
+        "email": ["most_recent", "trust_rank"],
+        "phone": ["most_recent", "trust_rank"],
+        "address": ["most_recent", "most_complete", "trust_rank"],
+        "birth_date": ["trust_rank", "most_frequent"],
+        "country": ["most_frequent", "trust_rank"],
+    },
+    "retention": {"quarantine_days": 90, "default_source_days": None},
+}
+
+
+def load_config(path: Path | None) -> dict[str, Any]:
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None and Path(path).exists():
+        _merge(config, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+    return config
+
+
+def _merge(base: dict, override: dict) -> None:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

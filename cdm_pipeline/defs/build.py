@@ -1,0 +1,29 @@
+"""Assemble the Definitions: one asset per source per early stage, then the shared stages."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cdm_pipeline.config import load_config
+from cdm_pipeline.defs import jobs
+from cdm_pipeline.defs.ingest.assets import raw_asset
+from cdm_pipeline.defs.resources import build_resources
+from cdm_pipeline.defs.validate.assets import staging_asset
+from cdm_pipeline.registry import load_registry
+from cdm_pipeline.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or load_settings()
+    sources = load_registry(settings.sources_path)
+    config = load_config(settings.pipeline_config_path)
+    assets: list = []
+    for source in sources.values():
+        assets += [raw_asset(source), staging_asset(source)]
+    return dg.Definitions(
+        assets=assets,
+        jobs=[jobs.nightly_job()],
+        schedules=[jobs.nightly_schedule(config["schedule"]["cron"], config["schedule"]["timezone"])],
+        sensors=[jobs.new_files_sensor(sources, settings.landing_dir)],
+        resources=build_resources(settings),
+    )

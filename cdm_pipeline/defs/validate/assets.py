@@ -1,0 +1,97 @@
+"""One ``staging.<source>`` asset per registered source: the pandera contract applied to new rows."""
+
+
+from datetime import datetime
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from cdm_pipeline.defs.metadata import source_column_schema
+from cdm_pipeline.defs.resources import OWNER, PipelineResource
+from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.validate.stage import validate_new_files
+from cdm_pipeline.warehouse import quote_ident, sql_text, table_exists
+
+ROWS_ACCOUNTED_CHECK = "rows_accounted"
+QUARANTINE_RATE_CHECK = "quarantine_rate"
+
+
+def staging_asset(source: SourceSpec) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["staging", source.name])
+
+    @dg.asset(
+        key=key,
+        deps=[dg.AssetKey(["raw", source.name])],
+        group_name="validate",
+        owners=[OWNER],
+        kinds={"duckdb", "pandera", "polars"},
+        description=(
+            f"`staging.{source.name}`: rows of `raw.{source.name}` that pass the `{source.name}` pandera "
+            f"contract, typed. Keeps every valid version; `staging.{source.name}_current` has one row "
+            f"per `{source.record_id}` (latest by `{source.event_at}`). Failing rows go to "
+            "`quarantine.rejected_rows` with their failed checks."
+        ),
+        metadata={"dagster/column_schema": source_column_schema(source, typed=True)},
+        check_specs=[
+            dg.AssetCheckSpec(
+                ROWS_ACCOUNTED_CHECK, asset=key, blocking=True,
+                description="For every file: raw rows = staged rows + quarantined rows (nothing lost).",
+            ),
+            dg.AssetCheckSpec(
+                QUARANTINE_RATE_CHECK, asset=key, blocking=True,
+                description="The share of this run's rows sent to quarantine is under the configured limit.",
+            ),
+        ],
+    )
+    def _staging(context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource):
+        limit = pipeline.config()["quality"]["max_quarantine_rate"]
+        with warehouse.get_connection() as conn:
+            summary = validate_new_files(conn, source, context.run_id)
+            unbalanced = _unbalanced_files(conn, source)
+            conn.execute(
+                "insert into governance.audit_log values (?, 'quarantined', 'quarantine.rejected_rows', ?, ?, ?)",
+                [context.run_id, summary.rows_quarantined, f"source={source.name}", datetime.now()],
+            )
+        rate = summary.rows_quarantined / summary.rows_in if summary.rows_in else 0.0
+        reasons = sorted(summary.failed_checks.items(), key=lambda kv: -kv[1])
+        return dg.MaterializeResult(
+            metadata={
+                "files_validated": summary.files,
+                "rows_in": summary.rows_in,
+                "rows_staged": summary.rows_staged,
+                "rows_quarantined": summary.rows_quarantined,
+                "quarantine_reasons": dg.MetadataValue.md(
+                    "| check | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in reasons)
+                    if reasons else "none"
+                ),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=ROWS_ACCOUNTED_CHECK,
+                    passed=not unbalanced,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"unbalanced_files": len(unbalanced),
+                              "examples": dg.MetadataValue.json(unbalanced[:5])},
+                ),
+                dg.AssetCheckResult(
+                    check_name=QUARANTINE_RATE_CHECK,
+                    passed=rate <= limit,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"quarantine_rate": round(rate, 4), "limit": limit},
+                ),
+            ],
+        )
+
+    return _staging
+
+
+def _unbalanced_files(conn, source: SourceSpec) -> list[dict]:
+    if not table_exists(conn, "staging", source.name):
+        return []
+    query = (
+        sql_text("warehouse/rows_accounted")
+        .replace("raw_table", f"raw.{quote_ident(source.name)}")
+        .replace("staging_table", f"staging.{quote_ident(source.name)}")
+    )
+    rows = conn.execute(query, {"source": source.name}).fetchall()
+    return [dict(zip(("source_file", "raw", "staged", "quarantined"), r, strict=True)) for r in rows]
