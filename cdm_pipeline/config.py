@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
         "max_cluster_size": 25,
         "max_probability_drift": 0.15,
     },
+    "standardise": {"default_country": "US", "phone_regions": ["US", "GB", "DE", "FR"]},
     "resolve": {
         "match_threshold": 0.95,
         "floor_weight": 0.0,

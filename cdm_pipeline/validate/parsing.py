@@ -30,7 +30,7 @@ def text(column: str) -> pl.Expr:
 
 def parse_date(column: str) -> pl.Expr:
     value = text(column)
-    return pl.coalesce(*[value.str.strptime(pl.Date, fmt, strict=False, exact=True) for fmt in DATE_FORMATS])
+    return pl.coalesce(*[value.str.strptime(pl.Date, fmt, strict=False, exact=True) for fmt in DATE_FORMATS]).alias(column)
 
 
 def parse_timestamp(column: str) -> pl.Expr:
@@ -40,7 +40,7 @@ def parse_timestamp(column: str) -> pl.Expr:
         value.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False, exact=True).dt.replace_time_zone(None)
         for fmt in TZ_TIMESTAMP_FORMATS
     ]
-    return pl.coalesce(*naive, *aware, parse_date(column).cast(pl.Datetime("us")))
+    return pl.coalesce(*naive, *aware, parse_date(column).cast(pl.Datetime("us"))).alias(column)
 
 
 def parse_decimal(column: str) -> pl.Expr:

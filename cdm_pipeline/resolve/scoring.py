@@ -1,0 +1,262 @@
+"""Fellegi-Sunter scoring with parameters learnt from the data itself, without labels.
+
+- u (how often a level occurs between two random, almost surely different people) comes from a
+  random sample of profile pairs, except for the exact level, computed exactly from value
+  frequencies (sampling rarely sees two random people share an email).
+- m (how often the level occurs between two records of the same person) comes from EM over the
+  candidate pairs, with guards from ER_NOTES: a differing birth date or first name may not look
+  like a common trait of true matches (their m is bounded), and location fields (street, postal
+  code, city) count as one correlated fact, so their combined weight is capped.
+- Exact name and city matches are term-frequency adjusted: two "Smith"s are weaker evidence than
+  two "Zwicky"s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from cdm_pipeline.resolve.comparisons import DIFFERENT, NULL_LEVEL, Comparison, compare_pairs
+
+# Upper bounds on m for "different": a true match rarely has a wholly different birth date or
+# first name. Without them EM absorbs households into its match class (ER_NOTES.md).
+M_DIFFERENT_BOUNDS = {"birth_date": 0.02, "first_name_key": 0.05, "last_name_key": 0.10}
+LOCATION_WEIGHT_CAP = 8.0
+U_FLOOR = 1e-9
+M_FLOOR = 1e-6
+
+
+@dataclass
+class ModelParameters:
+    """m and u per comparison level, the prior match share, and how training went."""
+
+    m: dict[str, list[float]]
+    u: dict[str, list[float]]
+    prior: float            # share of matches among candidate pairs (what EM estimates)
+    em_iterations: int
+    em_converged: bool
+    global_prior: float = 0.0  # probability that two random profiles match: the scoring prior
+
+    def with_global_prior(self, candidate_pairs: int, profiles: int) -> ModelParameters:
+        """Scale the candidate-pair prior to all pairs, as Splink's
+        ``probability_two_random_records_match``: blocking selects pairs, it is not evidence."""
+        all_pairs = max(profiles * (profiles - 1) / 2, 1.0)
+        expected_matches = self.prior * candidate_pairs
+        self.global_prior = min(max(expected_matches / all_pairs, 1e-12), 0.5)
+        return self
+
+    def weight(self, comparison: str, level: int) -> float:
+        if level == NULL_LEVEL:
+            return 0.0
+        return math.log2(self.m[comparison][level] / self.u[comparison][level])
+
+    def as_rows(self, comparisons: list[Comparison]) -> list[dict]:
+        rows = []
+        for c in comparisons:
+            for level, label in enumerate(c.labels):
+                rows.append({
+                    "comparison": c.name, "level": level, "label": label,
+                    "m_probability": self.m[c.name][level], "u_probability": self.u[c.name][level],
+                    "match_weight": self.weight(c.name, level),
+                    "tf_adjusted": c.tf_adjusted and level == c.exact_level, "location_group": c.location,
+                })
+        return rows
+
+
+def person_signature(profiles: pl.DataFrame) -> pl.Expr:
+    """A stand-in for "one person" when counting how many people share a value: the nickname
+    group of the first name plus the surname. Counting profiles instead would count the same
+    person's ten orders as ten people sharing an email, and make an email match look common."""
+    return pl.concat_str([pl.col("first_name_group"), pl.col("last_name_key")], separator="|")
+
+
+def value_people(profiles: pl.DataFrame, field: str) -> tuple[pl.DataFrame, int]:
+    """(value, people holding it) and the number of people, both by ``person_signature``."""
+    signed = profiles.select(person=person_signature(profiles), value=pl.col(field)).filter(pl.col("person").is_not_null())
+    people = max(signed["person"].n_unique(), 2)
+    counts = signed.drop_nulls().unique().group_by("value").len("people")
+    return counts, people
+
+
+def estimate_u(
+    profiles: pl.DataFrame, comparisons: list[Comparison], sample_pairs: int = 300_000, seed: int = 42
+) -> dict[str, list[float]]:
+    """u per level: the exact level from how many different people share each value, the other
+    levels from a random sample of profile pairs (Laplace-smoothed, so an unseen level is rare,
+    not impossible)."""
+    rng = np.random.default_rng(seed)
+    n = profiles.height
+    if n < 2:
+        return {c.name: [1.0 / len(c.labels)] * len(c.labels) for c in comparisons}
+    size = min(sample_pairs, n * (n - 1) // 2)
+    left = rng.integers(0, n, size)
+    right = rng.integers(0, n, size)
+    keep = left != right
+    ids = profiles["profile_id"].to_numpy()
+    sample = pl.DataFrame({"id_l": ids[left[keep]], "id_r": ids[right[keep]]})
+    levels = compare_pairs(sample, profiles, comparisons)
+    u: dict[str, list[float]] = {}
+    for c in comparisons:
+        observed = levels[f"{c.name}_level"]
+        observed = observed.filter((observed != NULL_LEVEL) & (observed != c.exact_level))
+        counts = np.bincount(observed.to_numpy().astype(np.int64), minlength=len(c.labels))[:-1].astype(float)
+        exact = _exact_share(profiles, c.name)
+        rest = (counts + 1.0) / (counts.sum() + len(counts)) * (1.0 - exact)
+        u[c.name] = [max(float(v), U_FLOOR) for v in [*rest, exact]]
+    return u
+
+
+def identifier_u(
+    u: dict[str, list[float]], levels: pl.DataFrame, comparisons: list[Comparison], fields: list[str], profiles: int
+) -> dict[str, list[float]]:
+    """Exact-level u for identifiers that block on their own (email, phone): every pair sharing
+    the value is a candidate, so count how many of them are different people, judged by the
+    cannot-link evidence (different first name or birth date) where it can be judged.
+
+    Value frequencies would say two random people share an email as often as one person's
+    records repeat it; this counts only sharing between people who are evidently different.
+    """
+    all_pairs = max(profiles * (profiles - 1) / 2, 1.0)
+    different = cannot_link(levels)
+    judged = pl.lit(False)
+    for column in ("first_name_key_level", "birth_date_level"):
+        if column in levels.columns:
+            judged = judged | (pl.col(column) != NULL_LEVEL)
+    flags = levels.with_columns(different=different).with_columns(judged=judged)
+    for c in comparisons:
+        if c.name not in fields:
+            continue
+        agreeing = flags.filter(pl.col(f"{c.name}_level") == c.exact_level)
+        judged_pairs = agreeing.filter(pl.col("judged"))
+        share_different = (judged_pairs["different"].sum() + 1) / (judged_pairs.height + 2)
+        exact = max(agreeing.height * share_different, 1.0) / all_pairs
+        others = np.asarray(u[c.name][:-1])
+        others = others / others.sum() * (1.0 - exact)
+        u[c.name] = [*(float(v) for v in others), float(exact)]
+    return u
+
+
+def _exact_share(profiles: pl.DataFrame, field: str) -> float:
+    """Probability that two different random people share a value of ``field``."""
+    counts, people = value_people(profiles, field)
+    shared = float((counts["people"].cast(pl.Float64) * (counts["people"] - 1)).sum())
+    return max(shared / (people * (people - 1)), 1.0 / (people * (people - 1)))
+
+
+def estimate_m(
+    levels: pl.DataFrame, comparisons: list[Comparison], u: dict[str, list[float]], iterations: int = 25
+) -> ModelParameters:
+    """EM over the distinct level patterns of the candidate pairs, u held fixed."""
+    names = [c.name for c in comparisons]
+    columns = [f"{n}_level" for n in names]
+    patterns = levels.group_by(columns).len()
+    counts = patterns["len"].to_numpy().astype(float)
+    pattern_levels = {n: patterns[f"{n}_level"].to_numpy().astype(np.int64) for n in names}
+    m = {c.name: _initial_m(c) for c in comparisons}
+    prior = 0.1
+    converged = False
+    iteration = 0
+    for iteration in range(1, iterations + 1):
+        log_m = np.full(len(counts), math.log(prior))
+        log_u = np.full(len(counts), math.log(1 - prior))
+        for n in names:
+            lv = pattern_levels[n]
+            present = lv != NULL_LEVEL
+            log_m[present] += np.log(np.asarray(m[n])[lv[present]])
+            log_u[present] += np.log(np.asarray(u[n])[lv[present]])
+        posterior = 1.0 / (1.0 + np.exp(np.clip(log_u - log_m, -700, 700)))
+        weighted = posterior * counts
+        new_prior = float(weighted.sum() / counts.sum())
+        change = abs(new_prior - prior)
+        prior = min(max(new_prior, 1e-6), 1 - 1e-6)
+        for c in comparisons:
+            lv = pattern_levels[c.name]
+            present = lv != NULL_LEVEL
+            totals = np.bincount(lv[present], weights=weighted[present], minlength=len(c.labels))
+            new_m = _bounded(c, totals / max(totals.sum(), 1e-12))
+            change = max(change, max(abs(a - b) for a, b in zip(new_m, m[c.name], strict=True)))
+            m[c.name] = new_m
+        if change < 1e-5:
+            converged = True
+            break
+    return ModelParameters(m=m, u=u, prior=prior, em_iterations=iteration, em_converged=converged)
+
+
+def _initial_m(c: Comparison) -> list[float]:
+    k = len(c.labels)
+    values = [0.05] + [0.15 / max(k - 2, 1)] * (k - 2) + [0.8]
+    return _bounded(c, np.asarray(values))
+
+
+def _bounded(c: Comparison, m: np.ndarray) -> list[float]:
+    m = np.maximum(np.asarray(m, dtype=float), M_FLOOR)
+    bound = M_DIFFERENT_BOUNDS.get(c.name)
+    if bound is not None and m[DIFFERENT] > bound:
+        excess = m[DIFFERENT] - bound
+        m[DIFFERENT] = bound
+        others = m[1:].sum()
+        m[1:] += excess * m[1:] / others
+    m /= m.sum()
+    return [float(v) for v in m]
+
+
+def score_pairs(
+    levels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    comparisons: list[Comparison],
+    params: ModelParameters,
+) -> pl.DataFrame:
+    """Add ``<field>_weight`` per comparison, ``match_weight`` and ``match_probability``."""
+    weights = []
+    for c in comparisons:
+        table = pl.DataFrame(
+            {"lv": list(range(len(c.labels))), "w": [params.weight(c.name, lv) for lv in range(len(c.labels))]},
+            schema={"lv": pl.Int8, "w": pl.Float64},
+        )
+        weight = levels.select(pl.col(f"{c.name}_level").alias("lv")).join(table, on="lv", how="left", maintain_order="left")["w"].fill_null(0.0)
+        if c.tf_adjusted:
+            weight = _tf_adjust(levels, profiles, c, params, weight)
+        weights.append(weight.alias(f"{c.name}_weight"))
+    scored = levels.with_columns(weights)
+    location = [f"{c.name}_weight" for c in comparisons if c.location]
+    prior = params.global_prior or params.prior
+    prior_weight = math.log2(prior / (1 - prior))
+    personal = [f"{c.name}_weight" for c in comparisons if not c.location]
+    location_sum = pl.sum_horizontal(location) if location else pl.lit(0.0)
+    total = prior_weight + pl.sum_horizontal(personal) + pl.min_horizontal(location_sum, pl.lit(LOCATION_WEIGHT_CAP))
+    return scored.with_columns(match_weight=total).with_columns(
+        match_probability=1.0 / (1.0 + (2.0 ** (-pl.col("match_weight"))))
+    )
+
+
+def _tf_adjust(
+    levels: pl.DataFrame, profiles: pl.DataFrame, c: Comparison, params: ModelParameters, weight: pl.Series
+) -> pl.Series:
+    """Exact matches weigh log2(m_exact / share of that value) instead of the average u."""
+    counts, people = value_people(profiles, c.name)
+    shares = counts.select(pl.col("value").alias(c.name), (pl.col("people") / people).alias("share"))
+    value = levels.select("id_l").join(
+        profiles.select("profile_id", c.name), left_on="id_l", right_on="profile_id", how="left", maintain_order="left"
+    )[c.name]
+    share = value.to_frame("v").join(shares, left_on="v", right_on=c.name, how="left", maintain_order="left")["share"]
+    m_exact = params.m[c.name][c.exact_level]
+    tf_weight = (m_exact / share.clip(lower_bound=U_FLOOR)).log(2)
+    exact = levels[f"{c.name}_level"] == c.exact_level
+    return pl.select(pl.when(exact).then(tf_weight).otherwise(weight)).to_series()
+
+
+FIRST_NAME_CONFLICT_LEVELS = (0, 2)  # different, or only Jaro-Winkler 0.70-0.80 (Evan / Ethan)
+
+
+def cannot_link(levels: pl.DataFrame) -> pl.Series:
+    """Strong evidence that two records are different people: a different first name (not a
+    nickname, a close typo or an initial) or a birth date that is not a slip of the same date."""
+    evidence = pl.lit(False)
+    if "first_name_key_level" in levels.columns:
+        evidence = evidence | pl.col("first_name_key_level").is_in(FIRST_NAME_CONFLICT_LEVELS)
+    if "birth_date_level" in levels.columns:
+        evidence = evidence | (pl.col("birth_date_level") == DIFFERENT)
+    return levels.select(evidence.alias("cannot_link"))["cannot_link"]

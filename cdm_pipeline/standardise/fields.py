@@ -1,0 +1,221 @@
+"""Standardise identity fields: email, phone (E.164), names, addresses, postal codes, countries.
+
+Each function takes a polars Series (or frame) of raw text and returns standardised values.
+Distinct values are standardised once and joined back, because the libraries are per-value.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+from functools import cache
+
+import jellyfish
+import nicknames
+import phonenumbers
+import polars as pl
+import pycountry
+from email_validator import EmailNotValidError, validate_email
+from scourgify import address_constants as usps
+
+# Providers that ignore dots in the local part; most providers ignore a "+tag".
+DOTLESS_PROVIDERS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+COUNTRY_ALIASES = {
+    "uk": "GB", "england": "GB", "scotland": "GB", "wales": "GB", "great britain": "GB",
+    "usa": "US", "u.s.a.": "US", "u.s.": "US", "america": "US", "united states of america": "US",
+    "deutschland": "DE", "allemagne": "DE", "espana": "ES", "españa": "ES", "holland": "NL",
+}
+NAME_SUFFIXES = {"jr", "sr", "ii", "iii", "iv", "v", "phd", "md", "dds", "esq"}
+NAME_PARTICLES = {"van", "von", "de", "da", "del", "der", "di", "la", "le", "st", "mac", "mc"}
+
+
+def map_unique(values: pl.Series, function: Callable[[str], object], dtype: pl.DataType) -> pl.Series:
+    """Apply a per-value Python function once per distinct non-null value."""
+    distinct = values.drop_nulls().unique()
+    lookup = pl.DataFrame(
+        {"key": distinct, "value": pl.Series([function(v) for v in distinct.to_list()], dtype=dtype)}
+    )
+    return (
+        values.to_frame("key").join(lookup, on="key", how="left", maintain_order="left")["value"].alias(values.name)
+    )
+
+
+# --------------------------------------------------------------------------- text
+
+
+def fold(text: str) -> str:
+    """NFKC, case-folded, accents removed: the form names and places are compared in."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return text.replace("ß", "ss").replace("ø", "o").replace("æ", "ae").replace("ł", "l")
+
+
+def name_key(text: str | None) -> str | None:
+    """A name for matching: folded, letters only, single spaces, no generational suffix (Jr, III);
+    None when nothing is left."""
+    if text is None:
+        return None
+    words = "".join(c if c.isalpha() else " " for c in fold(text)).split()
+    while len(words) > 1 and words[-1] in NAME_SUFFIXES:
+        words.pop()
+    return " ".join(words) or None
+
+
+def split_full_name(full: str | None) -> tuple[str | None, str | None]:
+    """'Last, First' or 'First [Middle] Last' -> (first, last), keeping surname particles."""
+    if full is None or not full.strip():
+        return None, None
+    words = full.replace(".", " ").split()
+    while len(words) > 2 and words[-1].casefold().strip(",") in NAME_SUFFIXES:
+        words.pop()
+    full = " ".join(words)
+    if "," in full:
+        last, _, first = full.partition(",")
+        return (first.strip().split(" ")[0] or None), (last.strip() or None)
+    parts = full.split()
+    if len(parts) == 1:
+        return parts[0], None
+    last_start = len(parts) - 1
+    while last_start > 1 and parts[last_start - 1].casefold() in NAME_PARTICLES:
+        last_start -= 1
+    return parts[0], " ".join(parts[last_start:])
+
+
+# --------------------------------------------------------------------------- email
+
+
+def standardise_email(raw: str) -> str | None:
+    """Lower-cased, syntax-checked address (no DNS lookups); None if it is not a valid address."""
+    try:
+        checked = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return checked.normalized.lower()
+
+
+def email_match_key(email: str | None) -> str | None:
+    """Provider-aware normal form for matching: no +tag; no dots where the provider ignores them."""
+    if email is None:
+        return None
+    local, _, domain = email.partition("@")
+    local = local.split("+", 1)[0]
+    if domain in DOTLESS_PROVIDERS:
+        domain = DOTLESS_PROVIDERS[domain]
+        local = local.replace(".", "")
+    return f"{local}@{domain}" if local else None
+
+
+# --------------------------------------------------------------------------- phone
+
+
+def standardise_phone(raw_and_region: str, fallback_regions: tuple[str, ...] = ()) -> str | None:
+    """E.164 for a number valid in its record's region (``"<raw>|<ISO2>"``). A national-format
+    number from a source with no country (a call-center caller id) is tried in the deployment's
+    other regions and kept only if exactly one of them finds it valid."""
+    raw, _, region = raw_and_region.rpartition("|")
+    found = _valid_e164(raw, region or "US")
+    if found or raw.lstrip().startswith("+"):
+        return found
+    candidates = {e for r in fallback_regions if r != region and (e := _valid_e164(raw, r))}
+    return candidates.pop() if len(candidates) == 1 else None
+
+
+def _valid_e164(raw: str, region: str) -> str | None:
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# --------------------------------------------------------------------------- country
+
+
+@cache
+def standardise_country(raw: str) -> str | None:
+    """ISO 3166-1 alpha-2 from a code, an English name or a common alias."""
+    text = raw.strip()
+    if not text:
+        return None
+    alias = COUNTRY_ALIASES.get(fold(text))
+    if alias:
+        return alias
+    try:
+        return pycountry.countries.lookup(text).alpha_2
+    except LookupError:
+        return None
+
+
+# --------------------------------------------------------------------------- names
+
+
+@cache
+def _nicknamer() -> nicknames.NickNamer:
+    return nicknames.NickNamer()
+
+
+def first_name_group(name: str) -> str:
+    """Canonical form of a first name for blocking: a formal name stays itself; a nickname maps
+    to its formal name with the most nicknames (Bob -> robert)."""
+    namer = _nicknamer()
+    candidates = sorted(namer.canonicals_of(name))
+    if not candidates:
+        return name
+    own = len(namer.nicknames_of(name))
+    best = max(candidates, key=lambda f: len(namer.nicknames_of(f)))
+    return best if len(namer.nicknames_of(best)) > own else name
+
+
+@cache
+def nickname_pairs() -> pl.DataFrame:
+    """Every (a, b) pair of first names that are the same name by the nickname list, both ways."""
+    namer = _nicknamer()
+    pairs: set[tuple[str, str]] = set()
+    for triplet in nicknames.name_triplets():
+        formal, nick = triplet.name1, triplet.name2
+        pairs.add((formal, nick))
+        for sibling in namer.nicknames_of(formal):
+            if sibling != nick:
+                pairs.add((nick, sibling))
+    both = pairs | {(b, a) for a, b in pairs}
+    return pl.DataFrame(sorted(both), schema=["name_l", "name_r"], orient="row")
+
+
+def soundex(name: str) -> str:
+    return jellyfish.soundex(name.replace(" ", ""))
+
+
+# --------------------------------------------------------------------------- address
+
+_UNIT_WORDS = set(usps.OCCUPANCY_TYPE_ABBREVIATIONS) | set(usps.OCCUPANCY_TYPE_ABBREVIATIONS.values()) | {"#", "NO"}
+
+
+def street_key(raw: str) -> tuple[str | None, str | None]:
+    """(street, unit) in USPS Pub 28 abbreviations: '12 Main Street Apt 4' -> ('12 MAIN ST', '4')."""
+    text = fold(raw).upper().replace("#", " # ")
+    tokens = "".join(c if c.isalnum() or c == "#" else " " for c in text).split()
+    street, unit = tokens, []
+    for i, token in enumerate(tokens):
+        if token in _UNIT_WORDS and i > 0:
+            street, unit = tokens[:i], [t for t in tokens[i + 1:] if t not in _UNIT_WORDS]
+            break
+    # Suffixes abbreviate only in last place and directionals only next to the number or last,
+    # so 'Rue de la Paix' keeps its 'LA'.
+    street = [
+        usps.STREET_TYPE_ABBREVIATIONS.get(t, t) if i == len(street) - 1 and i > 0
+        else usps.DIRECTIONAL_REPLACEMENTS.get(t, t) if i == 1
+        else t
+        for i, t in enumerate(street)
+    ]
+    return (" ".join(street) or None), (" ".join(unit) or None)
+
+
+def postal_key(raw: str | None, country: str | None) -> str | None:
+    if raw is None:
+        return None
+    text = "".join(c for c in raw.upper() if c.isalnum())
+    if country in (None, "US") and len(text) >= 5 and text[:5].isdigit():
+        return text[:5]
+    return text or None

@@ -1,0 +1,106 @@
+"""Turn canonical identity columns from any source into standardised person records."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import date
+
+import polars as pl
+
+from cdm_pipeline.standardise import fields
+from cdm_pipeline.validate.parsing import parse_date
+
+CANONICAL_INPUT = (
+    "first_name", "last_name", "full_name", "email", "phone", "street", "city", "state",
+    "postal_code", "country", "birth_date",
+)
+
+
+def display_name(text: str) -> str | None:
+    """A name as a person would write it: NFKC, single spaces, title case if typed in one case."""
+    cleaned = " ".join(unicodedata.normalize("NFKC", text).split())
+    if not cleaned:
+        return None
+    return cleaned.title() if cleaned.isupper() or cleaned.islower() else cleaned
+
+
+def standardise_records(
+    frame: pl.DataFrame, default_country: str = "US", phone_regions: tuple[str, ...] = ()
+) -> pl.DataFrame:
+    """Standardise a frame holding ``CANONICAL_INPUT`` columns (any may be null) plus keys.
+
+    Originals are kept as ``<field>_raw``; match keys are ``*_key``/``*_norm``; validity flags are
+    ``email_valid``/``phone_valid`` (false only where a value was given and is not valid).
+    """
+    text_cols = [c for c in CANONICAL_INPUT if c != "birth_date"]
+    frame = frame.with_columns(
+        [
+            pl.when(pl.col(c).cast(pl.String).str.strip_chars() == "").then(None)
+            .otherwise(pl.col(c).cast(pl.String).str.strip_chars()).alias(c)
+            for c in text_cols
+        ]
+    )
+    first, last = _names(frame)
+    country = fields.map_unique(frame["country"], fields.standardise_country, pl.String).fill_null(default_country)
+    email = fields.map_unique(frame["email"], fields.standardise_email, pl.String)
+    email_norm = fields.map_unique(email, fields.email_match_key, pl.String)
+    phone_input = pl.DataFrame({"p": frame["phone"], "c": country}).select(
+        pl.concat_str(["p", "c"], separator="|").alias("phone_input")
+    )["phone_input"]
+    phone = fields.map_unique(
+        phone_input, lambda v: fields.standardise_phone(v, tuple(phone_regions)), pl.String
+    )
+    street_parts = fields.map_unique(
+        frame["street"], lambda s: dict(zip(("street", "unit"), fields.street_key(s), strict=True)),
+        pl.Struct({"street": pl.String, "unit": pl.String}),
+    )
+    first_key = fields.map_unique(first, fields.name_key, pl.String)
+    last_key = fields.map_unique(last, fields.name_key, pl.String)
+    out = frame.select(
+        "record_key", "source", "source_record_id", "trust_rank", "event_at",
+        *[pl.col(c).alias(f"{c}_raw") for c in CANONICAL_INPUT],
+    ).with_columns(
+        first_name=fields.map_unique(first, display_name, pl.String),
+        last_name=fields.map_unique(last, display_name, pl.String),
+        first_name_key=first_key,
+        first_name_group=fields.map_unique(first_key, fields.first_name_group, pl.String),
+        first_initial=first_key.str.slice(0, 1),
+        last_name_key=last_key.str.replace_all(" ", ""),
+        last_name_soundex=fields.map_unique(last_key, fields.soundex, pl.String),
+        email=email,
+        email_norm=email_norm,
+        email_local=email_norm.str.split("@").list.first(),
+        email_valid=frame["email"].is_null() | email.is_not_null(),
+        phone_e164=phone,
+        phone_valid=frame["phone"].is_null() | phone.is_not_null(),
+        street_key=street_parts.struct.field("street"),
+        unit=street_parts.struct.field("unit"),
+        city_key=fields.map_unique(frame["city"], fields.name_key, pl.String),
+        state=frame["state"].str.to_uppercase(),
+        postal_code=pl.Series(
+            [fields.postal_key(p, c) for p, c in zip(frame["postal_code"].to_list(), country.to_list(), strict=True)],
+            dtype=pl.String,
+        ),
+        country=country,
+        birth_date=_birth_dates(frame["birth_date"]),
+    )
+    return out
+
+
+def _names(frame: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
+    """First/last from their own columns, else split from the full name."""
+    split = fields.map_unique(
+        frame["full_name"], lambda s: dict(zip(("first", "last"), fields.split_full_name(s), strict=True)),
+        pl.Struct({"first": pl.String, "last": pl.String}),
+    )
+    first = frame["first_name"].fill_null(split.struct.field("first")).rename("first_name")
+    last = frame["last_name"].fill_null(split.struct.field("last")).rename("last_name")
+    return first, last
+
+
+def _birth_dates(values: pl.Series) -> pl.Series:
+    """ISO dates; text in any supported format is parsed; dates outside 1900..today become null."""
+    if values.dtype != pl.Date:
+        values = values.cast(pl.String).to_frame("b").select(parse_date("b"))["b"]
+    plausible = pl.col("b").is_between(date(1900, 1, 1), date.today())
+    return values.to_frame("b").select(pl.when(plausible).then(pl.col("b")))["b"].rename("birth_date")
