@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 SCHEMAS = ("raw", "staging", "quarantine", "identity", "mart", "governance", "analytics")
@@ -51,3 +52,25 @@ def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bo
         [schema, table],
     ).fetchall()
     return bool(rows)
+
+
+def replace_table(conn: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.DataFrame) -> None:
+    """Swap in a new version of a table; callers wrap it in ``transaction`` for atomicity."""
+    name = f"{quote_ident(schema)}.{quote_ident(table)}"
+    conn.register("_replacement", frame.to_arrow())
+    try:
+        conn.execute(f"create or replace table {name} as select * from _replacement")
+    finally:
+        conn.unregister("_replacement")
+
+
+def append_table(conn: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.DataFrame) -> None:
+    """Append rows by column name, creating the table from the frame's shape the first time."""
+    name = f"{quote_ident(schema)}.{quote_ident(table)}"
+    conn.register("_appended", frame.to_arrow())
+    try:
+        if not table_exists(conn, schema, table):
+            conn.execute(f"create table {name} as select * from _appended limit 0")
+        conn.execute(f"insert into {name} by name select * from _appended")
+    finally:
+        conn.unregister("_appended")

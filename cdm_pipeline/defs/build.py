@@ -8,6 +8,8 @@ from cdm_pipeline.config import load_config
 from cdm_pipeline.defs import jobs
 from cdm_pipeline.defs.ingest.assets import raw_asset
 from cdm_pipeline.defs.resources import build_resources
+from cdm_pipeline.defs.resolve.assets import resolve_assets
+from cdm_pipeline.defs.standardise.assets import person_records_asset
 from cdm_pipeline.defs.validate.assets import staging_asset
 from cdm_pipeline.registry import load_registry
 from cdm_pipeline.settings import Settings, load_settings
@@ -20,6 +22,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     assets: list = []
     for source in sources.values():
         assets += [raw_asset(source), staging_asset(source)]
+    assets += [person_records_asset(sources), resolve_assets()]
     return dg.Definitions(
         assets=assets,
         jobs=[jobs.nightly_job()],

@@ -1,0 +1,119 @@
+"""``identity.person_records``: every current source record's identity, standardised."""
+
+from datetime import datetime
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from cdm_pipeline.defs.metadata import table_schema
+from cdm_pipeline.defs.resources import OWNER, PipelineResource
+from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.standardise.load import IDENTITY_ROLES, canonical_records
+from cdm_pipeline.standardise.records import standardise_records
+from cdm_pipeline.warehouse import replace_table, transaction
+
+PERSON_RECORDS = dg.AssetKey(["identity", "person_records"])
+VALIDITY_CHECK = "identity_field_validity"
+
+PERSON_RECORD_COLUMNS = {
+    "record_key": ("varchar", "source:source_record_id, unique"),
+    "source": ("varchar", "source name from the registry"),
+    "source_record_id": ("varchar", "the record's id in its source"),
+    "trust_rank": ("integer", "1 = most trusted source"),
+    "event_at": ("timestamp", "the record's business timestamp"),
+    "first_name": ("varchar", "display first name"),
+    "last_name": ("varchar", "display last name"),
+    "first_name_key": ("varchar", "folded first name for matching"),
+    "last_name_key": ("varchar", "folded surname for matching"),
+    "email": ("varchar", "valid, lower-cased email"),
+    "email_norm": ("varchar", "provider-aware email match key (no dots/+tags where ignored)"),
+    "phone_e164": ("varchar", "E.164 phone"),
+    "street_key": ("varchar", "street in USPS abbreviations"),
+    "unit": ("varchar", "apartment/unit"),
+    "city_key": ("varchar", "folded city"),
+    "postal_code": ("varchar", "postal code"),
+    "country": ("varchar", "ISO 3166-1 alpha-2"),
+    "birth_date": ("date", "birth date"),
+    "email_valid": ("boolean", "false when an email was given but is not valid"),
+    "phone_valid": ("boolean", "false when a phone was given but is not valid"),
+}
+PII = {"first_name", "last_name", "first_name_key", "last_name_key", "email", "email_norm", "phone_e164",
+       "street_key", "unit", "birth_date"}
+
+
+def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
+    identity_sources = [s for s in sources.values() if s.role in IDENTITY_ROLES]
+
+    @dg.asset(
+        key=PERSON_RECORDS,
+        deps=[dg.AssetKey(["staging", s.name]) for s in identity_sources],
+        group_name="standardise",
+        owners=[OWNER],
+        kinds={"duckdb", "polars"},
+        description=(
+            "One row per current source record that carries identity (persons and consent events): "
+            "originals kept as `*_raw`, standardised email, E.164 phone, names, USPS street, ISO country, "
+            "birth date, and match keys. Records of erased people (suppression list) are left out."
+        ),
+        metadata={"dagster/column_schema": table_schema(PERSON_RECORD_COLUMNS, PII)},
+        check_specs=[dg.AssetCheckSpec(
+            VALIDITY_CHECK, asset=PERSON_RECORDS,
+            description="Per source, the share of given emails, phones and birth dates that standardise to a valid value is above the configured minimum.",
+        )],
+    )
+    def _person_records(context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource):
+        config = pipeline.config()
+        with warehouse.get_connection() as conn:
+            canonical = canonical_records(conn, {s.name: s for s in identity_sources})
+            suppressed = 0
+            records = standardise_records(
+                canonical, config["standardise"]["default_country"], tuple(config["standardise"]["phone_regions"])
+            )
+            with transaction(conn):
+                replace_table(conn, "identity", "person_records", records)
+                conn.execute(
+                    "insert into governance.audit_log values (?, 'standardised', 'identity.person_records', ?, ?, ?)",
+                    [context.run_id, records.height, f"{suppressed} suppressed records left out", datetime.now()],
+                )
+        rates = validity_rates(records)
+        minimum = config["quality"]["min_validity"]
+        failing = rates.filter(
+            pl.any_horizontal(pl.col(f"{f}_valid_rate") < minimum[f] for f in ("email", "phone", "birth_date"))
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "records": records.height,
+                "suppressed_records_left_out": suppressed,
+                "sources": records["source"].n_unique(),
+                "dagster/row_count": records.height,
+            },
+            check_results=[dg.AssetCheckResult(
+                check_name=VALIDITY_CHECK,
+                passed=failing.height == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"validity_by_source": dg.MetadataValue.md(_markdown(rates)), "sources_below_minimum": failing.height},
+            )],
+        )
+
+    return _person_records
+
+
+def validity_rates(records: pl.DataFrame) -> pl.DataFrame:
+    """Per source: of the values given, the share that standardised to a valid value."""
+    return records.group_by("source").agg(
+        email_valid_rate=_rate(pl.col("email_raw").is_not_null(), pl.col("email").is_not_null()),
+        phone_valid_rate=_rate(pl.col("phone_raw").is_not_null(), pl.col("phone_e164").is_not_null()),
+        birth_date_valid_rate=_rate(pl.col("birth_date_raw").is_not_null(), pl.col("birth_date").is_not_null()),
+    ).sort("source")
+
+
+def _rate(given: pl.Expr, valid: pl.Expr) -> pl.Expr:
+    n = given.sum()
+    return pl.when(n > 0).then((given & valid).sum() / n).otherwise(1.0)
+
+
+def _markdown(frame: pl.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |" for r in frame.rows()]
+    return "\n".join([header, *rows])
