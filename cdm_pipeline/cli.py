@@ -21,9 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--people", type=int, default=3000)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--days", type=int, default=2, help="daily files per source")
-    demo.add_argument("--out", type=Path, default=Path("data"), help="writes OUT/landing and OUT/demo/truth")
+    demo.add_argument(
+        "--out", type=Path, default=Path("data"), help="writes OUT/landing and OUT/demo/truth"
+    )
 
-    run = commands.add_parser("run", help="materialise every asset through Dagster and print a summary")
+    run = commands.add_parser(
+        "run", help="materialise every asset through Dagster and print a summary"
+    )
     _location_args(run)
 
     ui = commands.add_parser("ui", help="start the Dagster UI (dagster dev) on this project")
@@ -42,15 +46,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _location_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--landing", type=Path, help="landing folder (default data/landing)")
-    parser.add_argument("--warehouse", type=Path, help="DuckDB file (default data/warehouse/cdm.duckdb)")
+    parser.add_argument(
+        "--warehouse", type=Path, help="DuckDB file (default data/warehouse/cdm.duckdb)"
+    )
     parser.add_argument("--sources", type=Path, help="source registry (default data/sources.yaml)")
-    parser.add_argument("--config", type=Path, help="pipeline settings (default data/pipeline.yaml)")
+    parser.add_argument(
+        "--config", type=Path, help="pipeline settings (default data/pipeline.yaml)"
+    )
 
 
 def _apply_locations(args: argparse.Namespace) -> None:
     """Pass locations through the environment so the Definitions (and the UI) see the same ones."""
-    for flag, variable in (("landing", "CDM_LANDING"), ("warehouse", "CDM_WAREHOUSE"),
-                           ("sources", "CDM_SOURCES"), ("config", "CDM_CONFIG")):
+    for flag, variable in (
+        ("landing", "CDM_LANDING"),
+        ("warehouse", "CDM_WAREHOUSE"),
+        ("sources", "CDM_SOURCES"),
+        ("config", "CDM_CONFIG"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             os.environ[variable] = str(Path(value).resolve())
@@ -62,8 +74,10 @@ def _demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     paths = generate(people=args.people, seed=args.seed, out=args.out, days=args.days)
     elapsed = time.perf_counter() - started
-    print(f"demo data for {args.people} people written to {paths.landing} "
-          f"(truth in {paths.truth}) in {elapsed:.1f}s ({args.people / elapsed:,.0f} people/s)")
+    print(
+        f"demo data for {args.people} people written to {paths.landing} "
+        f"(truth in {paths.truth}) in {elapsed:.1f}s ({args.people / elapsed:,.0f} people/s)"
+    )
     return 0
 
 
@@ -81,8 +95,10 @@ def _run() -> int:
     elapsed = time.perf_counter() - started
     evaluations = result.get_asset_check_evaluations()
     failed = [e for e in evaluations if not e.passed]
-    print(f"run {result.run_id} {'succeeded' if result.success else 'FAILED'} in {elapsed:.1f}s; "
-          f"{len(evaluations) - len(failed)}/{len(evaluations)} checks passed")
+    print(
+        f"run {result.run_id} {'succeeded' if result.success else 'FAILED'} in {elapsed:.1f}s; "
+        f"{len(evaluations) - len(failed)}/{len(evaluations)} checks passed"
+    )
     for e in failed:
         print(f"  check failed: {'/'.join(e.asset_key.path)} {e.check_name} ({e.severity.value})")
     _print_summary(settings.warehouse_path)
@@ -112,8 +128,18 @@ def _ui(args: argparse.Namespace) -> int:
     from cdm_pipeline.instance import dagster_home
 
     dagster_home()
-    command = [sys.executable, "-m", "dagster", "dev", "-m", "cdm_pipeline.definitions",
-               "-h", args.host, "-p", str(args.port)]
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "cdm_pipeline.definitions",
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
     print(f"Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it)")
     return subprocess.call(command)
 

@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "standardise": {"default_country": "US", "phone_regions": ["US", "GB", "DE", "FR"]},
     "resolve": {
         "match_threshold": 0.95,
+        "name_only_threshold": 0.99,
         "floor_weight": 0.0,
         "max_block_size": 5000,
         "em_iterations": 25,

@@ -140,7 +140,9 @@ def _parse_source(name: str, body: dict) -> SourceSpec:
 
 def _parse_column(where: str, name: str, spec: dict) -> ColumnSpec:
     if not isinstance(name, str) or not name or name.startswith("_"):
-        raise RegistryError(f"{where}: column name {name!r} must be a non-empty string without a leading '_'")
+        raise RegistryError(
+            f"{where}: column name {name!r} must be a non-empty string without a leading '_'"
+        )
     kind = spec.get("type", "string")
     if kind not in COLUMN_TYPES:
         raise RegistryError(f"{where}: column '{name}' has unknown type '{kind}'")

@@ -54,7 +54,9 @@ def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bo
     return bool(rows)
 
 
-def replace_table(conn: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.DataFrame) -> None:
+def replace_table(
+    conn: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.DataFrame
+) -> None:
     """Swap in a new version of a table; callers wrap it in ``transaction`` for atomicity."""
     name = f"{quote_ident(schema)}.{quote_ident(table)}"
     conn.register("_replacement", frame.to_arrow())
@@ -64,7 +66,9 @@ def replace_table(conn: duckdb.DuckDBPyConnection, schema: str, table: str, fram
         conn.unregister("_replacement")
 
 
-def append_table(conn: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.DataFrame) -> None:
+def append_table(
+    conn: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.DataFrame
+) -> None:
     """Append rows by column name, creating the table from the frame's shape the first time."""
     name = f"{quote_ident(schema)}.{quote_ident(table)}"
     conn.register("_appended", frame.to_arrow())

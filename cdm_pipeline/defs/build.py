@@ -7,8 +7,8 @@ import dagster as dg
 from cdm_pipeline.config import load_config
 from cdm_pipeline.defs import jobs
 from cdm_pipeline.defs.ingest.assets import raw_asset
-from cdm_pipeline.defs.resources import build_resources
 from cdm_pipeline.defs.resolve.assets import resolve_assets
+from cdm_pipeline.defs.resources import build_resources
 from cdm_pipeline.defs.standardise.assets import person_records_asset
 from cdm_pipeline.defs.validate.assets import staging_asset
 from cdm_pipeline.registry import load_registry
@@ -26,7 +26,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         jobs=[jobs.nightly_job()],
-        schedules=[jobs.nightly_schedule(config["schedule"]["cron"], config["schedule"]["timezone"])],
+        schedules=[
+            jobs.nightly_schedule(config["schedule"]["cron"], config["schedule"]["timezone"])
+        ],
         sensors=[jobs.new_files_sensor(sources, settings.landing_dir)],
         resources=build_resources(settings),
     )

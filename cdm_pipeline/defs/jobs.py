@@ -1,6 +1,5 @@
 """The nightly job, its schedule, the new-file sensor, and the run settings they share."""
 
-
 from pathlib import Path
 
 import dagster as dg

@@ -39,13 +39,23 @@ def source_column_schema(source: SourceSpec, typed: bool) -> dg.TableSchema:
         for c in source.columns
     ]
     if not typed:
-        columns.append(dg.TableColumn(name="_extra", type="varchar", description="undeclared columns, JSON"))
-        columns.append(dg.TableColumn(name="_parse_error", type="varchar", description="why a line did not parse"))
-    columns += [dg.TableColumn(name=n, type="varchar", description=d) for n, d in LOAD_COLUMNS.items()]
+        columns.append(
+            dg.TableColumn(name="_extra", type="varchar", description="undeclared columns, JSON")
+        )
+        columns.append(
+            dg.TableColumn(
+                name="_parse_error", type="varchar", description="why a line did not parse"
+            )
+        )
+    columns += [
+        dg.TableColumn(name=n, type="varchar", description=d) for n, d in LOAD_COLUMNS.items()
+    ]
     return dg.TableSchema(columns=columns)
 
 
-def table_schema(columns: dict[str, tuple[str, str]], pii: set[str] = frozenset()) -> dg.TableSchema:
+def table_schema(
+    columns: dict[str, tuple[str, str]], pii: set[str] = frozenset()
+) -> dg.TableSchema:
     """A column schema from ``{name: (type, description)}``."""
     return dg.TableSchema(
         columns=[

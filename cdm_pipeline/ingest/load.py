@@ -11,7 +11,14 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from cdm_pipeline.ingest.reader import EXTRA, PARSE_ERROR, ROW_NUMBER, FileRejected, file_sha256, read_landing_file
+from cdm_pipeline.ingest.reader import (
+    EXTRA,
+    PARSE_ERROR,
+    ROW_NUMBER,
+    FileRejected,
+    file_sha256,
+    read_landing_file,
+)
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import ensure_schemas, quote_ident, sql_text, transaction
 
@@ -29,7 +36,9 @@ class LoadSummary:
 
 
 def spec_hash(spec: SourceSpec) -> str:
-    return hashlib.sha256(json.dumps(asdict(spec), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        json.dumps(asdict(spec), sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
 
 
 def ensure_raw_table(conn: duckdb.DuckDBPyConnection, spec: SourceSpec) -> str:
@@ -42,10 +51,13 @@ def ensure_raw_table(conn: duckdb.DuckDBPyConnection, spec: SourceSpec) -> str:
         f"{ROW_NUMBER} bigint, _source_file varchar, _file_sha256 varchar, _loaded_at timestamp, _run_id varchar)"
     )
     # A column added to the registry later is added to the table, never dropped.
-    existing = {r[0] for r in conn.execute(
-        "select column_name from information_schema.columns where table_schema = 'raw' and table_name = ?",
-        [spec.name],
-    ).fetchall()}
+    existing = {
+        r[0]
+        for r in conn.execute(
+            "select column_name from information_schema.columns where table_schema = 'raw' and table_name = ?",
+            [spec.name],
+        ).fetchall()
+    }
     for column in spec.column_names:
         if column not in existing:
             conn.execute(f"alter table {table} add column {quote_ident(column)} varchar")
@@ -56,7 +68,9 @@ def landing_files(landing_dir: Path, spec: SourceSpec) -> list[Path]:
     return sorted(p for p in Path(landing_dir).glob(spec.path) if p.is_file())
 
 
-def load_new_files(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, landing_dir: Path, run_id: str) -> LoadSummary:
+def load_new_files(
+    conn: duckdb.DuckDBPyConnection, spec: SourceSpec, landing_dir: Path, run_id: str
+) -> LoadSummary:
     """Land every file not loaded before. A file is known by its content hash, so a renamed copy
     is skipped too; a rejected file is retried only when its registry entry changes."""
     table = ensure_raw_table(conn, spec)
@@ -81,7 +95,16 @@ def load_new_files(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, landing_di
             summary.rejections.append(str(exc))
             conn.execute(
                 "insert into raw.file_ledger values (?, ?, ?, ?, 0, 'rejected', ?, ?, ?, ?, null)",
-                [spec.name, path.name, sha, path.stat().st_size, str(exc), current_spec, now, run_id],
+                [
+                    spec.name,
+                    path.name,
+                    sha,
+                    path.stat().st_size,
+                    str(exc),
+                    current_spec,
+                    now,
+                    run_id,
+                ],
             )
             continue
         frame = frame.with_columns(
@@ -96,7 +119,16 @@ def load_new_files(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, landing_di
             conn.unregister("landed_file")
             conn.execute(
                 "insert into raw.file_ledger values (?, ?, ?, ?, ?, 'loaded', null, ?, ?, ?, null)",
-                [spec.name, path.name, sha, path.stat().st_size, frame.height, current_spec, now, run_id],
+                [
+                    spec.name,
+                    path.name,
+                    sha,
+                    path.stat().st_size,
+                    frame.height,
+                    current_spec,
+                    now,
+                    run_id,
+                ],
             )
         loaded.add(sha)
         summary.files_loaded += 1

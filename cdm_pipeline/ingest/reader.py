@@ -48,14 +48,18 @@ def read_landing_file(path: Path, spec: SourceSpec) -> pl.DataFrame:
     except FileRejected:
         raise
     except Exception as exc:  # polars/pyarrow parse errors carry no row values in their type name
-        raise FileRejected(f"{path.name}: cannot parse as {spec.format} ({type(exc).__name__})") from None
+        raise FileRejected(
+            f"{path.name}: cannot parse as {spec.format} ({type(exc).__name__})"
+        ) from None
     return _conform(frame, path, spec)
 
 
 def _decode(path: Path, encoding: str) -> str:
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
+        text = data.decode(
+            "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+        )
     except UnicodeDecodeError as exc:
         raise FileRejected(
             f"{path.name}: not valid {encoding} at byte {exc.start}; re-export it as {encoding} "
@@ -107,7 +111,9 @@ def _conform(frame: pl.DataFrame, path: Path, spec: SourceSpec) -> pl.DataFrame:
     renames = {
         c: declared[c.lower()]
         for c in frame.columns
-        if c not in spec.column_names and c.lower() in declared and declared[c.lower()] not in frame.columns
+        if c not in spec.column_names
+        and c.lower() in declared
+        and declared[c.lower()] not in frame.columns
     }
     frame = frame.rename(renames)
     missing = [c for c in spec.required_columns if c not in frame.columns]
@@ -115,12 +121,15 @@ def _conform(frame: pl.DataFrame, path: Path, spec: SourceSpec) -> pl.DataFrame:
     if missing and has_rows:
         raise FileRejected(f"{path.name}: missing required column(s) {', '.join(missing)}")
     extra = [c for c in frame.columns if c not in spec.column_names and c != PARSE_ERROR]
-    extra_json = (
-        pl.struct(extra).struct.json_encode() if extra else pl.lit(None, dtype=pl.String)
+    extra_json = pl.struct(extra).struct.json_encode() if extra else pl.lit(None, dtype=pl.String)
+    parse_error = (
+        pl.col(PARSE_ERROR) if PARSE_ERROR in frame.columns else pl.lit(None, dtype=pl.String)
     )
-    parse_error = pl.col(PARSE_ERROR) if PARSE_ERROR in frame.columns else pl.lit(None, dtype=pl.String)
     return frame.select(
-        *[pl.col(c) if c in frame.columns else pl.lit(None, dtype=pl.String).alias(c) for c in spec.column_names],
+        *[
+            pl.col(c) if c in frame.columns else pl.lit(None, dtype=pl.String).alias(c)
+            for c in spec.column_names
+        ],
         extra_json.alias(EXTRA),
         parse_error.alias(PARSE_ERROR),
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW_NUMBER),

@@ -15,7 +15,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 
-def connected_component_labels(nodes: np.ndarray, edges_l: np.ndarray, edges_r: np.ndarray) -> np.ndarray:
+def connected_component_labels(
+    nodes: np.ndarray, edges_l: np.ndarray, edges_r: np.ndarray
+) -> np.ndarray:
     """Component label (the smallest node id in it) for each node."""
     if len(nodes) == 0:
         return np.array([], dtype=np.int64)
@@ -25,8 +27,16 @@ def connected_component_labels(nodes: np.ndarray, edges_l: np.ndarray, edges_r: 
     ri = order[np.searchsorted(sorted_nodes, edges_r)]
     graph = coo_matrix((np.ones(len(li), dtype=np.int8), (li, ri)), shape=(len(nodes), len(nodes)))
     _, labels = connected_components(graph, directed=False)
-    smallest = pl.DataFrame({"label": labels, "node": nodes}).group_by("label").agg(pl.col("node").min().alias("root"))
-    return pl.DataFrame({"label": labels}).join(smallest, on="label", how="left", maintain_order="left")["root"].to_numpy()
+    smallest = (
+        pl.DataFrame({"label": labels, "node": nodes})
+        .group_by("label")
+        .agg(pl.col("node").min().alias("root"))
+    )
+    return (
+        pl.DataFrame({"label": labels})
+        .join(smallest, on="label", how="left", maintain_order="left")["root"]
+        .to_numpy()
+    )
 
 
 class _GuardedUnion:
@@ -38,7 +48,9 @@ class _GuardedUnion:
     cannot-link crosses. One typo'd record in a large cluster does not veto a merge.
     """
 
-    def __init__(self, nodes: list[int], judged: dict[int, dict[int, bool]], hard: dict[int, set[int]]):
+    def __init__(
+        self, nodes: list[int], judged: dict[int, dict[int, bool]], hard: dict[int, set[int]]
+    ):
         self.parent = {n: n for n in nodes}
         self.members = {n: [n] for n in nodes}
         self.judged = judged
@@ -74,7 +86,10 @@ class _GuardedUnion:
 
 
 def guarded_clusters(
-    nodes: np.ndarray, edges: pl.DataFrame, judged: pl.DataFrame, hard_cannot: pl.DataFrame | None = None
+    nodes: np.ndarray,
+    edges: pl.DataFrame,
+    judged: pl.DataFrame,
+    hard_cannot: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Cluster nodes from match edges without joining people the evidence says are different.
 
@@ -95,10 +110,19 @@ def guarded_clusters(
         [1, 1, 3]
     """
     nodes = np.asarray(nodes, dtype=np.int64)
-    hard_cannot = hard_cannot if hard_cannot is not None else pl.DataFrame(schema={"id_l": pl.Int64, "id_r": pl.Int64})
+    hard_cannot = (
+        hard_cannot
+        if hard_cannot is not None
+        else pl.DataFrame(schema={"id_l": pl.Int64, "id_r": pl.Int64})
+    )
     roots = connected_component_labels(nodes, edges["id_l"].to_numpy(), edges["id_r"].to_numpy())
     labels = pl.DataFrame({"node": nodes, "cc": roots})
-    conflicts = pl.concat([judged.filter(pl.col("cannot_link")).select("id_l", "id_r"), hard_cannot.select("id_l", "id_r")])
+    conflicts = pl.concat(
+        [
+            judged.filter(pl.col("cannot_link")).select("id_l", "id_r"),
+            hard_cannot.select("id_l", "id_r"),
+        ]
+    )
     conflicted = (
         conflicts.join(labels, left_on="id_l", right_on="node")
         .join(labels, left_on="id_r", right_on="node", suffix="_r")
@@ -120,7 +144,9 @@ def guarded_clusters(
         hard.setdefault(a, set()).add(b)
         hard.setdefault(b, set()).add(a)
     union = _GuardedUnion(bad_nodes.to_list(), judged_map, hard)
-    local = edges.filter(inside).sort(["match_weight", "id_l", "id_r"], descending=[True, False, False])
+    local = edges.filter(inside).sort(
+        ["match_weight", "id_l", "id_r"], descending=[True, False, False]
+    )
     for a, b in local.select("id_l", "id_r").iter_rows():
         union.try_union(a, b)
     fixed = pl.DataFrame(
@@ -128,4 +154,6 @@ def guarded_clusters(
         schema={"node": pl.Int64, "root": pl.Int64},
     )
     fixed = fixed.with_columns(cluster=pl.col("node").min().over("root")).select("node", "cluster")
-    return labels.join(fixed, on="node", how="left").select("node", pl.coalesce("cluster", "cc").alias("cluster"))
+    return labels.join(fixed, on="node", how="left").select(
+        "node", pl.coalesce("cluster", "cc").alias("cluster")
+    )

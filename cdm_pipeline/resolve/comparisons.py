@@ -26,7 +26,9 @@ DIFFERENT = 0
 def _pair_scores(left: pl.Series, right: pl.Series, scorer, name: str) -> pl.Series:
     """Score each (left, right) with a rapidfuzz scorer, computing each distinct pair once."""
     pairs = pl.DataFrame({"a": left, "b": right})
-    todo = pairs.filter(pl.col("a").is_not_null() & pl.col("b").is_not_null() & (pl.col("a") != pl.col("b"))).unique()
+    todo = pairs.filter(
+        pl.col("a").is_not_null() & pl.col("b").is_not_null() & (pl.col("a") != pl.col("b"))
+    ).unique()
     if todo.height:
         scores = process.cpdist(todo["a"].to_list(), todo["b"].to_list(), scorer=scorer, workers=-1)
     else:
@@ -46,22 +48,28 @@ class Comparison:
 
     def __post_init__(self) -> None:
         if len(self.labels) < 2:
-            raise ValueError(f"{self.name}: a comparison needs at least 'different' and 'exact' levels")
+            raise ValueError(
+                f"{self.name}: a comparison needs at least 'different' and 'exact' levels"
+            )
 
     @property
     def exact_level(self) -> int:
         return len(self.labels) - 1
 
     def label(self, level: int) -> str:
-        return f"{self.name}: missing" if level == NULL_LEVEL else f"{self.name}: {self.labels[level]}"
+        return (
+            f"{self.name}: missing" if level == NULL_LEVEL else f"{self.name}: {self.labels[level]}"
+        )
 
     def levels(self, left: pl.Series, right: pl.Series) -> pl.Series:
         """Level per pair, as Int8."""
         frame = pl.DataFrame({"l": left, "r": right})
         closeness = self._closeness(frame)
         out = frame.select(
-            pl.when(pl.col("l").is_null() | pl.col("r").is_null()).then(NULL_LEVEL)
-            .when(pl.col("l") == pl.col("r")).then(self.exact_level)
+            pl.when(pl.col("l").is_null() | pl.col("r").is_null())
+            .then(NULL_LEVEL)
+            .when(pl.col("l") == pl.col("r"))
+            .then(self.exact_level)
             .otherwise(closeness)
             .cast(pl.Int8)
             .alias(self.name)
@@ -80,8 +88,12 @@ class SimilarityComparison(Comparison):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if len(self.thresholds) != len(self.labels) - 2 or list(self.thresholds) != sorted(self.thresholds):
-            raise ValueError(f"{self.name}: one ascending threshold per level between 'different' and 'exact'")
+        if len(self.thresholds) != len(self.labels) - 2 or list(self.thresholds) != sorted(
+            self.thresholds
+        ):
+            raise ValueError(
+                f"{self.name}: one ascending threshold per level between 'different' and 'exact'"
+            )
         if any(not 0 < t < 1 for t in self.thresholds):
             raise ValueError(f"{self.name}: thresholds must be in (0, 1)")
 
@@ -100,19 +112,26 @@ class FirstNameComparison(Comparison):
     def _closeness(self, frame: pl.DataFrame) -> pl.Series:
         score = _pair_scores(frame["l"], frame["r"], JaroWinkler.normalized_similarity, "score")
         nick = frame.join(
-            nickname_pairs().with_columns(is_nick=pl.lit(True)), left_on=["l", "r"], right_on=["name_l", "name_r"],
-            how="left", maintain_order="left",
+            nickname_pairs().with_columns(is_nick=pl.lit(True)),
+            left_on=["l", "r"],
+            right_on=["name_l", "name_r"],
+            how="left",
+            maintain_order="left",
         )["is_nick"].fill_null(False)
-        initial = (
-            ((frame["l"].str.len_chars() == 1) | (frame["r"].str.len_chars() == 1))
-            & (frame["l"].str.slice(0, 1) == frame["r"].str.slice(0, 1))
+        initial = ((frame["l"].str.len_chars() == 1) | (frame["r"].str.len_chars() == 1)) & (
+            frame["l"].str.slice(0, 1) == frame["r"].str.slice(0, 1)
         )
         return pl.DataFrame({"score": score, "nick": nick, "initial": initial}).select(
-            pl.when(pl.col("nick")).then(5)
-            .when(pl.col("score") >= 0.92).then(4)
-            .when(pl.col("score") >= 0.80).then(3)
-            .when(pl.col("score") >= 0.70).then(2)
-            .when(pl.col("initial")).then(1)
+            pl.when(pl.col("nick"))
+            .then(5)
+            .when(pl.col("score") >= 0.92)
+            .then(4)
+            .when(pl.col("score") >= 0.80)
+            .then(3)
+            .when(pl.col("initial"))
+            .then(1)
+            .when(pl.col("score") >= 0.70)
+            .then(2)
             .otherwise(DIFFERENT)
             .alias("level")
         )["level"]
@@ -133,7 +152,10 @@ class EditComparison(Comparison):
         else:
             shared = pl.Series([False] * frame.height)
         return pl.DataFrame({"d": distance, "shared": shared}).select(
-            pl.when((pl.col("d") <= 1) | pl.col("shared")).then(1).otherwise(DIFFERENT).alias("level")
+            pl.when((pl.col("d") <= 1) | pl.col("shared"))
+            .then(1)
+            .otherwise(DIFFERENT)
+            .alias("level")
         )["level"]
 
 
@@ -143,15 +165,24 @@ class DateComparison(Comparison):
 
     def levels(self, left: pl.Series, right: pl.Series) -> pl.Series:
         frame = pl.DataFrame({"l": left, "r": right})
-        l, r = pl.col("l"), pl.col("r")
-        same = (l.dt.year() == r.dt.year()).cast(pl.Int8) + (l.dt.month() == r.dt.month()).cast(pl.Int8) + (
-            l.dt.day() == r.dt.day()
-        ).cast(pl.Int8)
-        swapped = (l.dt.year() == r.dt.year()) & (l.dt.month() == r.dt.day()) & (l.dt.day() == r.dt.month())
+        left_date, right_date = pl.col("l"), pl.col("r")
+        same = (
+            (left_date.dt.year() == right_date.dt.year()).cast(pl.Int8)
+            + (left_date.dt.month() == right_date.dt.month()).cast(pl.Int8)
+            + (left_date.dt.day() == right_date.dt.day()).cast(pl.Int8)
+        )
+        swapped = (
+            (left_date.dt.year() == right_date.dt.year())
+            & (left_date.dt.month() == right_date.dt.day())
+            & (left_date.dt.day() == right_date.dt.month())
+        )
         return frame.select(
-            pl.when(l.is_null() | r.is_null()).then(NULL_LEVEL)
-            .when(l == r).then(self.exact_level)
-            .when(swapped | (same == 2)).then(1)
+            pl.when(left_date.is_null() | right_date.is_null())
+            .then(NULL_LEVEL)
+            .when(left_date == right_date)
+            .then(self.exact_level)
+            .when(swapped | (same == 2))
+            .then(1)
             .otherwise(DIFFERENT)
             .cast(pl.Int8)
             .alias(self.name)
@@ -163,37 +194,65 @@ def default_comparisons() -> list[Comparison]:
     return [
         FirstNameComparison(
             "first_name_key",
-            ("different", "initial only", "Jaro-Winkler >= 0.70", "Jaro-Winkler >= 0.80", "Jaro-Winkler >= 0.92",
-             "nickname", "exact"),
+            (
+                "different",
+                "initial only",
+                "Jaro-Winkler >= 0.70",
+                "Jaro-Winkler >= 0.80",
+                "Jaro-Winkler >= 0.92",
+                "nickname",
+                "exact",
+            ),
             tf_adjusted=True,
         ),
         SimilarityComparison(
-            "last_name_key", ("different", "Jaro-Winkler >= 0.80", "Jaro-Winkler >= 0.92", "exact"),
-            tf_adjusted=True, thresholds=(0.80, 0.92),
+            "last_name_key",
+            ("different", "Jaro-Winkler >= 0.80", "Jaro-Winkler >= 0.92", "exact"),
+            tf_adjusted=True,
+            thresholds=(0.80, 0.92),
         ),
         # No fuzzy email level: "amber.davis@" at two providers is two people as often as one.
         Comparison("email_norm", ("different", "exact")),
-        EditComparison("phone_e164", ("different", "last 7 digits or one edit", "exact"), part="suffix7"),
-        DateComparison("birth_date", ("different", "day/month swapped or one part differs", "exact")),
-        SimilarityComparison(
-            "street_key", ("different", "Jaro-Winkler >= 0.88", "exact"), thresholds=(0.88,), location=True
+        EditComparison(
+            "phone_e164", ("different", "last 7 digits or one edit", "exact"), part="suffix7"
         ),
-        EditComparison("postal_code", ("different", "same first 3 characters", "exact"), part="prefix3", location=True),
+        DateComparison(
+            "birth_date", ("different", "day/month swapped or one part differs", "exact")
+        ),
         SimilarityComparison(
-            "city_key", ("different", "Jaro-Winkler >= 0.90", "exact"), thresholds=(0.90,), tf_adjusted=True,
+            "street_key",
+            ("different", "Jaro-Winkler >= 0.88", "exact"),
+            thresholds=(0.88,),
+            location=True,
+        ),
+        EditComparison(
+            "postal_code",
+            ("different", "same first 3 characters", "exact"),
+            part="prefix3",
+            location=True,
+        ),
+        SimilarityComparison(
+            "city_key",
+            ("different", "Jaro-Winkler >= 0.90", "exact"),
+            thresholds=(0.90,),
+            tf_adjusted=True,
             location=True,
         ),
     ]
 
 
-def compare_pairs(pairs: pl.DataFrame, profiles: pl.DataFrame, comparisons: list[Comparison]) -> pl.DataFrame:
+def compare_pairs(
+    pairs: pl.DataFrame, profiles: pl.DataFrame, comparisons: list[Comparison]
+) -> pl.DataFrame:
     """Levels of every comparison for each pair (``id_l``, ``id_r``), in the pairs' order.
 
     Swapped first/last names (John Smith vs Smith John) are compared after swapping back.
     """
     fields = [c.name for c in comparisons]
     side = profiles.select("profile_id", *fields)
-    joined = pairs.join(side, left_on="id_l", right_on="profile_id", how="left", maintain_order="left").join(
+    joined = pairs.join(
+        side, left_on="id_l", right_on="profile_id", how="left", maintain_order="left"
+    ).join(
         side, left_on="id_r", right_on="profile_id", how="left", suffix="_r", maintain_order="left"
     )
     if "first_name_key" in fields and "last_name_key" in fields:
@@ -203,8 +262,14 @@ def compare_pairs(pairs: pl.DataFrame, profiles: pl.DataFrame, comparisons: list
             & (pl.col("first_name_key") != pl.col("last_name_key"))
         ).fill_null(False)
         joined = joined.with_columns(
-            pl.when(swapped).then(pl.col("last_name_key_r")).otherwise(pl.col("first_name_key_r")).alias("first_name_key_r"),
-            pl.when(swapped).then(pl.col("first_name_key_r")).otherwise(pl.col("last_name_key_r")).alias("last_name_key_r"),
+            pl.when(swapped)
+            .then(pl.col("last_name_key_r"))
+            .otherwise(pl.col("first_name_key_r"))
+            .alias("first_name_key_r"),
+            pl.when(swapped)
+            .then(pl.col("first_name_key_r"))
+            .otherwise(pl.col("last_name_key_r"))
+            .alias("last_name_key_r"),
         )
     levels = {c.name: c.levels(joined[c.name], joined[f"{c.name}_r"]) for c in comparisons}
     return pairs.select("id_l", "id_r").with_columns(**{f"{n}_level": s for n, s in levels.items()})

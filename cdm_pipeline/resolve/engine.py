@@ -24,12 +24,12 @@ OVERRIDE_COLUMNS = ("rule", "source_l", "record_id_l", "source_r", "record_id_r"
 
 @dataclass
 class Resolution:
-    profiles: pl.DataFrame            # profile_id + match fields
-    membership: pl.DataFrame          # record_key -> profile_id
-    pairs: pl.DataFrame               # scored candidate pairs with levels, weights, decisions
+    profiles: pl.DataFrame  # profile_id + match fields
+    membership: pl.DataFrame  # record_key -> profile_id
+    pairs: pl.DataFrame  # scored candidate pairs with levels, weights, decisions
     params: ModelParameters
     blocking: list[RuleReport]
-    clusters: pl.DataFrame            # record_key -> cluster_key (smallest record key in cluster)
+    clusters: pl.DataFrame  # record_key -> cluster_key (smallest record key in cluster)
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -49,36 +49,54 @@ def resolve(
     u = estimate_u(profiles, comparisons)
     single_keys = [rule.keys[0] for rule in rules if len(rule.keys) == 1]
     u = identifier_u(u, levels, comparisons, single_keys, profiles.height)
-    params = estimate_m(levels, comparisons, u, iterations=settings["em_iterations"]).with_global_prior(
-        pairs.height, profiles.height
+    params = estimate_m(
+        levels, comparisons, u, iterations=settings["em_iterations"]
+    ).with_global_prior(pairs.height, profiles.height)
+    scored = score_pairs(levels, profiles, comparisons, params).with_columns(
+        cannot_link=cannot_link(levels)
     )
-    scored = score_pairs(levels, profiles, comparisons, params).with_columns(cannot_link=cannot_link(levels))
     scored = _apply_overrides(scored, membership, overrides)
-    scored = scored.with_columns(decision=_decision(settings["match_threshold"]))
+    scored = scored.with_columns(
+        decision=_decision(settings["match_threshold"], settings.get("name_only_threshold", 1.0))
+    )
     is_edge = pl.col("decision").is_in(["steward must-link"]) | (
-        pl.col("decision").is_in(["deterministic: email and name", "deterministic: identifier-only record", "probabilistic"])
-        & ~pl.col("cannot_link")
+        pl.col("decision").is_in(LINKING_DECISIONS) & ~pl.col("cannot_link")
     )
     edges = scored.filter(is_edge).select("id_l", "id_r", "match_weight")
     judged = scored.filter(judgeable() & ~pl.col("must_link")).select("id_l", "id_r", "cannot_link")
-    hard = scored.filter(pl.col("steward_cannot_link")).select("id_l", "id_r")
+    # A wholly different birth date is a veto; a different first name is one vote among many
+    # (a typo'd record should not split a customer, see clustering._GuardedUnion).
+    hard = scored.filter(
+        pl.col("steward_cannot_link") | ((pl.col("birth_date_level") == 0) & ~pl.col("must_link"))
+    ).select("id_l", "id_r")
     clusters = guarded_clusters(profiles["profile_id"].to_numpy(), edges, judged, hard)
     clusters, ambiguous = _detach_ambiguous(clusters, edges, profiles)
-    linked = edges.join(clusters, left_on="id_l", right_on="node").join(
-        clusters, left_on="id_r", right_on="node", suffix="_r"
-    ).filter(pl.col("cluster") == pl.col("cluster_r")).select("id_l", "id_r", linked=pl.lit(True))
-    scored = scored.join(linked, on=["id_l", "id_r"], how="left").with_columns(pl.col("linked").fill_null(False))
+    linked = (
+        edges.join(clusters, left_on="id_l", right_on="node")
+        .join(clusters, left_on="id_r", right_on="node", suffix="_r")
+        .filter(pl.col("cluster") == pl.col("cluster_r"))
+        .select("id_l", "id_r", linked=pl.lit(True))
+    )
+    scored = scored.join(linked, on=["id_l", "id_r"], how="left").with_columns(
+        pl.col("linked").fill_null(False)
+    )
     record_clusters = (
         membership.join(clusters, left_on="profile_id", right_on="node", how="left")
         .with_columns(
-            cluster_key=pl.when(pl.col("cluster").is_not_null()).then(pl.col("record_key").min().over("cluster"))
+            cluster_key=pl.when(pl.col("cluster").is_not_null()).then(
+                pl.col("record_key").min().over("cluster")
+            )
         )
         .select("record_key", "profile_id", "cluster_key")
     )
-    record_clusters = pl.concat([
-        record_clusters,
-        unresolvable.select("record_key", profile_id=pl.lit(None, pl.Int64), cluster_key=pl.lit(None, pl.String)),
-    ])
+    record_clusters = pl.concat(
+        [
+            record_clusters,
+            unresolvable.select(
+                "record_key", profile_id=pl.lit(None, pl.Int64), cluster_key=pl.lit(None, pl.String)
+            ),
+        ]
+    )
     stats = {
         "records": records.height + unresolvable.height,
         "unresolvable_records": unresolvable.height,
@@ -96,26 +114,37 @@ def resolve(
     return Resolution(profiles, membership, scored, params, report, record_clusters, stats)
 
 
-def _detach_ambiguous(clusters: pl.DataFrame, edges: pl.DataFrame, profiles: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+def _detach_ambiguous(
+    clusters: pl.DataFrame, edges: pl.DataFrame, profiles: pl.DataFrame
+) -> tuple[pl.DataFrame, int]:
     """A profile with no name (an email-only survey answer) that matches two customers the guard
     kept apart (a shared family inbox) cannot be attributed: it stays unlinked, not guessed."""
-    nameless = profiles.filter(pl.col("first_name_key").is_null() & pl.col("last_name_key").is_null())["profile_id"]
+    nameless = profiles.filter(
+        pl.col("first_name_key").is_null() & pl.col("last_name_key").is_null()
+    )["profile_id"]
     if nameless.len() == 0 or edges.height == 0:
         return clusters, 0
-    both_ways = pl.concat([
-        edges.select(node="id_l", other="id_r"), edges.select(node="id_r", other="id_l"),
-    ]).filter(pl.col("node").is_in(nameless.implode()))
-    reach = both_ways.join(clusters, left_on="other", right_on="node").group_by("node").agg(
-        pl.col("cluster").n_unique().alias("targets")
+    both_ways = pl.concat(
+        [
+            edges.select(node="id_l", other="id_r"),
+            edges.select(node="id_r", other="id_l"),
+        ]
+    ).filter(pl.col("node").is_in(nameless.implode()))
+    reach = (
+        both_ways.join(clusters, left_on="other", right_on="node")
+        .group_by("node")
+        .agg(pl.col("cluster").n_unique().alias("targets"))
     )
     ambiguous = reach.filter(pl.col("targets") > 1)["node"]
     detached = clusters.with_columns(
-        cluster=pl.when(pl.col("node").is_in(ambiguous.implode())).then(None).otherwise(pl.col("cluster"))
+        cluster=pl.when(pl.col("node").is_in(ambiguous.implode()))
+        .then(None)
+        .otherwise(pl.col("cluster"))
     )
     return detached, ambiguous.len()
 
 
-def _decision(threshold: float) -> pl.Expr:
+def _decision(threshold: float, name_only_threshold: float) -> pl.Expr:
     """Why a pair is (or is not) a match edge. Deterministic keys are used where they are
     trustworthy: the same normalised email with the same name, or a record that carries nothing
     but an identifier (an email-only survey answer) meeting the customer who holds it (and if
@@ -128,11 +157,18 @@ def _decision(threshold: float) -> pl.Expr:
     nameless = (pl.col("first_name_key_level") == -1) & (pl.col("last_name_key_level") == -1)
     identifier = (pl.col("email_norm_level") == 2) | (pl.col("phone_e164_level") == 2)
     return (
-        pl.when(pl.col("must_link")).then(pl.lit("steward must-link"))
-        .when(pl.col("cannot_link")).then(pl.lit("cannot-link"))
-        .when(email_and_name.fill_null(False)).then(pl.lit("deterministic: email and name"))
-        .when((nameless & identifier).fill_null(False)).then(pl.lit("deterministic: identifier-only record"))
-        .when((pl.col("match_probability") >= threshold) & corroborated()).then(pl.lit("probabilistic"))
+        pl.when(pl.col("must_link"))
+        .then(pl.lit("steward must-link"))
+        .when(pl.col("cannot_link"))
+        .then(pl.lit("cannot-link"))
+        .when(email_and_name.fill_null(False))
+        .then(pl.lit("deterministic: email and name"))
+        .when((nameless & identifier).fill_null(False))
+        .then(pl.lit("deterministic: identifier-only record"))
+        .when((pl.col("match_probability") >= threshold) & corroborated())
+        .then(pl.lit("probabilistic"))
+        .when(pl.col("match_probability") >= name_only_threshold)
+        .then(pl.lit("probabilistic: rare full name"))
         .otherwise(pl.lit("no match"))
     )
 
@@ -154,6 +190,14 @@ def judgeable() -> pl.Expr:
     return (pl.col("first_name_key_level") != -1) | (pl.col("birth_date_level") != -1)
 
 
+LINKING_DECISIONS = [
+    "deterministic: email and name",
+    "deterministic: identifier-only record",
+    "probabilistic",
+    "probabilistic: rare full name",
+]
+
+
 def resolvable() -> pl.Expr:
     """A record can be linked only with an identifier or a full name; one with neither (say, a
     consent event whose only phone number is invalid) stays unlinked rather than pooling with
@@ -165,28 +209,41 @@ def resolvable() -> pl.Expr:
     )
 
 
-def _apply_overrides(scored: pl.DataFrame, membership: pl.DataFrame, overrides: pl.DataFrame | None) -> pl.DataFrame:
+def _apply_overrides(
+    scored: pl.DataFrame, membership: pl.DataFrame, overrides: pl.DataFrame | None
+) -> pl.DataFrame:
     """Steward decisions win over the model: must-link adds an edge, cannot-link forbids one."""
     scored = scored.with_columns(must_link=pl.lit(False), steward_cannot_link=pl.lit(False))
     if overrides is None or overrides.height == 0:
         return scored
-    keyed = overrides.with_columns(
-        key_l=pl.col("source_l") + ":" + pl.col("record_id_l"), key_r=pl.col("source_r") + ":" + pl.col("record_id_r")
-    ).join(membership.rename({"record_key": "key_l", "profile_id": "p_l"}), on="key_l").join(
-        membership.rename({"record_key": "key_r", "profile_id": "p_r"}), on="key_r"
-    ).filter(pl.col("p_l") != pl.col("p_r")).select(
-        "rule", id_l=pl.min_horizontal("p_l", "p_r"), id_r=pl.max_horizontal("p_l", "p_r")
+    keyed = (
+        overrides.with_columns(
+            key_l=pl.col("source_l") + ":" + pl.col("record_id_l"),
+            key_r=pl.col("source_r") + ":" + pl.col("record_id_r"),
+        )
+        .join(membership.rename({"record_key": "key_l", "profile_id": "p_l"}), on="key_l")
+        .join(membership.rename({"record_key": "key_r", "profile_id": "p_r"}), on="key_r")
+        .filter(pl.col("p_l") != pl.col("p_r"))
+        .select("rule", id_l=pl.min_horizontal("p_l", "p_r"), id_r=pl.max_horizontal("p_l", "p_r"))
     )
     if keyed.height == 0:
         return scored
     # Steward pairs the blocking did not propose are added as pairs with no model evidence.
-    extra = keyed.join(scored.select("id_l", "id_r"), on=["id_l", "id_r"], how="anti").select("id_l", "id_r")
+    extra = keyed.join(scored.select("id_l", "id_r"), on=["id_l", "id_r"], how="anti").select(
+        "id_l", "id_r"
+    )
     if extra.height:
-        filler = {c: (pl.lit(None, dtype=scored.schema[c])) for c in scored.columns if c not in ("id_l", "id_r")}
+        filler = {
+            c: (pl.lit(None, dtype=scored.schema[c]))
+            for c in scored.columns
+            if c not in ("id_l", "id_r")
+        }
         scored = pl.concat([scored, extra.with_columns(**filler).select(scored.columns)])
         scored = scored.with_columns(
-            pl.col("match_weight").fill_null(0.0), pl.col("match_probability").fill_null(0.0),
-            pl.col("cannot_link").fill_null(False), pl.col("must_link").fill_null(False),
+            pl.col("match_weight").fill_null(0.0),
+            pl.col("match_probability").fill_null(0.0),
+            pl.col("cannot_link").fill_null(False),
+            pl.col("must_link").fill_null(False),
             pl.col("steward_cannot_link").fill_null(False),
         )
     must = keyed.filter(pl.col("rule") == "must_link").select("id_l", "id_r", m=pl.lit(True))

@@ -1,7 +1,7 @@
 """Customer ids that stay stable night to night.
 
 Each new cluster inherits the previous id that most of its records carried (one id per cluster,
-one cluster per id, largest overlap first, ties to the older id). An id whose records all went to
+one cluster per id, largest overlap first, ties to the smaller id). An id whose records all went to
 a cluster that kept another id is recorded as merged into it; a cluster with no inheritable id
 gets a new id derived from its earliest record key, so a full rebuild mints the same ids.
 """
@@ -13,8 +13,8 @@ import hashlib
 import polars as pl
 
 HISTORY_SCHEMA = {
-    "event": pl.String,            # created | merged | split
-    "customer_id": pl.String,      # the id the event is about
+    "event": pl.String,  # created | merged | split
+    "customer_id": pl.String,  # the id the event is about
     "related_customer_id": pl.String,  # merged: the survivor; split: the id it split from
     "record_count": pl.Int64,
 }
@@ -24,7 +24,9 @@ def mint_id(cluster_key: str) -> str:
     return "CUS-" + hashlib.sha256(cluster_key.encode("utf-8")).hexdigest()[:12].upper()
 
 
-def assign_customer_ids(clusters: pl.DataFrame, previous: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def assign_customer_ids(
+    clusters: pl.DataFrame, previous: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Map clusters to customer ids and describe what changed.
 
     Args:
@@ -36,7 +38,9 @@ def assign_customer_ids(clusters: pl.DataFrame, previous: pl.DataFrame) -> tuple
     """
     linked = clusters.filter(pl.col("cluster_key").is_not_null())
     overlap = (
-        linked.join(previous.filter(pl.col("customer_id").is_not_null()), on="record_key", how="inner")
+        linked.join(
+            previous.filter(pl.col("customer_id").is_not_null()), on="record_key", how="inner"
+        )
         .group_by("cluster_key", "customer_id")
         .len("overlap")
         .sort(["overlap", "customer_id", "cluster_key"], descending=[True, False, False])
@@ -63,10 +67,18 @@ def assign_customer_ids(clusters: pl.DataFrame, previous: pl.DataFrame) -> tuple
     previous_ids = set(previous["customer_id"].drop_nulls().unique().to_list())
     # Old ids that lost their records to other clusters: merged into where most of them went.
     best_target = overlap.group_by("customer_id", maintain_order=True).first()
-    for customer_id, cluster_key, n in best_target.select("customer_id", "cluster_key", "overlap").iter_rows():
+    for customer_id, cluster_key, n in best_target.select(
+        "customer_id", "cluster_key", "overlap"
+    ).iter_rows():
         if customer_id not in cluster_of_id:
-            events.append({"event": "merged", "customer_id": customer_id,
-                           "related_customer_id": id_of_cluster[cluster_key], "record_count": n})
+            events.append(
+                {
+                    "event": "merged",
+                    "customer_id": customer_id,
+                    "related_customer_id": id_of_cluster[cluster_key],
+                    "record_count": n,
+                }
+            )
     # New clusters: a split when they hold records of an existing id, else a creation.
     source_id = overlap.group_by("cluster_key", maintain_order=True).first()
     split_from = dict(zip(source_id["cluster_key"], source_id["customer_id"], strict=True))
@@ -74,15 +86,32 @@ def assign_customer_ids(clusters: pl.DataFrame, previous: pl.DataFrame) -> tuple
         if cluster_key in inherited:
             continue
         parent = split_from.get(cluster_key)
-        events.append({
-            "event": "split" if parent else "created",
-            "customer_id": customer_id,
-            "related_customer_id": parent,
-            "record_count": count_of_cluster[cluster_key],
-        })
+        events.append(
+            {
+                "event": "split" if parent else "created",
+                "customer_id": customer_id,
+                "related_customer_id": parent,
+                "record_count": count_of_cluster[cluster_key],
+            }
+        )
     # Ids whose records all disappeared (erased or purged) are closed, not silently dropped.
-    gone = previous_ids - set(id_of_cluster.values()) - {e["customer_id"] for e in events if e["event"] == "merged"}
+    gone = (
+        previous_ids
+        - set(id_of_cluster.values())
+        - {e["customer_id"] for e in events if e["event"] == "merged"}
+    )
     for customer_id in sorted(gone):
-        events.append({"event": "retired", "customer_id": customer_id, "related_customer_id": None, "record_count": 0})
-    history = pl.DataFrame(events, schema=HISTORY_SCHEMA) if events else pl.DataFrame(schema=HISTORY_SCHEMA)
+        events.append(
+            {
+                "event": "retired",
+                "customer_id": customer_id,
+                "related_customer_id": None,
+                "record_count": 0,
+            }
+        )
+    history = (
+        pl.DataFrame(events, schema=HISTORY_SCHEMA)
+        if events
+        else pl.DataFrame(schema=HISTORY_SCHEMA)
+    )
     return assignment.select("cluster_key", "customer_id"), history

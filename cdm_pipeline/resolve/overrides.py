@@ -7,8 +7,12 @@ from pathlib import Path
 import polars as pl
 
 OVERRIDE_SCHEMA = {
-    "rule": pl.String, "source_l": pl.String, "record_id_l": pl.String,
-    "source_r": pl.String, "record_id_r": pl.String, "reason": pl.String,
+    "rule": pl.String,
+    "source_l": pl.String,
+    "record_id_l": pl.String,
+    "source_r": pl.String,
+    "record_id_r": pl.String,
+    "reason": pl.String,
 }
 RULES = ("must_link", "cannot_link")
 

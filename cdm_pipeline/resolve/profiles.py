@@ -9,8 +9,14 @@ from __future__ import annotations
 import polars as pl
 
 MATCH_FIELDS = (
-    "first_name_key", "last_name_key", "email_norm", "phone_e164", "street_key",
-    "postal_code", "city_key", "birth_date",
+    "first_name_key",
+    "last_name_key",
+    "email_norm",
+    "phone_e164",
+    "street_key",
+    "postal_code",
+    "city_key",
+    "birth_date",
 )
 DERIVED_KEYS = ("first_name_group", "first_initial", "last_name_soundex", "email_local")
 
@@ -32,7 +38,9 @@ def build_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         .with_row_index("profile_id")
         .with_columns(pl.col("profile_id").cast(pl.Int64))
     )
-    membership = records.select("record_key", *signature).join(
-        profiles.select("profile_id", *signature), on=signature, how="left", nulls_equal=True
-    ).select("record_key", "profile_id")
+    membership = (
+        records.select("record_key", *signature)
+        .join(profiles.select("profile_id", *signature), on=signature, how="left", nulls_equal=True)
+        .select("record_key", "profile_id")
+    )
     return profiles, membership

@@ -35,7 +35,7 @@ class ModelParameters:
 
     m: dict[str, list[float]]
     u: dict[str, list[float]]
-    prior: float            # share of matches among candidate pairs (what EM estimates)
+    prior: float  # share of matches among candidate pairs (what EM estimates)
     em_iterations: int
     em_converged: bool
     global_prior: float = 0.0  # probability that two random profiles match: the scoring prior
@@ -57,12 +57,18 @@ class ModelParameters:
         rows = []
         for c in comparisons:
             for level, label in enumerate(c.labels):
-                rows.append({
-                    "comparison": c.name, "level": level, "label": label,
-                    "m_probability": self.m[c.name][level], "u_probability": self.u[c.name][level],
-                    "match_weight": self.weight(c.name, level),
-                    "tf_adjusted": c.tf_adjusted and level == c.exact_level, "location_group": c.location,
-                })
+                rows.append(
+                    {
+                        "comparison": c.name,
+                        "level": level,
+                        "label": label,
+                        "m_probability": self.m[c.name][level],
+                        "u_probability": self.u[c.name][level],
+                        "match_weight": self.weight(c.name, level),
+                        "tf_adjusted": c.tf_adjusted and level == c.exact_level,
+                        "location_group": c.location,
+                    }
+                )
         return rows
 
 
@@ -75,14 +81,19 @@ def person_signature(profiles: pl.DataFrame) -> pl.Expr:
 
 def value_people(profiles: pl.DataFrame, field: str) -> tuple[pl.DataFrame, int]:
     """(value, people holding it) and the number of people, both by ``person_signature``."""
-    signed = profiles.select(person=person_signature(profiles), value=pl.col(field)).filter(pl.col("person").is_not_null())
+    signed = profiles.select(person=person_signature(profiles), value=pl.col(field)).filter(
+        pl.col("person").is_not_null()
+    )
     people = max(signed["person"].n_unique(), 2)
     counts = signed.drop_nulls().unique().group_by("value").len("people")
     return counts, people
 
 
 def estimate_u(
-    profiles: pl.DataFrame, comparisons: list[Comparison], sample_pairs: int = 300_000, seed: int = 42
+    profiles: pl.DataFrame,
+    comparisons: list[Comparison],
+    sample_pairs: int = 300_000,
+    seed: int = 42,
 ) -> dict[str, list[float]]:
     """u per level: the exact level from how many different people share each value, the other
     levels from a random sample of profile pairs (Laplace-smoothed, so an unseen level is rare,
@@ -102,7 +113,9 @@ def estimate_u(
     for c in comparisons:
         observed = levels[f"{c.name}_level"]
         observed = observed.filter((observed != NULL_LEVEL) & (observed != c.exact_level))
-        counts = np.bincount(observed.to_numpy().astype(np.int64), minlength=len(c.labels))[:-1].astype(float)
+        counts = np.bincount(observed.to_numpy().astype(np.int64), minlength=len(c.labels))[
+            :-1
+        ].astype(float)
         exact = _exact_share(profiles, c.name)
         rest = (counts + 1.0) / (counts.sum() + len(counts)) * (1.0 - exact)
         u[c.name] = [max(float(v), U_FLOOR) for v in [*rest, exact]]
@@ -110,7 +123,11 @@ def estimate_u(
 
 
 def identifier_u(
-    u: dict[str, list[float]], levels: pl.DataFrame, comparisons: list[Comparison], fields: list[str], profiles: int
+    u: dict[str, list[float]],
+    levels: pl.DataFrame,
+    comparisons: list[Comparison],
+    fields: list[str],
+    profiles: int,
 ) -> dict[str, list[float]]:
     """Exact-level u for identifiers that block on their own (email, phone): every pair sharing
     the value is a candidate, so count how many of them are different people, judged by the
@@ -147,7 +164,10 @@ def _exact_share(profiles: pl.DataFrame, field: str) -> float:
 
 
 def estimate_m(
-    levels: pl.DataFrame, comparisons: list[Comparison], u: dict[str, list[float]], iterations: int = 25
+    levels: pl.DataFrame,
+    comparisons: list[Comparison],
+    u: dict[str, list[float]],
+    iterations: int = 25,
 ) -> ModelParameters:
     """EM over the distinct level patterns of the candidate pairs, u held fixed."""
     names = [c.name for c in comparisons]
@@ -158,8 +178,8 @@ def estimate_m(
     m = {c.name: _initial_m(c) for c in comparisons}
     prior = 0.1
     converged = False
-    iteration = 0
-    for iteration in range(1, iterations + 1):
+    done = 0
+    for done in range(1, iterations + 1):  # noqa: B007 - the count is reported after the loop
         log_m = np.full(len(counts), math.log(prior))
         log_u = np.full(len(counts), math.log(1 - prior))
         for n in names:
@@ -182,7 +202,7 @@ def estimate_m(
         if change < 1e-5:
             converged = True
             break
-    return ModelParameters(m=m, u=u, prior=prior, em_iterations=iteration, em_converged=converged)
+    return ModelParameters(m=m, u=u, prior=prior, em_iterations=done, em_converged=converged)
 
 
 def _initial_m(c: Comparison) -> list[float]:
@@ -213,10 +233,17 @@ def score_pairs(
     weights = []
     for c in comparisons:
         table = pl.DataFrame(
-            {"lv": list(range(len(c.labels))), "w": [params.weight(c.name, lv) for lv in range(len(c.labels))]},
+            {
+                "lv": list(range(len(c.labels))),
+                "w": [params.weight(c.name, lv) for lv in range(len(c.labels))],
+            },
             schema={"lv": pl.Int8, "w": pl.Float64},
         )
-        weight = levels.select(pl.col(f"{c.name}_level").alias("lv")).join(table, on="lv", how="left", maintain_order="left")["w"].fill_null(0.0)
+        weight = (
+            levels.select(pl.col(f"{c.name}_level").alias("lv"))
+            .join(table, on="lv", how="left", maintain_order="left")["w"]
+            .fill_null(0.0)
+        )
         if c.tf_adjusted:
             weight = _tf_adjust(levels, profiles, c, params, weight)
         weights.append(weight.alias(f"{c.name}_weight"))
@@ -226,22 +253,38 @@ def score_pairs(
     prior_weight = math.log2(prior / (1 - prior))
     personal = [f"{c.name}_weight" for c in comparisons if not c.location]
     location_sum = pl.sum_horizontal(location) if location else pl.lit(0.0)
-    total = prior_weight + pl.sum_horizontal(personal) + pl.min_horizontal(location_sum, pl.lit(LOCATION_WEIGHT_CAP))
+    total = (
+        prior_weight
+        + pl.sum_horizontal(personal)
+        + pl.min_horizontal(location_sum, pl.lit(LOCATION_WEIGHT_CAP))
+    )
     return scored.with_columns(match_weight=total).with_columns(
         match_probability=1.0 / (1.0 + (2.0 ** (-pl.col("match_weight"))))
     )
 
 
 def _tf_adjust(
-    levels: pl.DataFrame, profiles: pl.DataFrame, c: Comparison, params: ModelParameters, weight: pl.Series
+    levels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    c: Comparison,
+    params: ModelParameters,
+    weight: pl.Series,
 ) -> pl.Series:
     """Exact matches weigh log2(m_exact / share of that value) instead of the average u."""
     counts, people = value_people(profiles, c.name)
-    shares = counts.select(pl.col("value").alias(c.name), (pl.col("people") / people).alias("share"))
+    shares = counts.select(
+        pl.col("value").alias(c.name), (pl.col("people") / people).alias("share")
+    )
     value = levels.select("id_l").join(
-        profiles.select("profile_id", c.name), left_on="id_l", right_on="profile_id", how="left", maintain_order="left"
+        profiles.select("profile_id", c.name),
+        left_on="id_l",
+        right_on="profile_id",
+        how="left",
+        maintain_order="left",
     )[c.name]
-    share = value.to_frame("v").join(shares, left_on="v", right_on=c.name, how="left", maintain_order="left")["share"]
+    share = value.to_frame("v").join(
+        shares, left_on="v", right_on=c.name, how="left", maintain_order="left"
+    )["share"]
     m_exact = params.m[c.name][c.exact_level]
     tf_weight = (m_exact / share.clip(lower_bound=U_FLOOR)).log(2)
     exact = levels[f"{c.name}_level"] == c.exact_level

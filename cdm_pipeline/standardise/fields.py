@@ -21,22 +21,41 @@ from scourgify import address_constants as usps
 # Providers that ignore dots in the local part; most providers ignore a "+tag".
 DOTLESS_PROVIDERS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
 COUNTRY_ALIASES = {
-    "uk": "GB", "england": "GB", "scotland": "GB", "wales": "GB", "great britain": "GB",
-    "usa": "US", "u.s.a.": "US", "u.s.": "US", "america": "US", "united states of america": "US",
-    "deutschland": "DE", "allemagne": "DE", "espana": "ES", "españa": "ES", "holland": "NL",
+    "uk": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "great britain": "GB",
+    "usa": "US",
+    "u.s.a.": "US",
+    "u.s.": "US",
+    "america": "US",
+    "united states of america": "US",
+    "deutschland": "DE",
+    "allemagne": "DE",
+    "espana": "ES",
+    "españa": "ES",
+    "holland": "NL",
 }
 NAME_SUFFIXES = {"jr", "sr", "ii", "iii", "iv", "v", "phd", "md", "dds", "esq"}
 NAME_PARTICLES = {"van", "von", "de", "da", "del", "der", "di", "la", "le", "st", "mac", "mc"}
 
 
-def map_unique(values: pl.Series, function: Callable[[str], object], dtype: pl.DataType) -> pl.Series:
+def map_unique(
+    values: pl.Series, function: Callable[[str], object], dtype: pl.DataType
+) -> pl.Series:
     """Apply a per-value Python function once per distinct non-null value."""
     distinct = values.drop_nulls().unique()
     lookup = pl.DataFrame(
-        {"key": distinct, "value": pl.Series([function(v) for v in distinct.to_list()], dtype=dtype)}
+        {
+            "key": distinct,
+            "value": pl.Series([function(v) for v in distinct.to_list()], dtype=dtype),
+        }
     )
     return (
-        values.to_frame("key").join(lookup, on="key", how="left", maintain_order="left")["value"].alias(values.name)
+        values.to_frame("key")
+        .join(lookup, on="key", how="left", maintain_order="left")["value"]
+        .alias(values.name)
     )
 
 
@@ -189,7 +208,11 @@ def soundex(name: str) -> str:
 
 # --------------------------------------------------------------------------- address
 
-_UNIT_WORDS = set(usps.OCCUPANCY_TYPE_ABBREVIATIONS) | set(usps.OCCUPANCY_TYPE_ABBREVIATIONS.values()) | {"#", "NO"}
+_UNIT_WORDS = (
+    set(usps.OCCUPANCY_TYPE_ABBREVIATIONS)
+    | set(usps.OCCUPANCY_TYPE_ABBREVIATIONS.values())
+    | {"#", "NO"}
+)
 
 
 def street_key(raw: str) -> tuple[str | None, str | None]:
@@ -199,13 +222,15 @@ def street_key(raw: str) -> tuple[str | None, str | None]:
     street, unit = tokens, []
     for i, token in enumerate(tokens):
         if token in _UNIT_WORDS and i > 0:
-            street, unit = tokens[:i], [t for t in tokens[i + 1:] if t not in _UNIT_WORDS]
+            street, unit = tokens[:i], [t for t in tokens[i + 1 :] if t not in _UNIT_WORDS]
             break
     # Suffixes abbreviate only in last place and directionals only next to the number or last,
     # so 'Rue de la Paix' keeps its 'LA'.
     street = [
-        usps.STREET_TYPE_ABBREVIATIONS.get(t, t) if i == len(street) - 1 and i > 0
-        else usps.DIRECTIONAL_REPLACEMENTS.get(t, t) if i == 1
+        usps.STREET_TYPE_ABBREVIATIONS.get(t, t)
+        if i == len(street) - 1 and i > 0
+        else usps.DIRECTIONAL_REPLACEMENTS.get(t, t)
+        if i == 1
         else t
         for i, t in enumerate(street)
     ]

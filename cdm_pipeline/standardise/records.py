@@ -11,8 +11,17 @@ from cdm_pipeline.standardise import fields
 from cdm_pipeline.validate.parsing import parse_date
 
 CANONICAL_INPUT = (
-    "first_name", "last_name", "full_name", "email", "phone", "street", "city", "state",
-    "postal_code", "country", "birth_date",
+    "first_name",
+    "last_name",
+    "full_name",
+    "email",
+    "phone",
+    "street",
+    "city",
+    "state",
+    "postal_code",
+    "country",
+    "birth_date",
 )
 
 
@@ -35,13 +44,17 @@ def standardise_records(
     text_cols = [c for c in CANONICAL_INPUT if c != "birth_date"]
     frame = frame.with_columns(
         [
-            pl.when(pl.col(c).cast(pl.String).str.strip_chars() == "").then(None)
-            .otherwise(pl.col(c).cast(pl.String).str.strip_chars()).alias(c)
+            pl.when(pl.col(c).cast(pl.String).str.strip_chars() == "")
+            .then(None)
+            .otherwise(pl.col(c).cast(pl.String).str.strip_chars())
+            .alias(c)
             for c in text_cols
         ]
     )
     first, last = _names(frame)
-    country = fields.map_unique(frame["country"], fields.standardise_country, pl.String).fill_null(default_country)
+    country = fields.map_unique(frame["country"], fields.standardise_country, pl.String).fill_null(
+        default_country
+    )
     email = fields.map_unique(frame["email"], fields.standardise_email, pl.String)
     email_norm = fields.map_unique(email, fields.email_match_key, pl.String)
     phone_input = pl.DataFrame({"p": frame["phone"], "c": country}).select(
@@ -51,13 +64,18 @@ def standardise_records(
         phone_input, lambda v: fields.standardise_phone(v, tuple(phone_regions)), pl.String
     )
     street_parts = fields.map_unique(
-        frame["street"], lambda s: dict(zip(("street", "unit"), fields.street_key(s), strict=True)),
+        frame["street"],
+        lambda s: dict(zip(("street", "unit"), fields.street_key(s), strict=True)),
         pl.Struct({"street": pl.String, "unit": pl.String}),
     )
     first_key = fields.map_unique(first, fields.name_key, pl.String)
     last_key = fields.map_unique(last, fields.name_key, pl.String)
     out = frame.select(
-        "record_key", "source", "source_record_id", "trust_rank", "event_at",
+        "record_key",
+        "source",
+        "source_record_id",
+        "trust_rank",
+        "event_at",
         *[pl.col(c).alias(f"{c}_raw") for c in CANONICAL_INPUT],
     ).with_columns(
         first_name=fields.map_unique(first, display_name, pl.String),
@@ -78,7 +96,10 @@ def standardise_records(
         city_key=fields.map_unique(frame["city"], fields.name_key, pl.String),
         state=frame["state"].str.to_uppercase(),
         postal_code=pl.Series(
-            [fields.postal_key(p, c) for p, c in zip(frame["postal_code"].to_list(), country.to_list(), strict=True)],
+            [
+                fields.postal_key(p, c)
+                for p, c in zip(frame["postal_code"].to_list(), country.to_list(), strict=True)
+            ],
             dtype=pl.String,
         ),
         country=country,
@@ -90,7 +111,8 @@ def standardise_records(
 def _names(frame: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
     """First/last from their own columns, else split from the full name."""
     split = fields.map_unique(
-        frame["full_name"], lambda s: dict(zip(("first", "last"), fields.split_full_name(s), strict=True)),
+        frame["full_name"],
+        lambda s: dict(zip(("first", "last"), fields.split_full_name(s), strict=True)),
         pl.Struct({"first": pl.String, "last": pl.String}),
     )
     first = frame["first_name"].fill_null(split.struct.field("first")).rename("first_name")
@@ -103,4 +125,6 @@ def _birth_dates(values: pl.Series) -> pl.Series:
     if values.dtype != pl.Date:
         values = values.cast(pl.String).to_frame("b").select(parse_date("b"))["b"]
     plausible = pl.col("b").is_between(date(1900, 1, 1), date.today())
-    return values.to_frame("b").select(pl.when(plausible).then(pl.col("b")))["b"].rename("birth_date")
+    return (
+        values.to_frame("b").select(pl.when(plausible).then(pl.col("b")))["b"].rename("birth_date")
+    )

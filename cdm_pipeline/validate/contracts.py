@@ -60,16 +60,23 @@ def _column_checks(spec: ColumnSpec) -> list[pa.Check]:
         parsed = parsing.parse_decimal(c) if spec.type == "decimal" else parsing.parse_integer(c)
         checks.append(_element_check(f"is_{spec.type}", parsed.is_not_null()))
         if spec.min is not None:
-            checks.append(_element_check(f"at_least_{spec.min}", parsed.is_null() | (parsed >= spec.min)))
+            checks.append(
+                _element_check(f"at_least_{spec.min}", parsed.is_null() | (parsed >= spec.min))
+            )
         if spec.max is not None:
-            checks.append(_element_check(f"at_most_{spec.max}", parsed.is_null() | (parsed <= spec.max)))
+            checks.append(
+                _element_check(f"at_most_{spec.max}", parsed.is_null() | (parsed <= spec.max))
+            )
     elif spec.type == "enum":
         checks.append(_element_check("allowed_value", value.is_in(list(spec.values))))
     elif spec.type == "boolean":
         checks.append(_element_check("is_boolean", parsing.parse_boolean(c).is_not_null()))
     if spec.required:
         checks.append(
-            pa.Check(lambda data: data.lazyframe.select(parsing.text(data.key).is_not_null()), name="required")
+            pa.Check(
+                lambda data: data.lazyframe.select(parsing.text(data.key).is_not_null()),
+                name="required",
+            )
         )
     return checks
 
@@ -83,7 +90,12 @@ def build_contract(source: SourceSpec) -> pa.DataFrameSchema:
     columns[PARSE_ERROR] = pa.Column(
         pl.String,
         nullable=True,
-        checks=[pa.Check(lambda data: data.lazyframe.select(pl.col(data.key).is_null()), name=PARSE_ERROR_CHECK)],
+        checks=[
+            pa.Check(
+                lambda data: data.lazyframe.select(pl.col(data.key).is_null()),
+                name=PARSE_ERROR_CHECK,
+            )
+        ],
     )
     return pa.DataFrameSchema(columns, name=f"{source.name}_contract", strict=False)
 
@@ -105,7 +117,9 @@ def split(frame: pl.DataFrame, source: SourceSpec) -> tuple[pl.DataFrame, pl.Dat
         failures = (
             cases.select(
                 pl.col("index").cast(pl.UInt32).alias("_index"),
-                (pl.col("column").cast(pl.String) + ": " + pl.col("check").cast(pl.String)).alias("reason"),
+                (pl.col("column").cast(pl.String) + ": " + pl.col("check").cast(pl.String)).alias(
+                    "reason"
+                ),
             )
             .unique()
             .sort("_index", "reason")
@@ -117,7 +131,10 @@ def split(frame: pl.DataFrame, source: SourceSpec) -> tuple[pl.DataFrame, pl.Dat
     rejected = flagged.filter(pl.col("failed_checks").is_not_null()).drop("_index")
     payload = [c for c in source.column_names] + [EXTRA, PARSE_ERROR]
     rejected = rejected.with_columns(
-        raw_row=pl.Series([json.dumps(r, ensure_ascii=False) for r in rejected.select(payload).rows(named=True)], dtype=pl.String)
+        raw_row=pl.Series(
+            [json.dumps(r, ensure_ascii=False) for r in rejected.select(payload).rows(named=True)],
+            dtype=pl.String,
+        )
     )
     return valid, rejected
 

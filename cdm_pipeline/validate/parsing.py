@@ -30,14 +30,22 @@ def text(column: str) -> pl.Expr:
 
 def parse_date(column: str) -> pl.Expr:
     value = text(column)
-    return pl.coalesce(*[value.str.strptime(pl.Date, fmt, strict=False, exact=True) for fmt in DATE_FORMATS]).alias(column)
+    return pl.coalesce(
+        *[value.str.strptime(pl.Date, fmt, strict=False, exact=True) for fmt in DATE_FORMATS]
+    ).alias(column)
 
 
 def parse_timestamp(column: str) -> pl.Expr:
-    value = text(column)
-    naive = [value.str.strptime(pl.Datetime("us"), fmt, strict=False, exact=True) for fmt in TIMESTAMP_FORMATS]
+    """Naive timestamps as given; offset timestamps (``+02:00``, ``Z``) converted to UTC."""
+    value = text(column).str.replace(r"Z$", "+00:00")
+    naive = [
+        value.str.strptime(pl.Datetime("us"), fmt, strict=False, exact=True)
+        for fmt in TIMESTAMP_FORMATS
+    ]
     aware = [
-        value.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False, exact=True).dt.replace_time_zone(None)
+        value.str.strptime(
+            pl.Datetime("us", "UTC"), fmt, strict=False, exact=True
+        ).dt.replace_time_zone(None)
         for fmt in TZ_TIMESTAMP_FORMATS
     ]
     return pl.coalesce(*naive, *aware, parse_date(column).cast(pl.Datetime("us"))).alias(column)

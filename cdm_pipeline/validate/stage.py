@@ -23,20 +23,27 @@ class ValidationSummary:
     failed_checks: dict[str, int] = field(default_factory=dict)
 
 
-def validate_new_files(conn: duckdb.DuckDBPyConnection, source: SourceSpec, run_id: str) -> ValidationSummary:
+def validate_new_files(
+    conn: duckdb.DuckDBPyConnection, source: SourceSpec, run_id: str
+) -> ValidationSummary:
     """Validate every loaded file not validated yet. ``staging.<source>`` keeps every valid row
     version (history); readers take the latest version per record id from ``staging.<source>_current``."""
     raw = f"raw.{quote_ident(source.name)}"
-    pending = [r[0] for r in conn.execute(
-        "select file_sha256 from raw.file_ledger where source = ? and status = 'loaded' and validated_at is null",
-        [source.name],
-    ).fetchall()]
+    pending = [
+        r[0]
+        for r in conn.execute(
+            "select file_sha256 from raw.file_ledger where source = ? and status = 'loaded' and validated_at is null",
+            [source.name],
+        ).fetchall()
+    ]
     summary = ValidationSummary(files=len(pending))
     if not pending:
         _ensure_current_view(conn, source)
         return summary
     conn.register("pending_files", pl.DataFrame({"sha": pending}).to_arrow())
-    landed = conn.sql(f"select * from {raw} where _file_sha256 in (select sha from pending_files)").pl()
+    landed = conn.sql(
+        f"select * from {raw} where _file_sha256 in (select sha from pending_files)"
+    ).pl()
     conn.unregister("pending_files")
     valid, rejected = split(landed, source)
     typed = to_typed(valid, source)

@@ -1,17 +1,16 @@
 """One ``raw.<source>`` asset per registered source, with its checks."""
 
-
 from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from cdm_pipeline.defs.metadata import source_column_schema
+from cdm_pipeline.defs.resources import OWNER, PipelineResource
 from cdm_pipeline.ingest.load import load_new_files
 from cdm_pipeline.quality import robust_z
 from cdm_pipeline.registry import SourceSpec
-from cdm_pipeline.defs.metadata import source_column_schema
-from cdm_pipeline.defs.resources import OWNER, PipelineResource
 
 NO_REJECTED_FILES_CHECK = "no_rejected_files"
 ROW_COUNT_ANOMALY_CHECK = "row_count_anomaly"
@@ -29,35 +28,52 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
             f"`raw.{source.name}`: rows of `{source.path}` as landed (text), one load per file "
             f"content hash, with file name, sha256, row number and load time."
         ),
-        metadata={"dagster/column_schema": source_column_schema(source, typed=False), "source_path": source.path},
+        metadata={
+            "dagster/column_schema": source_column_schema(source, typed=False),
+            "source_path": source.path,
+        },
         check_specs=[
             dg.AssetCheckSpec(
-                NO_REJECTED_FILES_CHECK, asset=key, blocking=True,
+                NO_REJECTED_FILES_CHECK,
+                asset=key,
+                blocking=True,
                 description="No landing file was rejected as unreadable, empty or missing columns.",
             ),
             dg.AssetCheckSpec(
-                ROW_COUNT_ANOMALY_CHECK, asset=key, blocking=True,
+                ROW_COUNT_ANOMALY_CHECK,
+                asset=key,
+                blocking=True,
                 description="Rows landed this run are within a robust z-score of this source's own history.",
             ),
         ],
     )
-    def _raw(context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource):
+    def _raw(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+    ):
         quality = pipeline.config()["quality"]
         with warehouse.get_connection() as conn:
-            summary = load_new_files(conn, source, Path(pipeline.landing_dir), context.run_id)
-            history = [r[0] for r in conn.execute(
-                "select rows_in from governance.load_history where source = ? and stage = 'raw' "
-                "and rows_in > 0 order by recorded_at desc limit ?",
-                [source.name, quality["anomaly_history_runs"]],
-            ).fetchall()]
+            summary = load_new_files(conn, source, Path(pipeline.landing_dir), context.run.run_id)
+            history = [
+                r[0]
+                for r in conn.execute(
+                    "select rows_in from governance.load_history where source = ? and stage = 'raw' "
+                    "and rows_in > 0 order by recorded_at desc limit ?",
+                    [source.name, quality["anomaly_history_runs"]],
+                ).fetchall()
+            ]
             conn.execute(
                 "insert into governance.load_history values (?, ?, 'raw', ?, ?)",
-                [context.run_id, source.name, summary.rows_loaded, datetime.now()],
+                [context.run.run_id, source.name, summary.rows_loaded, datetime.now()],
             )
             conn.execute(
                 "insert into governance.audit_log values (?, 'ingested', ?, ?, ?, ?)",
-                [context.run_id, f"raw.{source.name}", summary.rows_loaded,
-                 f"{summary.files_loaded} files loaded, {summary.files_rejected} rejected", datetime.now()],
+                [
+                    context.run.run_id,
+                    f"raw.{source.name}",
+                    summary.rows_loaded,
+                    f"{summary.files_loaded} files loaded, {summary.files_rejected} rejected",
+                    datetime.now(),
+                ],
             )
         for message in summary.rejections:
             context.log.error(f"rejected landing file for {source.name}: {message}")
@@ -76,8 +92,12 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                     check_name=NO_REJECTED_FILES_CHECK,
                     passed=summary.files_rejected == 0,
                     severity=dg.AssetCheckSeverity.ERROR,
-                    metadata={"files_rejected": summary.files_rejected,
-                              "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in summary.rejections) or "none")},
+                    metadata={
+                        "files_rejected": summary.files_rejected,
+                        "reasons": dg.MetadataValue.md(
+                            "\n".join(f"- {r}" for r in summary.rejections) or "none"
+                        ),
+                    },
                 ),
                 anomaly,
             ],
@@ -90,7 +110,9 @@ def _row_count_anomaly(rows: int, history: list[int], quality: dict) -> dg.Asset
     metadata: dict = {"rows_loaded": rows, "history_runs": len(history)}
     if rows == 0 or len(history) < quality["anomaly_min_history"]:
         metadata["note"] = "no new rows or not enough history to judge"
-        return dg.AssetCheckResult(check_name=ROW_COUNT_ANOMALY_CHECK, passed=True, metadata=metadata)
+        return dg.AssetCheckResult(
+            check_name=ROW_COUNT_ANOMALY_CHECK, passed=True, metadata=metadata
+        )
     z = robust_z(rows, history)
     metadata["robust_z"] = round(z, 2)
     return dg.AssetCheckResult(

@@ -26,6 +26,7 @@ XREF_KEYS_UNIQUE_CHECK = "xref_keys_unique"
 CLUSTER_SIZE_CHECK = "cluster_size_limit"
 MULTI_SOURCE_SHARE_CHECK = "multi_source_share"
 PROBABILITY_DRIFT_CHECK = "match_probability_drift"
+HISTORY_COVERS_IDS_CHECK = "history_covers_live_ids"
 PROBABILITY_BINS = [i / 10 for i in range(11)]
 
 XREF_COLUMNS = {
@@ -43,33 +44,67 @@ def resolve_assets() -> dg.AssetsDefinition:
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(
-                MATCH_PAIRS, deps=[PERSON_RECORDS], group_name="resolve", owners=[OWNER], kinds={"duckdb", "polars"},
+                MATCH_PAIRS,
+                deps=[PERSON_RECORDS],
+                group_name="resolve",
+                owners=[OWNER],
+                kinds={"duckdb", "polars"},
                 description="Every scored candidate pair of identity profiles above the floor: each comparison's level "
                 "and match weight, total weight, probability, cannot-link evidence and the decision.",
             ),
             dg.AssetSpec(
-                ID_HISTORY, deps=[PERSON_RECORDS], group_name="resolve", owners=[OWNER], kinds={"duckdb"},
+                ID_HISTORY,
+                deps=[PERSON_RECORDS],
+                group_name="resolve",
+                owners=[OWNER],
+                kinds={"duckdb"},
                 description="Append-only history of customer ids: created, merged (into the survivor), split, retired, erased.",
             ),
             dg.AssetSpec(
-                CUSTOMER_XREF, deps=[PERSON_RECORDS], group_name="resolve", owners=[OWNER], kinds={"duckdb"},
+                CUSTOMER_XREF,
+                deps=[PERSON_RECORDS],
+                group_name="resolve",
+                owners=[OWNER],
+                kinds={"duckdb"},
                 description="One row per source record: the customer it belongs to and how it was linked.",
                 metadata={"dagster/column_schema": table_schema(XREF_COLUMNS)},
             ),
         ],
         check_specs=[
-            dg.AssetCheckSpec(XREF_KEYS_UNIQUE_CHECK, asset=CUSTOMER_XREF, blocking=True,
-                              description="Each source record appears once in the xref."),
-            dg.AssetCheckSpec(CLUSTER_SIZE_CHECK, asset=CUSTOMER_XREF, blocking=True,
-                              description="No customer has more records than the over-merge limit."),
-            dg.AssetCheckSpec(MULTI_SOURCE_SHARE_CHECK, asset=CUSTOMER_XREF,
-                              description="Share of customers seen in two or more sources (reported; fails if zero)."),
-            dg.AssetCheckSpec(PROBABILITY_DRIFT_CHECK, asset=MATCH_PAIRS,
-                              description="Match-probability histogram is close to the last run's."),
+            dg.AssetCheckSpec(
+                XREF_KEYS_UNIQUE_CHECK,
+                asset=CUSTOMER_XREF,
+                blocking=True,
+                description="Each source record appears once in the xref.",
+            ),
+            dg.AssetCheckSpec(
+                CLUSTER_SIZE_CHECK,
+                asset=CUSTOMER_XREF,
+                blocking=True,
+                description="No customer has more records than the over-merge limit.",
+            ),
+            dg.AssetCheckSpec(
+                MULTI_SOURCE_SHARE_CHECK,
+                asset=CUSTOMER_XREF,
+                description="Share of customers seen in two or more sources (reported; fails if zero).",
+            ),
+            dg.AssetCheckSpec(
+                PROBABILITY_DRIFT_CHECK,
+                asset=MATCH_PAIRS,
+                description="Match-probability histogram is close to the last run's.",
+            ),
+            dg.AssetCheckSpec(
+                HISTORY_COVERS_IDS_CHECK,
+                asset=ID_HISTORY,
+                blocking=True,
+                description="Every live customer id was created or split in the history and not retired or merged away.",
+            ),
         ],
         can_subset=False,
     )
-    def _resolve(context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource):
+    def _resolve(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+    ):
         config = pipeline.config()
         now = datetime.now()
         with warehouse.get_connection() as conn:
@@ -84,68 +119,154 @@ def resolve_assets() -> dg.AssetsDefinition:
             result = resolve(records, config["resolve"], overrides)
             assignment, history = assign_customer_ids(result.clusters, previous)
             xref = _xref(records, result, assignment, now)
-            pairs = _pairs_table(result, config["resolve"]["floor_weight"], context.run_id, records)
+            pairs = _pairs_table(
+                result, config["resolve"]["floor_weight"], context.run.run_id, records
+            )
             histogram = _histogram(result.pairs)
             with transaction(conn):
                 replace_table(conn, "identity", "match_pairs", pairs)
                 replace_table(conn, "mart", "customer_xref", xref)
-                append_table(conn, "identity", "customer_id_history",
-                             history.with_columns(run_id=pl.lit(context.run_id), event_at=pl.lit(now)))
-                append_table(conn, "identity", "model_parameters", _parameters(result, context.run_id))
-                append_table(conn, "identity", "blocking_report", pl.DataFrame(
-                    [vars(r) for r in result.blocking]).with_columns(run_id=pl.lit(context.run_id)))
-                append_table(conn, "identity", "probability_histogram", pl.DataFrame(
-                    {"run_id": context.run_id, "bin": list(range(len(histogram))), "pairs": histogram}))
+                append_table(
+                    conn,
+                    "identity",
+                    "customer_id_history",
+                    history.with_columns(run_id=pl.lit(context.run.run_id), event_at=pl.lit(now)),
+                )
+                append_table(
+                    conn, "identity", "model_parameters", _parameters(result, context.run.run_id)
+                )
+                append_table(
+                    conn,
+                    "identity",
+                    "blocking_report",
+                    pl.DataFrame([vars(r) for r in result.blocking]).with_columns(
+                        run_id=pl.lit(context.run.run_id)
+                    ),
+                )
+                append_table(
+                    conn,
+                    "identity",
+                    "probability_histogram",
+                    pl.DataFrame(
+                        {
+                            "run_id": context.run.run_id,
+                            "bin": list(range(len(histogram))),
+                            "pairs": histogram,
+                        }
+                    ),
+                )
                 for event in ("created", "merged", "split"):
                     n = history.filter(pl.col("event") == event).height
-                    conn.execute("insert into governance.audit_log values (?, ?, 'identity.customer_id_history', ?, null, ?)",
-                                 [context.run_id, event, n, now])
-        sizes = xref.filter(pl.col("customer_id").is_not_null()).group_by("customer_id").agg(
-            pl.len().alias("records"), pl.col("source").n_unique().alias("sources"))
+                    conn.execute(
+                        "insert into governance.audit_log values (?, ?, 'identity.customer_id_history', ?, null, ?)",
+                        [context.run.run_id, event, n, now],
+                    )
+            unexplained = conn.execute(
+                "select count(*) from (select distinct customer_id from mart.customer_xref where customer_id is not null) x "
+                "where customer_id not in (select customer_id from identity.customer_id_history where event in ('created', 'split')) "
+                "or customer_id in (select h.customer_id from identity.customer_id_history h where h.event in ('merged', 'retired', 'erased') "
+                "and h.event_at >= (select max(event_at) from identity.customer_id_history g where g.customer_id = h.customer_id "
+                "and g.event in ('created', 'split')))"
+            ).fetchall()[0][0]
+        sizes = (
+            xref.filter(pl.col("customer_id").is_not_null())
+            .group_by("customer_id")
+            .agg(pl.len().alias("records"), pl.col("source").n_unique().alias("sources"))
+        )
         limit = config["quality"]["max_cluster_size"]
         largest = int(sizes["records"].max() or 0)
         oversized = sizes.filter(pl.col("records") > limit)
         multi_share = float((sizes["sources"] >= 2).mean() or 0.0)
         duplicate_keys = xref.height - xref["record_key"].n_unique()
         drift = total_variation(histogram, last_histogram) if last_histogram else 0.0
-        yield dg.MaterializeResult(asset_key=MATCH_PAIRS, metadata={
-            "pairs_kept": pairs.height,
-            "candidate_pairs": result.stats["candidate_pairs"],
-            "blocking": dg.MetadataValue.md("| rule | pairs | new | skipped blocks |\n|---|---|---|---|\n" + "\n".join(
-                f"| {r.rule} | {r.pairs} | {r.new_pairs} | {r.skipped_blocks} |" for r in result.blocking)),
-            "match_probability_histogram": dg.MetadataValue.md(_bars(histogram, [f"{b:.1f}" for b in PROBABILITY_BINS[:-1]])),
-            "em_iterations": result.params.em_iterations,
-        })
-        yield dg.MaterializeResult(asset_key=ID_HISTORY, metadata={
-            e: history.filter(pl.col("event") == e).height for e in ("created", "merged", "split", "retired")})
+        yield dg.MaterializeResult(
+            asset_key=MATCH_PAIRS,
+            metadata={
+                "pairs_kept": pairs.height,
+                "candidate_pairs": result.stats["candidate_pairs"],
+                "blocking": dg.MetadataValue.md(
+                    "| rule | pairs | new | skipped blocks |\n|---|---|---|---|\n"
+                    + "\n".join(
+                        f"| {r.rule} | {r.pairs} | {r.new_pairs} | {r.skipped_blocks} |"
+                        for r in result.blocking
+                    )
+                ),
+                "match_probability_histogram": dg.MetadataValue.md(
+                    _bars(histogram, [f"{b:.1f}" for b in PROBABILITY_BINS[:-1]])
+                ),
+                "em_iterations": result.params.em_iterations,
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=ID_HISTORY,
+            metadata={
+                e: history.filter(pl.col("event") == e).height
+                for e in ("created", "merged", "split", "retired")
+            },
+        )
         size_counts = sizes.group_by("records").len().sort("records")
-        yield dg.MaterializeResult(asset_key=CUSTOMER_XREF, metadata={
-            "records": xref.height,
-            "customers": sizes.height,
-            "unlinked_records": xref.filter(pl.col("customer_id").is_null()).height,
-            "largest_cluster": largest,
-            "cluster_size_distribution": dg.MetadataValue.md(_bars(size_counts["len"].to_list(), size_counts["records"].cast(str).to_list())),
-            **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.stats.items()},
-        })
-        yield dg.AssetCheckResult(check_name=XREF_KEYS_UNIQUE_CHECK, asset_key=CUSTOMER_XREF, passed=duplicate_keys == 0,
-                                  severity=dg.AssetCheckSeverity.ERROR, metadata={"duplicate_record_keys": duplicate_keys})
+        yield dg.MaterializeResult(
+            asset_key=CUSTOMER_XREF,
+            metadata={
+                "records": xref.height,
+                "customers": sizes.height,
+                "unlinked_records": xref.filter(pl.col("customer_id").is_null()).height,
+                "largest_cluster": largest,
+                "cluster_size_distribution": dg.MetadataValue.md(
+                    _bars(size_counts["len"].to_list(), size_counts["records"].cast(str).to_list())
+                ),
+                **{
+                    k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.stats.items()
+                },
+            },
+        )
         yield dg.AssetCheckResult(
-            check_name=CLUSTER_SIZE_CHECK, asset_key=CUSTOMER_XREF, passed=oversized.height == 0,
+            check_name=XREF_KEYS_UNIQUE_CHECK,
+            asset_key=CUSTOMER_XREF,
+            passed=duplicate_keys == 0,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"largest_cluster": largest, "limit": limit, "oversized_customers": oversized.height,
-                      "examples": dg.MetadataValue.json(oversized["customer_id"].head(5).to_list())})
-        yield dg.AssetCheckResult(check_name=MULTI_SOURCE_SHARE_CHECK, asset_key=CUSTOMER_XREF,
-                                  passed=sizes.height == 0 or multi_share > 0, severity=dg.AssetCheckSeverity.WARN,
-                                  metadata={"share_multi_source": round(multi_share, 4)})
-        yield dg.AssetCheckResult(check_name=PROBABILITY_DRIFT_CHECK, asset_key=MATCH_PAIRS,
-                                  passed=drift <= config["quality"]["max_probability_drift"],
-                                  severity=dg.AssetCheckSeverity.WARN,
-                                  metadata={"total_variation": round(drift, 4), "has_previous_run": bool(last_histogram)})
+            metadata={"duplicate_record_keys": duplicate_keys},
+        )
+        yield dg.AssetCheckResult(
+            check_name=CLUSTER_SIZE_CHECK,
+            asset_key=CUSTOMER_XREF,
+            passed=oversized.height == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "largest_cluster": largest,
+                "limit": limit,
+                "oversized_customers": oversized.height,
+                "examples": dg.MetadataValue.json(oversized["customer_id"].head(5).to_list()),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name=MULTI_SOURCE_SHARE_CHECK,
+            asset_key=CUSTOMER_XREF,
+            passed=sizes.height == 0 or multi_share > 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"share_multi_source": round(multi_share, 4)},
+        )
+        yield dg.AssetCheckResult(
+            check_name=HISTORY_COVERS_IDS_CHECK,
+            asset_key=ID_HISTORY,
+            passed=unexplained == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"unexplained_ids": unexplained},
+        )
+        yield dg.AssetCheckResult(
+            check_name=PROBABILITY_DRIFT_CHECK,
+            asset_key=MATCH_PAIRS,
+            passed=drift <= config["quality"]["max_probability_drift"],
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"total_variation": round(drift, 4), "has_previous_run": bool(last_histogram)},
+        )
 
     return _resolve
 
 
-def _xref(records: pl.DataFrame, result: Resolution, assignment: pl.DataFrame, now: datetime) -> pl.DataFrame:
+def _xref(
+    records: pl.DataFrame, result: Resolution, assignment: pl.DataFrame, now: datetime
+) -> pl.DataFrame:
     best_edge = (
         result.pairs.filter(pl.col("linked"))
         .select(pl.concat_list("id_l", "id_r").alias("profile_id"), "decision", "match_weight")
@@ -154,29 +275,56 @@ def _xref(records: pl.DataFrame, result: Resolution, assignment: pl.DataFrame, n
         .group_by("profile_id", maintain_order=True)
         .first()
     )
-    sized = result.clusters.join(assignment, on="cluster_key", how="left").join(
-        best_edge.select("profile_id", "decision"), on="profile_id", how="left"
-    ).with_columns(cluster_records=pl.len().over("cluster_key"))
+    sized = (
+        result.clusters.join(assignment, on="cluster_key", how="left")
+        .join(best_edge.select("profile_id", "decision"), on="profile_id", how="left")
+        .with_columns(cluster_records=pl.len().over("cluster_key"))
+    )
     method = (
-        pl.when(pl.col("profile_id").is_null()).then(pl.lit("unlinked: no usable identifier"))
-        .when(pl.col("cluster_key").is_null()).then(pl.lit("unlinked: identifier shared by several customers"))
-        .when(pl.col("decision").is_not_null()).then(pl.concat_str([pl.lit("matched: "), pl.col("decision")]))
-        .when(pl.col("cluster_records") > 1).then(pl.lit("identical identity"))
+        pl.when(pl.col("profile_id").is_null())
+        .then(pl.lit("unlinked: no usable identifier"))
+        .when(pl.col("cluster_key").is_null())
+        .then(pl.lit("unlinked: identifier shared by several customers"))
+        .when(pl.col("decision").is_not_null())
+        .then(pl.concat_str([pl.lit("matched: "), pl.col("decision")]))
+        .when(pl.col("cluster_records") > 1)
+        .then(pl.lit("identical identity"))
         .otherwise(pl.lit("new customer: no match"))
     )
-    return records.select("record_key", "source", "source_record_id").join(
-        sized.select("record_key", "customer_id", "profile_id", link_method=method), on="record_key", how="left"
-    ).with_columns(resolved_at=pl.lit(now))
+    return (
+        records.select("record_key", "source", "source_record_id")
+        .join(
+            sized.select("record_key", "customer_id", "profile_id", link_method=method),
+            on="record_key",
+            how="left",
+        )
+        .with_columns(resolved_at=pl.lit(now))
+    )
 
 
-def _pairs_table(result: Resolution, floor: float, run_id: str, records: pl.DataFrame) -> pl.DataFrame:
-    keys = result.membership.group_by("profile_id").agg(pl.col("record_key").min().alias("record_key"))
+def _pairs_table(
+    result: Resolution, floor: float, run_id: str, records: pl.DataFrame
+) -> pl.DataFrame:
+    keys = result.membership.group_by("profile_id").agg(
+        pl.col("record_key").min().alias("record_key")
+    )
     kept = result.pairs.filter(
-        (pl.col("match_weight") >= floor) | pl.col("linked") | pl.col("cannot_link") | pl.col("must_link")
+        (pl.col("match_weight") >= floor)
+        | pl.col("linked")
+        | pl.col("cannot_link")
+        | pl.col("must_link")
     )
     return (
-        kept.join(keys.rename({"profile_id": "id_l", "record_key": "example_record_key_l"}), on="id_l", how="left")
-        .join(keys.rename({"profile_id": "id_r", "record_key": "example_record_key_r"}), on="id_r", how="left")
+        kept.join(
+            keys.rename({"profile_id": "id_l", "record_key": "example_record_key_l"}),
+            on="id_l",
+            how="left",
+        )
+        .join(
+            keys.rename({"profile_id": "id_r", "record_key": "example_record_key_r"}),
+            on="id_r",
+            how="left",
+        )
         .rename({"id_l": "profile_id_l", "id_r": "profile_id_r"})
         .with_columns(run_id=pl.lit(run_id))
     )
@@ -194,7 +342,9 @@ def _parameters(result: Resolution, run_id: str) -> pl.DataFrame:
 
 
 def _histogram(pairs: pl.DataFrame) -> list[int]:
-    counts, _ = np.histogram(pairs["match_probability"].fill_null(0.0).to_numpy(), bins=PROBABILITY_BINS)
+    counts, _ = np.histogram(
+        pairs["match_probability"].fill_null(0.0).to_numpy(), bins=PROBABILITY_BINS
+    )
     return [int(c) for c in counts]
 
 

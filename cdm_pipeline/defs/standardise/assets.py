@@ -38,8 +38,18 @@ PERSON_RECORD_COLUMNS = {
     "email_valid": ("boolean", "false when an email was given but is not valid"),
     "phone_valid": ("boolean", "false when a phone was given but is not valid"),
 }
-PII = {"first_name", "last_name", "first_name_key", "last_name_key", "email", "email_norm", "phone_e164",
-       "street_key", "unit", "birth_date"}
+PII = {
+    "first_name",
+    "last_name",
+    "first_name_key",
+    "last_name_key",
+    "email",
+    "email_norm",
+    "phone_e164",
+    "street_key",
+    "unit",
+    "birth_date",
+}
 
 
 def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
@@ -57,29 +67,43 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             "birth date, and match keys. Records of erased people (suppression list) are left out."
         ),
         metadata={"dagster/column_schema": table_schema(PERSON_RECORD_COLUMNS, PII)},
-        check_specs=[dg.AssetCheckSpec(
-            VALIDITY_CHECK, asset=PERSON_RECORDS,
-            description="Per source, the share of given emails, phones and birth dates that standardise to a valid value is above the configured minimum.",
-        )],
+        check_specs=[
+            dg.AssetCheckSpec(
+                VALIDITY_CHECK,
+                asset=PERSON_RECORDS,
+                description="Per source, the share of given emails, phones and birth dates that standardise to a valid value is above the configured minimum.",
+            )
+        ],
     )
-    def _person_records(context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource):
+    def _person_records(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+    ):
         config = pipeline.config()
         with warehouse.get_connection() as conn:
             canonical = canonical_records(conn, {s.name: s for s in identity_sources})
             suppressed = 0
             records = standardise_records(
-                canonical, config["standardise"]["default_country"], tuple(config["standardise"]["phone_regions"])
+                canonical,
+                config["standardise"]["default_country"],
+                tuple(config["standardise"]["phone_regions"]),
             )
             with transaction(conn):
                 replace_table(conn, "identity", "person_records", records)
                 conn.execute(
                     "insert into governance.audit_log values (?, 'standardised', 'identity.person_records', ?, ?, ?)",
-                    [context.run_id, records.height, f"{suppressed} suppressed records left out", datetime.now()],
+                    [
+                        context.run.run_id,
+                        records.height,
+                        f"{suppressed} suppressed records left out",
+                        datetime.now(),
+                    ],
                 )
         rates = validity_rates(records)
         minimum = config["quality"]["min_validity"]
         failing = rates.filter(
-            pl.any_horizontal(pl.col(f"{f}_valid_rate") < minimum[f] for f in ("email", "phone", "birth_date"))
+            pl.any_horizontal(
+                pl.col(f"{f}_valid_rate") < minimum[f] for f in ("email", "phone", "birth_date")
+            )
         )
         return dg.MaterializeResult(
             metadata={
@@ -88,12 +112,17 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 "sources": records["source"].n_unique(),
                 "dagster/row_count": records.height,
             },
-            check_results=[dg.AssetCheckResult(
-                check_name=VALIDITY_CHECK,
-                passed=failing.height == 0,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"validity_by_source": dg.MetadataValue.md(_markdown(rates)), "sources_below_minimum": failing.height},
-            )],
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=VALIDITY_CHECK,
+                    passed=failing.height == 0,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "validity_by_source": dg.MetadataValue.md(_markdown(rates)),
+                        "sources_below_minimum": failing.height,
+                    },
+                )
+            ],
         )
 
     return _person_records
@@ -101,11 +130,21 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
 
 def validity_rates(records: pl.DataFrame) -> pl.DataFrame:
     """Per source: of the values given, the share that standardised to a valid value."""
-    return records.group_by("source").agg(
-        email_valid_rate=_rate(pl.col("email_raw").is_not_null(), pl.col("email").is_not_null()),
-        phone_valid_rate=_rate(pl.col("phone_raw").is_not_null(), pl.col("phone_e164").is_not_null()),
-        birth_date_valid_rate=_rate(pl.col("birth_date_raw").is_not_null(), pl.col("birth_date").is_not_null()),
-    ).sort("source")
+    return (
+        records.group_by("source")
+        .agg(
+            email_valid_rate=_rate(
+                pl.col("email_raw").is_not_null(), pl.col("email").is_not_null()
+            ),
+            phone_valid_rate=_rate(
+                pl.col("phone_raw").is_not_null(), pl.col("phone_e164").is_not_null()
+            ),
+            birth_date_valid_rate=_rate(
+                pl.col("birth_date_raw").is_not_null(), pl.col("birth_date").is_not_null()
+            ),
+        )
+        .sort("source")
+    )
 
 
 def _rate(given: pl.Expr, valid: pl.Expr) -> pl.Expr:
@@ -115,5 +154,8 @@ def _rate(given: pl.Expr, valid: pl.Expr) -> pl.Expr:
 
 def _markdown(frame: pl.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
-    rows = ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |" for r in frame.rows()]
+    rows = [
+        "| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |"
+        for r in frame.rows()
+    ]
     return "\n".join([header, *rows])

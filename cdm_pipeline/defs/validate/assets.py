@@ -1,6 +1,5 @@
 """One ``staging.<source>`` asset per registered source: the pandera contract applied to new rows."""
 
-
 from datetime import datetime
 
 import dagster as dg
@@ -34,23 +33,34 @@ def staging_asset(source: SourceSpec) -> dg.AssetsDefinition:
         metadata={"dagster/column_schema": source_column_schema(source, typed=True)},
         check_specs=[
             dg.AssetCheckSpec(
-                ROWS_ACCOUNTED_CHECK, asset=key, blocking=True,
+                ROWS_ACCOUNTED_CHECK,
+                asset=key,
+                blocking=True,
                 description="For every file: raw rows = staged rows + quarantined rows (nothing lost).",
             ),
             dg.AssetCheckSpec(
-                QUARANTINE_RATE_CHECK, asset=key, blocking=True,
+                QUARANTINE_RATE_CHECK,
+                asset=key,
+                blocking=True,
                 description="The share of this run's rows sent to quarantine is under the configured limit.",
             ),
         ],
     )
-    def _staging(context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource):
+    def _staging(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+    ):
         limit = pipeline.config()["quality"]["max_quarantine_rate"]
         with warehouse.get_connection() as conn:
-            summary = validate_new_files(conn, source, context.run_id)
+            summary = validate_new_files(conn, source, context.run.run_id)
             unbalanced = _unbalanced_files(conn, source)
             conn.execute(
                 "insert into governance.audit_log values (?, 'quarantined', 'quarantine.rejected_rows', ?, ?, ?)",
-                [context.run_id, summary.rows_quarantined, f"source={source.name}", datetime.now()],
+                [
+                    context.run.run_id,
+                    summary.rows_quarantined,
+                    f"source={source.name}",
+                    datetime.now(),
+                ],
             )
         rate = summary.rows_quarantined / summary.rows_in if summary.rows_in else 0.0
         reasons = sorted(summary.failed_checks.items(), key=lambda kv: -kv[1])
@@ -61,8 +71,10 @@ def staging_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 "rows_staged": summary.rows_staged,
                 "rows_quarantined": summary.rows_quarantined,
                 "quarantine_reasons": dg.MetadataValue.md(
-                    "| check | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in reasons)
-                    if reasons else "none"
+                    "| check | rows |\n|---|---|\n"
+                    + "\n".join(f"| {r} | {n} |" for r, n in reasons)
+                    if reasons
+                    else "none"
                 ),
             },
             check_results=[
@@ -70,8 +82,10 @@ def staging_asset(source: SourceSpec) -> dg.AssetsDefinition:
                     check_name=ROWS_ACCOUNTED_CHECK,
                     passed=not unbalanced,
                     severity=dg.AssetCheckSeverity.ERROR,
-                    metadata={"unbalanced_files": len(unbalanced),
-                              "examples": dg.MetadataValue.json(unbalanced[:5])},
+                    metadata={
+                        "unbalanced_files": len(unbalanced),
+                        "examples": dg.MetadataValue.json(unbalanced[:5]),
+                    },
                 ),
                 dg.AssetCheckResult(
                     check_name=QUARANTINE_RATE_CHECK,
@@ -94,4 +108,6 @@ def _unbalanced_files(conn, source: SourceSpec) -> list[dict]:
         .replace("staging_table", f"staging.{quote_ident(source.name)}")
     )
     rows = conn.execute(query, {"source": source.name}).fetchall()
-    return [dict(zip(("source_file", "raw", "staged", "quarantined"), r, strict=True)) for r in rows]
+    return [
+        dict(zip(("source_file", "raw", "staged", "quarantined"), r, strict=True)) for r in rows
+    ]

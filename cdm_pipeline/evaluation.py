@@ -1,0 +1,84 @@
+"""Accuracy of a clustering against ground truth: pairwise and B-cubed precision/recall/F1.
+
+Used by the tests and the benchmark only; the pipeline never reads truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    records: int
+    pairwise_precision: float
+    pairwise_recall: float
+    pairwise_f1: float
+    bcubed_precision: float
+    bcubed_recall: float
+    bcubed_f1: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"records evaluated      {self.records:,}",
+            f"pairwise precision     {self.pairwise_precision:.4f}",
+            f"pairwise recall        {self.pairwise_recall:.4f}",
+            f"pairwise F1            {self.pairwise_f1:.4f}",
+            f"B-cubed precision      {self.bcubed_precision:.4f}",
+            f"B-cubed recall         {self.bcubed_recall:.4f}",
+            f"B-cubed F1             {self.bcubed_f1:.4f}",
+        ]
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def _pairs(frame: pl.DataFrame, keys: list[str]) -> int:
+    sizes = frame.group_by(keys).len()["len"].cast(pl.Int64)
+    return int((sizes * (sizes - 1) // 2).sum())
+
+
+def accuracy(assigned: pl.DataFrame, truth: pl.DataFrame) -> Accuracy:
+    """Compare ``record_key, cluster`` with ``record_key, person``. Records without a cluster
+    (left unlinked) count as singletons: they miss every true pair and make no false one."""
+    joined = truth.join(assigned, on="record_key", how="left").with_columns(
+        cluster=pl.coalesce(pl.col("cluster"), pl.lit("unlinked:") + pl.col("record_key"))
+    )
+    true_positive = _pairs(joined, ["cluster", "person"])
+    predicted = _pairs(joined, ["cluster"])
+    actual = _pairs(joined, ["person"])
+    p = true_positive / predicted if predicted else 1.0
+    r = true_positive / actual if actual else 1.0
+    sized = joined.with_columns(
+        n_cluster=pl.len().over("cluster"),
+        n_person=pl.len().over("person"),
+        n_both=pl.len().over(["cluster", "person"]),
+    )
+    bp = float((sized["n_both"] / sized["n_cluster"]).mean())
+    br = float((sized["n_both"] / sized["n_person"]).mean())
+    return Accuracy(joined.height, p, r, _f1(p, r), bp, br, _f1(bp, br))
+
+
+def blocking_recall(
+    candidate_pairs: pl.DataFrame, membership: pl.DataFrame, truth: pl.DataFrame
+) -> float:
+    """Share of true matching profile pairs (profiles holding records of one person) that the
+    blocking rules proposed. Pairs inside one profile are matched without blocking."""
+    person_profiles = (
+        membership.join(truth, on="record_key").select("profile_id", "person").unique()
+    )
+    true_pairs = (
+        person_profiles.join(person_profiles, on="person", suffix="_r")
+        .filter(pl.col("profile_id") < pl.col("profile_id_r"))
+        .select(id_l="profile_id", id_r="profile_id_r")
+        .unique()
+    )
+    if true_pairs.height == 0:
+        return 1.0
+    found = true_pairs.join(
+        candidate_pairs.select("id_l", "id_r"), on=["id_l", "id_r"], how="semi"
+    ).height
+    return found / true_pairs.height

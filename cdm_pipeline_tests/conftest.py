@@ -1,0 +1,52 @@
+"""Shared fixtures: a small seeded demo landing folder and one materialised warehouse per session.
+
+Nothing is written into the working directory: every path is under pytest's tmp folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cdm_pipeline.defs.build import build_definitions
+from cdm_pipeline.defs.jobs import NIGHTLY_JOB
+from cdm_pipeline.demo.generator import generate
+from cdm_pipeline.settings import PACKAGE_DATA, Settings
+
+DEMO_PEOPLE = 1500
+
+
+def make_settings(
+    root: Path, landing: Path, sources: Path | None = None, overrides: Path | None = None
+) -> Settings:
+    return Settings(
+        landing_dir=landing,
+        warehouse_path=root / "warehouse" / "cdm.duckdb",
+        sources_path=sources or PACKAGE_DATA / "sources.yaml",
+        pipeline_config_path=PACKAGE_DATA / "pipeline.yaml",
+        overrides_path=overrides or root / "no_overrides.csv",
+        exports_dir=root / "exports",
+    )
+
+
+def run_pipeline(settings: Settings) -> dg.ExecuteInProcessResult:
+    defs = build_definitions(settings)
+    return defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    generate(people=DEMO_PEOPLE, seed=11, out=out, days=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def materialised(tmp_path_factory, demo_data) -> tuple[Settings, dg.ExecuteInProcessResult]:
+    """The whole job run once on the demo data into a tmp DuckDB file."""
+    settings = make_settings(tmp_path_factory.mktemp("run"), demo_data / "landing")
+    return settings, run_pipeline(settings)

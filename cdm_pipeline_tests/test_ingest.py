@@ -1,0 +1,85 @@
+"""Stage 1: files land exactly once; unreadable files are rejected with a reason, not lost."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cdm_pipeline.ingest.load import load_new_files
+from cdm_pipeline.registry import load_registry
+from cdm_pipeline.settings import PACKAGE_DATA
+
+SOURCES = load_registry(PACKAGE_DATA / "sources.yaml")
+CRM = SOURCES["crm_contacts"]
+HEADER = ",".join(CRM.column_names)
+GOOD_ROW = "C1,Ann,Lee,ann@example.com,212-555-0101,1 Main St,Springfield,IL,62701,US,1980-01-02,2024-01-01T00:00:00,2024-02-01T00:00:00,owner"
+
+
+@pytest.fixture
+def conn(tmp_path: Path):
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as connection:
+        yield connection
+
+
+def land(landing: Path, name: str, content: bytes) -> Path:
+    folder = landing / "crm_contacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(content)
+    return path
+
+
+def test_a_file_loads_once_even_when_copied_under_another_name(tmp_path, conn):
+    landing = tmp_path / "landing"
+    first = land(landing, "a.csv", f"{HEADER}\n{GOOD_ROW}\n".encode())
+    assert load_new_files(conn, CRM, landing, "r1").rows_loaded == 1
+    again = load_new_files(conn, CRM, landing, "r2")
+    assert (again.rows_loaded, again.files_skipped) == (0, 1)
+    shutil.copy(first, landing / "crm_contacts" / "copy.csv")
+    assert load_new_files(conn, CRM, landing, "r3").rows_loaded == 0
+    assert conn.execute("select count(*) from raw.crm_contacts").fetchall() == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty file"),
+        (b"   \n", "empty file"),
+        (f"{HEADER}\n{GOOD_ROW}\n".replace("Ann", "Ann\xe9").encode("latin-1"), "not valid utf-8"),
+        (b"contact_id,first_name\nC1,Ann\n", "missing required column"),
+        (f'{HEADER}\n"unterminated,quote\n'.encode(), "cannot parse"),
+    ],
+    ids=["zero-bytes", "blank", "latin-1", "missing-columns", "malformed-csv"],
+)
+def test_a_broken_file_is_rejected_with_a_reason_that_names_it(tmp_path, conn, content, reason):
+    landing = tmp_path / "landing"
+    land(landing, "broken.csv", content)
+    summary = load_new_files(conn, CRM, landing, "r1")
+    assert summary.files_rejected == 1
+    assert "broken.csv" in summary.rejections[0] and reason in summary.rejections[0]
+    ledger = conn.execute("select status, error from raw.file_ledger").fetchall()
+    assert ledger[0][0] == "rejected" and reason in ledger[0][1]
+
+
+def test_extra_columns_are_kept_and_header_case_is_forgiven(tmp_path, conn):
+    landing = tmp_path / "landing"
+    header = HEADER.replace("first_name", "First_Name") + ",loyalty_tier"
+    land(landing, "extra.csv", f"{header}\n{GOOD_ROW},gold\n".encode())
+    load_new_files(conn, CRM, landing, "r1")
+    first, extra = conn.execute("select first_name, _extra from raw.crm_contacts").fetchall()[0]
+    assert first == "Ann" and '"loyalty_tier":"gold"' in extra
+
+
+def test_injection_looking_values_are_stored_as_data(tmp_path, conn):
+    landing = tmp_path / "landing"
+    evil = GOOD_ROW.replace("Ann", "Robert'); drop table raw.crm_contacts;--")
+    land(landing, "evil.csv", f"{HEADER}\n{evil}\n".encode())
+    load_new_files(conn, CRM, landing, "r1")
+    assert (
+        conn.execute("select first_name from raw.crm_contacts")
+        .fetchall()[0][0]
+        .startswith("Robert');")
+    )

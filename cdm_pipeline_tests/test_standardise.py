@@ -1,0 +1,176 @@
+"""Stage 3: standardisation of identity fields, table-driven."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+import pytest
+
+from cdm_pipeline.standardise import fields
+from cdm_pipeline.standardise.records import standardise_records
+
+
+@pytest.mark.parametrize(
+    ("raw", "email", "key"),
+    [
+        ("  John.Doe+shop@GMail.com ", "john.doe+shop@gmail.com", "johndoe@gmail.com"),
+        ("j.doe@googlemail.com", "j.doe@googlemail.com", "jdoe@gmail.com"),
+        ("Ann.Lee+x@Outlook.com", "ann.lee+x@outlook.com", "ann.lee@outlook.com"),
+        ("not-an-email@", None, None),
+        ("jane at example dot com", None, None),
+    ],
+    ids=["gmail-dots-tag", "googlemail", "outlook-tag-keeps-dots", "no-domain", "words"],
+)
+def test_email(raw, email, key):
+    standardised = fields.standardise_email(raw)
+    assert standardised == email
+    assert fields.email_match_key(standardised) == key
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "e164"),
+    [
+        ("(212) 555-0134", "US", "+12125550134"),
+        ("212.555.0134", "US", "+12125550134"),
+        ("+1 212 555 0134", "GB", "+12125550134"),
+        ("07911 123456", "GB", "+447911123456"),
+        ("0151 12345678", "US", "+4915112345678"),
+        ("12345", "US", None),
+    ],
+    ids=[
+        "us-parens",
+        "us-dots",
+        "international",
+        "gb-national",
+        "de-found-by-fallback",
+        "too-short",
+    ],
+)
+def test_phone(raw, region, e164):
+    assert fields.standardise_phone(f"{raw}|{region}", ("US", "GB", "DE", "FR")) == e164
+
+
+@pytest.mark.parametrize(
+    ("raw", "iso"),
+    [
+        ("US", "US"),
+        ("USA", "US"),
+        ("United Kingdom", "GB"),
+        ("UK", "GB"),
+        ("Deutschland", "DE"),
+        ("france", "FR"),
+        ("Atlantis", None),
+    ],
+)
+def test_country(raw, iso):
+    assert fields.standardise_country(raw) == iso
+
+
+@pytest.mark.parametrize(
+    ("full", "first", "last"),
+    [
+        ("Hernandez, Jennifer", "Jennifer", "Hernandez"),
+        ("Ludwig van Beethoven", "Ludwig", "van Beethoven"),
+        ("Brian Koch III", "Brian", "Koch"),
+        ("Cher", "Cher", None),
+    ],
+)
+def test_full_name_split(full, first, last):
+    assert fields.split_full_name(full) == (first, last)
+
+
+def test_names_fold_accents_and_nicknames_group():
+    assert fields.name_key("José-María  Núñez") == "jose maria nunez"
+    assert fields.first_name_group("bob") == fields.first_name_group("robert") == "robert"
+    pairs = set(fields.nickname_pairs().iter_rows())
+    assert ("bob", "robert") in pairs and ("robert", "bob") in pairs
+
+
+@pytest.mark.parametrize(
+    ("raw", "street", "unit"),
+    [
+        ("12 Main Street Apt 4", "12 MAIN ST", "4"),
+        ("12 north main st.", "12 N MAIN ST", None),
+        ("7 Oak Ave #5", "7 OAK AVE", "5"),
+        ("4 Rue de la Paix", "4 RUE DE LA PAIX", None),
+    ],
+)
+def test_street(raw, street, unit):
+    assert fields.street_key(raw) == (street, unit)
+
+
+def test_records_keep_originals_beside_standardised_values():
+    frame = pl.DataFrame(
+        {
+            "record_key": ["s:1"],
+            "source": ["s"],
+            "source_record_id": ["1"],
+            "trust_rank": [1],
+            "event_at": [None],
+            "first_name": [None],
+            "last_name": [None],
+            "full_name": ["SMITH, JOHN"],
+            "email": [" J.Smith@Example.com"],
+            "phone": ["(212) 555-0134"],
+            "street": ["1 Main Street"],
+            "city": ["Springfield"],
+            "state": ["il"],
+            "postal_code": ["62701-1234"],
+            "country": ["USA"],
+            "birth_date": ["1980-02-30"],
+        }
+    )
+    out = standardise_records(frame).row(0, named=True)
+    assert (out["first_name"], out["last_name"]) == ("John", "Smith")
+    assert out["email"] == "j.smith@example.com" and out["email_raw"] == "J.Smith@Example.com"
+    assert (
+        out["phone_e164"] == "+12125550134"
+        and out["postal_code"] == "62701"
+        and out["country"] == "US"
+    )
+    assert out["birth_date"] is None and out["birth_date_raw"] == "1980-02-30"
+
+
+def test_implausible_birth_dates_are_dropped():
+    frame = pl.DataFrame(
+        {
+            c: [None, None]
+            for c in (
+                "first_name",
+                "last_name",
+                "full_name",
+                "email",
+                "phone",
+                "street",
+                "city",
+                "state",
+                "postal_code",
+                "country",
+            )
+        },
+        schema={
+            c: pl.String
+            for c in (
+                "first_name",
+                "last_name",
+                "full_name",
+                "email",
+                "phone",
+                "street",
+                "city",
+                "state",
+                "postal_code",
+                "country",
+            )
+        },
+    )
+    frame = frame.with_columns(
+        record_key=pl.Series(["a", "b"]),
+        source=pl.lit("s"),
+        source_record_id=pl.lit("1"),
+        trust_rank=pl.lit(1),
+        event_at=pl.lit(None),
+        birth_date=pl.Series([date(1850, 1, 1), date(1990, 5, 6)]),
+    )
+    assert standardise_records(frame)["birth_date"].to_list() == [None, date(1990, 5, 6)]
