@@ -90,7 +90,9 @@ def _run() -> int:
     settings = load_settings()
     started = time.perf_counter()
     result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
-        instance=shared_instance(), raise_on_error=False
+        instance=shared_instance(),
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
     elapsed = time.perf_counter() - started
     evaluations = result.get_asset_check_evaluations()

@@ -38,14 +38,14 @@ DEFAULTS: dict[str, Any] = {
         ],
     },
     "survivorship": {
-        "first_name": ["most_frequent", "trust_rank", "most_recent"],
-        "last_name": ["most_frequent", "trust_rank", "most_recent"],
+        "name": ["most_frequent", "trust_rank", "most_recent"],
         "email": ["most_recent", "trust_rank"],
         "phone": ["most_recent", "trust_rank"],
         "address": ["most_recent", "most_complete", "trust_rank"],
         "birth_date": ["trust_rank", "most_frequent"],
         "country": ["most_frequent", "trust_rank"],
     },
+    "currency_rates_to_usd": {"USD": 1.0, "EUR": 1.08, "GBP": 1.27},
     "retention": {"quarantine_days": 90, "default_source_days": None},
 }
 

@@ -69,6 +69,7 @@ class SourceSpec:
     columns: tuple[ColumnSpec, ...]
     identity: dict[str, str] = field(default_factory=dict)
     consent: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
     encoding: str = "utf-8"
     retention_days: int | None = None
 
@@ -120,6 +121,12 @@ def _parse_source(name: str, body: dict) -> SourceSpec:
             raise RegistryError(f"{where}: unknown identity field '{canonical}'")
         if column not in names:
             raise RegistryError(f"{where}: identity column '{column}' is not declared in columns")
+    attributes = dict(body.get("attributes") or {})
+    for attribute, column in attributes.items():
+        if column not in names:
+            raise RegistryError(f"{where}: attribute column '{column}' is not declared in columns")
+        if not _NAME.match(attribute):
+            raise RegistryError(f"{where}: attribute name '{attribute}' must be lower snake_case")
     if role == "person" and not identity:
         raise RegistryError(f"{where}: a person source needs an identity mapping")
     return SourceSpec(
@@ -133,6 +140,7 @@ def _parse_source(name: str, body: dict) -> SourceSpec:
         columns=columns,
         identity=identity,
         consent=dict(body.get("consent") or {}),
+        attributes=attributes,
         encoding=body.get("encoding", "utf-8"),
         retention_days=body.get("retention_days"),
     )

@@ -1,0 +1,1 @@
+"""Stage 5: golden records (survivorship with lineage) and the customer 360."""
