@@ -114,7 +114,7 @@ def _print_summary(warehouse: Path) -> None:
 
     if not warehouse.exists():
         return
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    with duckdb.connect(str(warehouse)) as conn:
         tables = conn.execute(
             "select schema_name, table_name from duckdb_tables() order by 1, 2"
         ).fetchall()

@@ -524,10 +524,10 @@ def _crm(persons: pl.DataFrame, rng: np.random.Generator) -> tuple[pl.DataFrame,
     # Records of people who later changed email or moved are older, so "most recent" rules prefer
     # the newer channels.
     age = np.where(has_old_email | moved, rng.integers(400, 900, n), rng.integers(0, 300, n))
-    updated = np.maximum(
-        created,
-        (np.datetime64(TODAY) - (age * 86400).astype("timedelta64[s]")).astype("datetime64[s]"),
+    updated = (np.datetime64(TODAY) - (age * 86400).astype("timedelta64[s]")).astype(
+        "datetime64[s]"
     )
+    created = np.minimum(created, updated)
     frame = _frame(
         {
             "contact_id": [f"C{i:07d}" for i in range(1, n + 1)],

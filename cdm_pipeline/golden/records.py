@@ -7,14 +7,20 @@ import polars as pl
 from cdm_pipeline.golden.survivorship import ATTRIBUTES, choose
 
 CANDIDATE_COLUMNS = (
-    "customer_id", "record_key", "source", "source_record_id", "trust_rank", "event_at",
+    "customer_id",
+    "record_key",
+    "source",
+    "source_record_id",
+    "trust_rank",
+    "event_at",
 )
 
 
 def candidates_from(person_records: pl.DataFrame, xref: pl.DataFrame) -> pl.DataFrame:
     """One candidate per linked source record, with display values for each golden field."""
     return person_records.join(
-        xref.filter(pl.col("customer_id").is_not_null()).select("record_key", "customer_id"), on="record_key"
+        xref.filter(pl.col("customer_id").is_not_null()).select("record_key", "customer_id"),
+        on="record_key",
     ).select(
         *CANDIDATE_COLUMNS,
         "first_name",
@@ -31,7 +37,9 @@ def candidates_from(person_records: pl.DataFrame, xref: pl.DataFrame) -> pl.Data
     )
 
 
-def golden_records(candidates: pl.DataFrame, rules: dict[str, list[str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def golden_records(
+    candidates: pl.DataFrame, rules: dict[str, list[str]]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(one row per customer with every golden attribute, lineage: one row per customer and
     attribute naming the winning source record and the deciding rule)."""
     customers = candidates.select("customer_id").unique().sort("customer_id")
@@ -43,14 +51,24 @@ def golden_records(candidates: pl.DataFrame, rules: dict[str, list[str]]) -> tup
         renamed = {"country": "address_country"} if attribute.name == "address" else {}
         renamed |= {"phone_e164": "phone"}
         golden = golden.join(
-            chosen.select("customer_id", *attribute.columns).rename(renamed, strict=False), on="customer_id", how="left"
+            chosen.select("customer_id", *attribute.columns).rename(renamed, strict=False),
+            on="customer_id",
+            how="left",
         )
-        lineage.append(chosen.select(
-            "customer_id",
-            pl.lit(attribute.name).alias("attribute"),
-            pl.concat_str([pl.col(c).cast(pl.String) for c in attribute.columns], separator=" | ", ignore_nulls=True).alias("value"),
-            "source", "source_record_id", "rule",
-            pl.lit(" > ".join(chain)).alias("rule_chain"),
-            "candidates",
-        ))
+        lineage.append(
+            chosen.select(
+                "customer_id",
+                pl.lit(attribute.name).alias("attribute"),
+                pl.concat_str(
+                    [pl.col(c).cast(pl.String) for c in attribute.columns],
+                    separator=" | ",
+                    ignore_nulls=True,
+                ).alias("value"),
+                "source",
+                "source_record_id",
+                "rule",
+                pl.lit(" > ".join(chain)).alias("rule_chain"),
+                "candidates",
+            )
+        )
     return golden, pl.concat(lineage)

@@ -35,7 +35,9 @@ ATTRIBUTES = (
     Attribute("name", ("first_name", "last_name"), ("first_name",)),
     Attribute("email", ("email",), ("email",)),
     Attribute("phone", ("phone_e164",), ("phone_e164",)),
-    Attribute("address", ("street", "unit", "city", "state", "postal_code", "country"), ("street",)),
+    Attribute(
+        "address", ("street", "unit", "city", "state", "postal_code", "country"), ("street",)
+    ),
     Attribute("birth_date", ("birth_date",), ("birth_date",)),
     Attribute("country", ("country",), ("country",)),
 )
@@ -52,29 +54,44 @@ def choose(candidates: pl.DataFrame, attribute: Attribute, rules: list[str]) -> 
 
     Returns:
         ``customer_id``, the attribute's columns, ``source, source_record_id, rule`` (the rule
-        that separated the winner from the runner-up, or ``only candidate``) and ``candidates``.
+        that separated the winning value from the best other value, or ``only value``) and
+        ``candidates`` (how many distinct values competed).
     """
     unknown = [r for r in rules if r not in RULES]
     if unknown:
-        raise ValueError(f"{attribute.name}: unknown survivorship rule(s) {unknown}; choose from {sorted(RULES)}")
+        raise ValueError(
+            f"{attribute.name}: unknown survivorship rule(s) {unknown}; choose from {sorted(RULES)}"
+        )
     columns = list(attribute.columns)
-    valid = candidates.filter(pl.all_horizontal(pl.col(c).is_not_null() for c in attribute.required))
+    valid = candidates.filter(
+        pl.all_horizontal(pl.col(c).is_not_null() for c in attribute.required)
+    )
     ranked = valid.with_columns(
         frequency=pl.len().over("customer_id", *columns),
         completeness=pl.sum_horizontal(pl.col(c).is_not_null().cast(pl.Int32) for c in columns),
     )
     order = [RULES[r][0] for r in rules] + ["record_key"]
     descending = [RULES[r][1] for r in rules] + [False]
-    ranked = ranked.sort(order, descending=descending, nulls_last=True).with_columns(
-        rank=pl.int_range(pl.len()).over("customer_id"), candidates=pl.len().over("customer_id")
+    # Each distinct value is represented by its best record; values then compete with each other.
+    best_per_value = (
+        ranked.sort(order, descending=descending, nulls_last=True)
+        .group_by("customer_id", *columns, maintain_order=True)
+        .first()
+        .with_columns(
+            rank=pl.int_range(pl.len()).over("customer_id"), candidates=pl.len().over("customer_id")
+        )
     )
-    winner = ranked.filter(pl.col("rank") == 0)
-    runner_up = ranked.filter(pl.col("rank") == 1).select("customer_id", *[pl.col(RULES[r][0]).alias(f"_{r}") for r in rules])
+    winner = best_per_value.filter(pl.col("rank") == 0)
+    runner_up = best_per_value.filter(pl.col("rank") == 1).select(
+        "customer_id", *[pl.col(RULES[r][0]).alias(f"_{r}") for r in rules]
+    )
     decided = winner.join(runner_up, on="customer_id", how="left")
     rule = pl.lit("record key (tie)")
     for r in reversed(rules):
         column = RULES[r][0]
         differs = pl.col(column).ne_missing(pl.col(f"_{r}"))
         rule = pl.when(differs).then(pl.lit(r)).otherwise(rule)
-    rule = pl.when(pl.col("candidates") == 1).then(pl.lit("only candidate")).otherwise(rule)
-    return decided.select("customer_id", *columns, "source", "source_record_id", rule.alias("rule"), "candidates")
+    rule = pl.when(pl.col("candidates") == 1).then(pl.lit("only value")).otherwise(rule)
+    return decided.select(
+        "customer_id", *columns, "source", "source_record_id", rule.alias("rule"), "candidates"
+    )

@@ -149,13 +149,16 @@ def _decision(threshold: float, name_only_threshold: float) -> pl.Expr:
     trustworthy: the same normalised email with the same name, or a record that carries nothing
     but an identifier (an email-only survey answer) meeting the customer who holds it (and if
     several customers hold it, the record is left unlinked; see ``_detach_ambiguous``)."""
+    exact = {c.name: c.exact_level for c in default_comparisons()}
     email_and_name = (
-        (pl.col("email_norm_level") == 2)
+        (pl.col("email_norm_level") == exact["email_norm"])
         & (pl.col("first_name_key_level") >= 4)
         & (pl.col("last_name_key_level") >= 2)
     )
     nameless = (pl.col("first_name_key_level") == -1) & (pl.col("last_name_key_level") == -1)
-    identifier = (pl.col("email_norm_level") == 2) | (pl.col("phone_e164_level") == 2)
+    identifier = (pl.col("email_norm_level") == exact["email_norm"]) | (
+        pl.col("phone_e164_level") == exact["phone_e164"]
+    )
     return (
         pl.when(pl.col("must_link"))
         .then(pl.lit("steward must-link"))

@@ -52,12 +52,12 @@ def standardise_records(
         ]
     )
     first, last = _names(frame)
-    country = fields.map_unique(frame["country"], fields.standardise_country, pl.String).fill_null(
-        default_country
-    )
+    # The record's own country; the deployment default only decides how to read its phone.
+    country = fields.map_unique(frame["country"], fields.standardise_country, pl.String)
+    region = country.fill_null(default_country)
     email = fields.map_unique(frame["email"], fields.standardise_email, pl.String)
     email_norm = fields.map_unique(email, fields.email_match_key, pl.String)
-    phone_input = pl.DataFrame({"p": frame["phone"], "c": country}).select(
+    phone_input = pl.DataFrame({"p": frame["phone"], "c": region}).select(
         pl.concat_str(["p", "c"], separator="|").alias("phone_input")
     )["phone_input"]
     phone = fields.map_unique(
@@ -98,7 +98,7 @@ def standardise_records(
         postal_code=pl.Series(
             [
                 fields.postal_key(p, c)
-                for p, c in zip(frame["postal_code"].to_list(), country.to_list(), strict=True)
+                for p, c in zip(frame["postal_code"].to_list(), region.to_list(), strict=True)
             ],
             dtype=pl.String,
         ),

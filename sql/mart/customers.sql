@@ -116,8 +116,8 @@ final as (
         coalesce(consent.sms_marketing_consent, 'unknown') as sms_marketing_consent,
         coalesce(consent.analytics_consent, 'unknown') as analytics_consent,
         coalesce(consent.third_party_sharing_consent, 'unknown') as third_party_sharing_consent,
-        golden.email is not null and consent.email_marketing_consent = 'granted' as is_email_contactable,
-        golden.phone is not null and consent.sms_marketing_consent = 'granted' as is_sms_contactable,
+        coalesce(golden.email is not null and consent.email_marketing_consent = 'granted', false) as is_email_contactable,
+        coalesce(golden.phone is not null and consent.sms_marketing_consent = 'granted', false) as is_sms_contactable,
         current_timestamp as refreshed_at,
     from golden
     left join records using (customer_id)

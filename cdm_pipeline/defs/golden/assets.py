@@ -24,73 +24,149 @@ FACTS = {  # fact table -> (the staging source it needs, SQL files that fill it)
     "survey_responses": ("surveys", ["mart/survey_responses"]),
     "consent_events": (None, ["mart/consent_events_explicit", "mart/consent_events_signups"]),
 }
-FACT_SOURCES = {"mart/consent_events_explicit": "consent_events", "mart/consent_events_signups": "web_signups"}
+FACT_SOURCES = {
+    "mart/consent_events_explicit": "consent_events",
+    "mart/consent_events_signups": "web_signups",
+}
 
 CUSTOMER_KEY_CHECK = "customer_id_unique_not_null"
 FACTS_REFERENCE_CHECK = "facts_reference_customers"
 RESIDUAL_DUPLICATES_CHECK = "residual_near_duplicates"
 LINEAGE_COMPLETE_CHECK = "lineage_for_every_golden_value"
+LEDGER_UNIQUE_CHECK = "one_state_per_customer_and_purpose"
 
 CUSTOMER_COLUMNS = {
     "customer_id": ("varchar", "stable customer id (grain: one row per customer)"),
-    "first_name": ("varchar", "identity: survivorship 'name'"), "last_name": ("varchar", "identity"),
-    "email": ("varchar", "identity: survivorship 'email'"), "phone": ("varchar", "identity: E.164"),
-    "street": ("varchar", "identity: address"), "unit": ("varchar", "identity"), "city": ("varchar", "identity"),
-    "state": ("varchar", "identity"), "postal_code": ("varchar", "identity"), "country": ("varchar", "descriptive: ISO 3166-1"),
-    "birth_date": ("date", "identity"), "age_band": ("varchar", "descriptive"), "customer_since": ("timestamp", "descriptive"),
-    "sources_seen": ("varchar", "descriptive"), "source_count": ("bigint", "descriptive"), "record_count": ("bigint", "descriptive"),
-    "account_owner": ("varchar", "descriptive"), "order_count": ("bigint", "behavioral"),
+    "first_name": ("varchar", "identity: survivorship 'name'"),
+    "last_name": ("varchar", "identity"),
+    "email": ("varchar", "identity: survivorship 'email'"),
+    "phone": ("varchar", "identity: E.164"),
+    "street": ("varchar", "identity: address"),
+    "unit": ("varchar", "identity"),
+    "city": ("varchar", "identity"),
+    "state": ("varchar", "identity"),
+    "postal_code": ("varchar", "identity"),
+    "country": ("varchar", "descriptive: ISO 3166-1"),
+    "birth_date": ("date", "identity"),
+    "age_band": ("varchar", "descriptive"),
+    "customer_since": ("timestamp", "descriptive"),
+    "sources_seen": ("varchar", "descriptive"),
+    "source_count": ("bigint", "descriptive"),
+    "record_count": ("bigint", "descriptive"),
+    "account_owner": ("varchar", "descriptive"),
+    "order_count": ("bigint", "behavioral"),
     "lifetime_value_usd": ("double", "behavioral: delivered/shipped/placed orders in USD"),
-    "first_order_at": ("timestamp", "behavioral"), "last_order_at": ("timestamp", "behavioral"),
-    "interaction_count": ("bigint", "behavioral"), "last_contact_at": ("timestamp", "behavioral"),
-    "preferred_contact_channel": ("varchar", "behavioral"), "open_issues": ("bigint", "behavioral"),
-    "average_csat": ("double", "attitudinal"), "latest_nps": ("bigint", "attitudinal"),
-    "latest_nps_category": ("varchar", "attitudinal"), "latest_survey_comment": ("varchar", "attitudinal"),
+    "first_order_at": ("timestamp", "behavioral"),
+    "last_order_at": ("timestamp", "behavioral"),
+    "interaction_count": ("bigint", "behavioral"),
+    "last_contact_at": ("timestamp", "behavioral"),
+    "preferred_contact_channel": ("varchar", "behavioral"),
+    "open_issues": ("bigint", "behavioral"),
+    "average_csat": ("double", "attitudinal"),
+    "latest_nps": ("bigint", "attitudinal"),
+    "latest_nps_category": ("varchar", "attitudinal"),
+    "latest_survey_comment": ("varchar", "attitudinal"),
     "email_marketing_consent": ("varchar", "consent: granted/revoked/unknown"),
-    "sms_marketing_consent": ("varchar", "consent"), "analytics_consent": ("varchar", "consent"),
+    "sms_marketing_consent": ("varchar", "consent"),
+    "analytics_consent": ("varchar", "consent"),
     "third_party_sharing_consent": ("varchar", "consent"),
     "is_email_contactable": ("boolean", "consent: email present and email_marketing granted"),
     "is_sms_contactable": ("boolean", "consent: phone present and sms_marketing granted"),
 }
-CUSTOMER_PII = {"first_name", "last_name", "email", "phone", "street", "unit", "birth_date", "latest_survey_comment"}
+CUSTOMER_PII = {
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "street",
+    "unit",
+    "birth_date",
+    "latest_survey_comment",
+}
 
 
 def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     staging = [dg.AssetKey(["staging", name]) for name in sources]
-    common = {"group_name": "golden", "owners": [OWNER], "deps": [CUSTOMER_XREF, PERSON_RECORDS, *staging]}
+    common = {
+        "group_name": "golden",
+        "owners": [OWNER],
+        "deps": [CUSTOMER_XREF, PERSON_RECORDS, *staging],
+    }
 
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(
-                CUSTOMERS, kinds={"duckdb", "sql"}, **common,
+                CUSTOMERS,
+                kinds={"duckdb", "sql"},
+                **common,
                 description="One row per customer: golden identity chosen by configurable survivorship, "
                 "descriptive, behavioral, attitudinal and consent columns. Grain: customer_id.",
                 metadata={"dagster/column_schema": table_schema(CUSTOMER_COLUMNS, CUSTOMER_PII)},
                 freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26)),
             ),
-            dg.AssetSpec(LINEAGE, kinds={"duckdb"}, **common,
-                         description="One row per customer and golden attribute: the winning value, its source "
-                         "record and the rule that chose it."),
-            *[dg.AssetSpec(dg.AssetKey(["mart", fact]), kinds={"duckdb", "sql"}, **common,
-                           description=f"Fact table mart.{fact}, one row per event, keyed by customer_id.")
-              for fact in FACTS],
-            dg.AssetSpec(CONSENT_LEDGER, kinds={"duckdb", "sql"}, **common,
-                         description="One row per customer and purpose: current consent; the latest event "
-                         "by event time wins, so a late older grant never undoes a revocation."),
+            dg.AssetSpec(
+                LINEAGE,
+                kinds={"duckdb"},
+                **common,
+                description="One row per customer and golden attribute: the winning value, its source "
+                "record and the rule that chose it.",
+            ),
+            *[
+                dg.AssetSpec(
+                    dg.AssetKey(["mart", fact]),
+                    kinds={"duckdb", "sql"},
+                    **common,
+                    description=f"Fact table mart.{fact}, one row per event, keyed by customer_id.",
+                )
+                for fact in FACTS
+            ],
+            dg.AssetSpec(
+                CONSENT_LEDGER,
+                kinds={"duckdb", "sql"},
+                **common,
+                description="One row per customer and purpose: current consent; the latest event "
+                "by event time wins, so a late older grant never undoes a revocation.",
+            ),
         ],
         check_specs=[
-            dg.AssetCheckSpec(CUSTOMER_KEY_CHECK, asset=CUSTOMERS, blocking=True,
-                              description="customer_id is unique and not null."),
-            dg.AssetCheckSpec(FACTS_REFERENCE_CHECK, asset=CUSTOMERS, blocking=True,
-                              description="Every fact row's customer_id is a customer (or null: unlinked/erased)."),
-            dg.AssetCheckSpec(LINEAGE_COMPLETE_CHECK, asset=LINEAGE, blocking=True,
-                              description="Every golden identity value has a lineage row naming its source record."),
-            dg.AssetCheckSpec(RESIDUAL_DUPLICATES_CHECK, asset=CUSTOMERS,
-                              description="Few customers share name and birth date or name and email (possible missed merges)."),
+            dg.AssetCheckSpec(
+                CUSTOMER_KEY_CHECK,
+                asset=CUSTOMERS,
+                blocking=True,
+                description="customer_id is unique and not null.",
+            ),
+            *[
+                dg.AssetCheckSpec(
+                    FACTS_REFERENCE_CHECK,
+                    asset=dg.AssetKey(["mart", fact]),
+                    blocking=True,
+                    description="Every row's customer_id is a customer in mart.customers (or null: unlinked/erased).",
+                )
+                for fact in FACTS
+            ],
+            dg.AssetCheckSpec(
+                LEDGER_UNIQUE_CHECK,
+                asset=CONSENT_LEDGER,
+                blocking=True,
+                description="One consent state per customer and purpose.",
+            ),
+            dg.AssetCheckSpec(
+                LINEAGE_COMPLETE_CHECK,
+                asset=LINEAGE,
+                blocking=True,
+                description="Every golden identity value has a lineage row naming its source record.",
+            ),
+            dg.AssetCheckSpec(
+                RESIDUAL_DUPLICATES_CHECK,
+                asset=CUSTOMERS,
+                description="Few customers share name and birth date or name and email (possible missed merges).",
+            ),
         ],
         can_subset=False,
     )
-    def _customer_360(context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource):
+    def _customer_360(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+    ):
         config = pipeline.config()
         now = datetime.now()
         with warehouse.get_connection() as conn:
@@ -101,19 +177,29 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             if "account_owner" not in golden.columns:
                 golden = golden.with_columns(account_owner=pl.lit(None, dtype=pl.String))
             rates = pl.DataFrame(
-                {"currency": list(config["currency_rates_to_usd"]), "usd_per_unit": list(config["currency_rates_to_usd"].values())}
+                {
+                    "currency": list(config["currency_rates_to_usd"]),
+                    "usd_per_unit": list(config["currency_rates_to_usd"].values()),
+                }
             )
             with transaction(conn):
                 conn.register("golden", golden.to_arrow())
                 conn.register("currency_rates", rates.to_arrow())
                 conn.execute(sql_text("mart/facts_schema"))
                 fact_rows = _build_facts(conn, sources)
-                conn.execute(f"create or replace table governance.consent_ledger as {sql_text('governance/consent_ledger')}")
-                conn.execute(f"create or replace table mart.customers as {sql_text('mart/customers')}")
+                conn.execute(
+                    f"create or replace table governance.consent_ledger as {sql_text('governance/consent_ledger')}"
+                )
+                conn.execute(
+                    f"create or replace table mart.customers as {sql_text('mart/customers')}"
+                )
                 replace_table(conn, "mart", "customer_attribute_lineage", lineage)
                 problems = _precommit_problems(conn)
-                if problems["duplicate_or_null_ids"] or problems["dangling_fact_rows"] or problems["missing_lineage"]:
+                if any(problems.values()):
                     raise _MartRejected(problems)
+                ledger_rows = conn.execute(
+                    "select count(*) from governance.consent_ledger"
+                ).fetchall()[0][0]
                 customers = conn.execute("select count(*) from mart.customers").fetchall()[0][0]
                 residual = _residual_duplicates(conn)
                 conn.execute(
@@ -122,24 +208,54 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 )
                 conn.unregister("golden")
                 conn.unregister("currency_rates")
-        yield dg.MaterializeResult(asset_key=CUSTOMERS, metadata={
-            "customers": customers, "dagster/row_count": customers,
-            "rules": dg.MetadataValue.json(config["survivorship"]),
-        })
+        yield dg.MaterializeResult(
+            asset_key=CUSTOMERS,
+            metadata={
+                "customers": customers,
+                "dagster/row_count": customers,
+                "rules": dg.MetadataValue.json(config["survivorship"]),
+            },
+        )
         yield dg.MaterializeResult(asset_key=LINEAGE, metadata={"rows": lineage.height})
         for fact in FACTS:
-            yield dg.MaterializeResult(asset_key=dg.AssetKey(["mart", fact]), metadata={"rows": fact_rows[fact]})
+            yield dg.MaterializeResult(
+                asset_key=dg.AssetKey(["mart", fact]), metadata={"rows": fact_rows[fact]}
+            )
         yield dg.MaterializeResult(asset_key=CONSENT_LEDGER)
-        yield dg.AssetCheckResult(check_name=CUSTOMER_KEY_CHECK, asset_key=CUSTOMERS, passed=True,
-                                  metadata={"duplicate_or_null_ids": 0})
-        yield dg.AssetCheckResult(check_name=FACTS_REFERENCE_CHECK, asset_key=CUSTOMERS, passed=True,
-                                  metadata={"dangling_fact_rows": 0})
-        yield dg.AssetCheckResult(check_name=LINEAGE_COMPLETE_CHECK, asset_key=LINEAGE, passed=True,
-                                  metadata={"missing_lineage": 0})
         yield dg.AssetCheckResult(
-            check_name=RESIDUAL_DUPLICATES_CHECK, asset_key=CUSTOMERS,
-            passed=residual <= max(1, customers // 100), severity=dg.AssetCheckSeverity.WARN,
-            metadata={"customer_pairs_sharing_name_and_birth_date_or_email": residual, "limit": max(1, customers // 100)},
+            check_name=CUSTOMER_KEY_CHECK,
+            asset_key=CUSTOMERS,
+            passed=True,
+            metadata={"duplicate_or_null_ids": 0},
+        )
+        for fact in FACTS:
+            yield dg.AssetCheckResult(
+                check_name=FACTS_REFERENCE_CHECK,
+                asset_key=dg.AssetKey(["mart", fact]),
+                passed=True,
+                metadata={"dangling_rows": 0, "rows": fact_rows[fact]},
+            )
+        yield dg.AssetCheckResult(
+            check_name=LEDGER_UNIQUE_CHECK,
+            asset_key=CONSENT_LEDGER,
+            passed=True,
+            metadata={"duplicate_states": 0, "rows": ledger_rows},
+        )
+        yield dg.AssetCheckResult(
+            check_name=LINEAGE_COMPLETE_CHECK,
+            asset_key=LINEAGE,
+            passed=True,
+            metadata={"missing_lineage": 0},
+        )
+        yield dg.AssetCheckResult(
+            check_name=RESIDUAL_DUPLICATES_CHECK,
+            asset_key=CUSTOMERS,
+            passed=residual <= max(1, customers // 100),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "customer_pairs_sharing_name_and_birth_date_or_email": residual,
+                "limit": max(1, customers // 100),
+            },
         )
 
     return _customer_360
@@ -160,7 +276,9 @@ def _build_facts(conn, sources: dict[str, SourceSpec]) -> dict[str, int]:
             source = FACT_SOURCES.get(query) or FACTS[fact][0]
             if source in sources and table_exists(conn, "staging", source):
                 conn.execute(f"insert into mart.{quote_ident(fact)} by name {sql_text(query)}")
-        counts[fact] = conn.execute(f"select count(*) from mart.{quote_ident(fact)}").fetchall()[0][0]
+        counts[fact] = conn.execute(f"select count(*) from mart.{quote_ident(fact)}").fetchall()[0][
+            0
+        ]
     return counts
 
 
@@ -171,18 +289,26 @@ def _attributes(conn, sources: dict[str, SourceSpec], xref: pl.DataFrame) -> pl.
         if not source.attributes or not table_exists(conn, "staging", source.name):
             continue
         for attribute, column in source.attributes.items():
-            frames.append(conn.sql(
-                f"select ? || ':' || {quote_ident(source.record_id)} as record_key, ? as attribute, "
-                f"cast({quote_ident(column)} as varchar) as value, cast({quote_ident(source.event_at)} as timestamp) as event_at "
-                f"from staging.{quote_ident(source.name + '_current')} where {quote_ident(column)} is not null",
-                params=[source.name, attribute],
-            ).pl())
+            frames.append(
+                conn.sql(
+                    f"select ? || ':' || {quote_ident(source.record_id)} as record_key, ? as attribute, "
+                    f"cast({quote_ident(column)} as varchar) as value, cast({quote_ident(source.event_at)} as timestamp) as event_at "
+                    f"from staging.{quote_ident(source.name + '_current')} where {quote_ident(column)} is not null",
+                    params=[source.name, attribute],
+                ).pl()
+            )
     if not frames:
         return pl.DataFrame(schema={"customer_id": pl.String})
-    values = pl.concat(frames).join(xref.select("record_key", "customer_id"), on="record_key").filter(
-        pl.col("customer_id").is_not_null()
+    values = (
+        pl.concat(frames)
+        .join(xref.select("record_key", "customer_id"), on="record_key")
+        .filter(pl.col("customer_id").is_not_null())
     )
-    latest = values.sort("event_at", "record_key", descending=[True, False]).group_by("customer_id", "attribute").first()
+    latest = (
+        values.sort("event_at", "record_key", descending=[True, False])
+        .group_by("customer_id", "attribute")
+        .first()
+    )
     return latest.pivot(on="attribute", index="customer_id", values="value")
 
 
@@ -201,7 +327,15 @@ def _precommit_problems(conn) -> dict[str, int]:
         "select count(*) from mart.customers c where c.email is not null and not exists "
         "(select 1 from mart.customer_attribute_lineage l where l.customer_id = c.customer_id and l.attribute = 'email')"
     ).fetchall()[0][0]
-    return {"duplicate_or_null_ids": ids, "dangling_fact_rows": dangling, "missing_lineage": missing}
+    ledger = conn.execute(
+        "select count(*) - count(distinct (customer_id, purpose)) from governance.consent_ledger"
+    ).fetchall()[0][0]
+    return {
+        "duplicate_or_null_ids": ids,
+        "dangling_fact_rows": dangling,
+        "missing_lineage": missing,
+        "duplicate_consent_states": ledger,
+    }
 
 
 def _residual_duplicates(conn) -> int:
