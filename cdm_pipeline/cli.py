@@ -35,13 +35,82 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
 
+    subject = commands.add_parser(
+        "export-subject", help="write one JSON with everything held about a person"
+    )
+    who = subject.add_mutually_exclusive_group(required=True)
+    who.add_argument("--email")
+    who.add_argument("--phone")
+    subject.add_argument(
+        "--out", type=Path, help="JSON file (default data/exports/subject_access/<customer>.json)"
+    )
+    _location_args(subject)
+
+    analyst = commands.add_parser(
+        "export-analyst-db", help="write the pseudonymised analyst database"
+    )
+    analyst.add_argument(
+        "--out", type=Path, help="DuckDB file (default data/exports/analyst.duckdb)"
+    )
+    _location_args(analyst)
+
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
     _apply_locations(args)
     if args.command == "run":
         return _run()
+    if args.command == "export-subject":
+        return _export_subject(args)
+    if args.command == "export-analyst-db":
+        return _export_analyst_db(args)
     return _ui(args)
+
+
+def _export_subject(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from cdm_pipeline.config import load_config
+    from cdm_pipeline.governance.access import subject_document, write_document
+    from cdm_pipeline.governance.erasure import PrivacyRequest, match_customers
+    from cdm_pipeline.registry import load_registry
+    from cdm_pipeline.settings import load_settings
+
+    settings = load_settings()
+    regions = tuple(load_config(settings.pipeline_config_path)["standardise"]["phone_regions"])
+    sources = load_registry(settings.sources_path)
+    request = PrivacyRequest("cli", "cli", "access", args.email, args.phone)
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        customers = match_customers(conn, request, regions)
+        if len(customers) != 1:
+            print(
+                f"no export: the identifier matches {len(customers)} customers; a steward must decide"
+            )
+            return 2
+        document = subject_document(conn, customers[0], sources)
+    path = args.out or settings.exports_dir / "subject_access" / f"{customers[0]}.json"
+    write_document(document, path)
+    print(f"wrote {path} ({len(document['source_records'])} source records)")
+    return 0
+
+
+def _export_analyst_db(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from cdm_pipeline.defs.governance.assets import export_analyst_database, pii_values_in
+    from cdm_pipeline.settings import load_settings
+
+    settings = load_settings()
+    target = args.out or settings.exports_dir / "analyst.duckdb"
+    with duckdb.connect(str(settings.warehouse_path)) as conn:
+        counts = export_analyst_database(conn, target)
+        leaked = pii_values_in(conn, target)
+    print(f"wrote {target}: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+    if leaked:
+        target.unlink()
+        print(f"removed it again: {leaked} values equal PII held in the warehouse")
+        return 1
+    return 0
 
 
 def _location_args(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +166,7 @@ def _run() -> int:
     elapsed = time.perf_counter() - started
     evaluations = result.get_asset_check_evaluations()
     failed = [e for e in evaluations if not e.passed]
+    errors = [e for e in failed if e.severity.value == "ERROR"]
     print(
         f"run {result.run_id} {'succeeded' if result.success else 'FAILED'} in {elapsed:.1f}s; "
         f"{len(evaluations) - len(failed)}/{len(evaluations)} checks passed"
@@ -104,7 +174,7 @@ def _run() -> int:
     for e in failed:
         print(f"  check failed: {'/'.join(e.asset_key.path)} {e.check_name} ({e.severity.value})")
     _print_summary(settings.warehouse_path)
-    return 0 if result.success and not failed else 1
+    return 0 if result.success and not errors else 1
 
 
 def _print_summary(warehouse: Path) -> None:

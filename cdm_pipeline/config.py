@@ -12,6 +12,7 @@ DEFAULTS: dict[str, Any] = {
     "schedule": {"cron": "0 2 * * *", "timezone": "UTC"},
     "quality": {
         "max_quarantine_rate": 0.20,
+        "min_rows_for_rates": 50,
         "min_validity": {"email": 0.90, "phone": 0.80, "birth_date": 0.95},
         "anomaly_history_runs": 14,
         "anomaly_min_history": 5,

@@ -72,6 +72,8 @@ class SourceSpec:
     attributes: dict[str, str] = field(default_factory=dict)
     encoding: str = "utf-8"
     retention_days: int | None = None
+    on_erasure: str = "delete"
+    request_type_column: str | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -127,6 +129,16 @@ def _parse_source(name: str, body: dict) -> SourceSpec:
             raise RegistryError(f"{where}: attribute column '{column}' is not declared in columns")
         if not _NAME.match(attribute):
             raise RegistryError(f"{where}: attribute name '{attribute}' must be lower snake_case")
+    on_erasure = body.get("on_erasure", "delete")
+    if on_erasure not in ("delete", "anonymise"):
+        raise RegistryError(f"{where}: on_erasure must be 'delete' or 'anonymise'")
+    request_type_column = body.get(
+        "request_type_column", "request_type" if role == "privacy_request" else None
+    )
+    if role == "privacy_request" and request_type_column not in names:
+        raise RegistryError(
+            f"{where}: a privacy_request source needs a request type column ('{request_type_column}')"
+        )
     if role == "person" and not identity:
         raise RegistryError(f"{where}: a person source needs an identity mapping")
     return SourceSpec(
@@ -143,6 +155,8 @@ def _parse_source(name: str, body: dict) -> SourceSpec:
         attributes=attributes,
         encoding=body.get("encoding", "utf-8"),
         retention_days=body.get("retention_days"),
+        on_erasure=on_erasure,
+        request_type_column=request_type_column,
     )
 
 

@@ -7,6 +7,12 @@ import dagster as dg
 from cdm_pipeline.config import load_config
 from cdm_pipeline.defs import jobs
 from cdm_pipeline.defs.golden.assets import customer_360_assets
+from cdm_pipeline.defs.governance.assets import (
+    analyst_database_asset,
+    analytics_assets,
+    privacy_assets,
+    retention_asset,
+)
 from cdm_pipeline.defs.ingest.assets import raw_asset
 from cdm_pipeline.defs.resolve.assets import resolve_assets
 from cdm_pipeline.defs.resources import build_resources
@@ -23,7 +29,15 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     assets: list = []
     for source in sources.values():
         assets += [raw_asset(source), staging_asset(source)]
-    assets += [person_records_asset(sources), resolve_assets(), customer_360_assets(sources)]
+    assets += [
+        retention_asset(sources),
+        person_records_asset(sources),
+        resolve_assets(),
+        customer_360_assets(sources),
+        privacy_assets(sources),
+        analytics_assets(),
+        analyst_database_asset(),
+    ]
     return dg.Definitions(
         assets=assets,
         jobs=[jobs.nightly_job()],

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from cdm_pipeline.governance.suppression import suppressed_rows
 from cdm_pipeline.ingest.reader import (
     EXTRA,
     PARSE_ERROR,
@@ -32,6 +33,7 @@ class LoadSummary:
     files_skipped: int = 0
     files_rejected: int = 0
     rows_loaded: int = 0
+    rows_suppressed: int = 0
     rejections: list[str] = field(default_factory=list)
 
 
@@ -69,10 +71,15 @@ def landing_files(landing_dir: Path, spec: SourceSpec) -> list[Path]:
 
 
 def load_new_files(
-    conn: duckdb.DuckDBPyConnection, spec: SourceSpec, landing_dir: Path, run_id: str
+    conn: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    landing_dir: Path,
+    run_id: str,
+    phone_regions: tuple[str, ...] = ("US",),
 ) -> LoadSummary:
     """Land every file not loaded before. A file is known by its content hash, so a renamed copy
-    is skipped too; a rejected file is retried only when its registry entry changes."""
+    is skipped too; a rejected file is retried only when its registry entry changes. Rows of
+    erased people (on the suppression list) are not landed, only counted."""
     table = ensure_raw_table(conn, spec)
     summary = LoadSummary()
     current_spec = spec_hash(spec)
@@ -93,20 +100,13 @@ def load_new_files(
         except FileRejected as exc:
             summary.files_rejected += 1
             summary.rejections.append(str(exc))
-            conn.execute(
-                "insert into raw.file_ledger values (?, ?, ?, ?, 0, 'rejected', ?, ?, ?, ?, null)",
-                [
-                    spec.name,
-                    path.name,
-                    sha,
-                    path.stat().st_size,
-                    str(exc),
-                    current_spec,
-                    now,
-                    run_id,
-                ],
+            _ledger(
+                conn, spec.name, path, sha, 0, "rejected", str(exc), current_spec, now, run_id, 0
             )
             continue
+        blocked = suppressed_rows(conn, frame, source=spec, phone_regions=phone_regions)
+        suppressed = int(blocked.sum())
+        frame = frame.filter(~blocked)
         frame = frame.with_columns(
             _source_file=pl.lit(path.name),
             _file_sha256=pl.lit(sha),
@@ -117,20 +117,53 @@ def load_new_files(
             conn.register("landed_file", frame.to_arrow())
             conn.execute(f"insert into {table} by name select * from landed_file")
             conn.unregister("landed_file")
-            conn.execute(
-                "insert into raw.file_ledger values (?, ?, ?, ?, ?, 'loaded', null, ?, ?, ?, null)",
-                [
-                    spec.name,
-                    path.name,
-                    sha,
-                    path.stat().st_size,
-                    frame.height,
-                    current_spec,
-                    now,
-                    run_id,
-                ],
+            _ledger(
+                conn,
+                spec.name,
+                path,
+                sha,
+                frame.height,
+                "loaded",
+                None,
+                current_spec,
+                now,
+                run_id,
+                suppressed,
             )
         loaded.add(sha)
         summary.files_loaded += 1
         summary.rows_loaded += frame.height
+        summary.rows_suppressed += suppressed
     return summary
+
+
+def _ledger(
+    conn,
+    source: str,
+    path: Path,
+    sha: str,
+    rows: int,
+    status: str,
+    error: str | None,
+    spec: str,
+    now: datetime,
+    run_id: str,
+    suppressed: int,
+) -> None:
+    conn.execute(
+        "insert into raw.file_ledger (source, source_file, file_sha256, file_bytes, row_count, status, error, "
+        "spec_hash, loaded_at, run_id, suppressed_rows) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            source,
+            path.name,
+            sha,
+            path.stat().st_size,
+            rows,
+            status,
+            error,
+            spec,
+            now,
+            run_id,
+            suppressed,
+        ],
+    )

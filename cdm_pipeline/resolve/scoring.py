@@ -51,7 +51,9 @@ class ModelParameters:
     def weight(self, comparison: str, level: int) -> float:
         if level == NULL_LEVEL:
             return 0.0
-        return math.log2(self.m[comparison][level] / self.u[comparison][level])
+        return math.log2(
+            max(self.m[comparison][level], M_FLOOR) / max(self.u[comparison][level], U_FLOOR)
+        )
 
     def as_rows(self, comparisons: list[Comparison]) -> list[dict]:
         rows = []
@@ -150,8 +152,12 @@ def identifier_u(
         judged_pairs = agreeing.filter(pl.col("judged"))
         share_different = (judged_pairs["different"].sum() + 1) / (judged_pairs.height + 2)
         exact = max(agreeing.height * share_different, 1.0) / all_pairs
-        others = np.asarray(u[c.name][:-1])
-        others = others / others.sum() * (1.0 - exact)
+        others = np.asarray(u[c.name][:-1], dtype=float)
+        others = (
+            others / others.sum() * (1.0 - exact)
+            if others.sum() > 0
+            else np.full(len(others), (1.0 - exact) / len(others))
+        )
         u[c.name] = [*(float(v) for v in others), float(exact)]
     return u
 

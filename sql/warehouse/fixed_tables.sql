@@ -13,7 +13,9 @@ create table if not exists raw.file_ledger (
     spec_hash varchar,                -- registry entry the file was read with
     loaded_at timestamp not null,
     run_id varchar,
-    validated_at timestamp
+    validated_at timestamp,
+    suppressed_rows bigint default 0, -- rows of erased people not landed (suppression list)
+    purged_at timestamp               -- rows were later removed by retention or erasure
 );
 
 -- One row per source row that failed its contract, with every failed check.

@@ -21,6 +21,7 @@ validated as (
     select file_sha256, source_file
     from raw.file_ledger
     where source = $source and status = 'loaded' and validated_at is not null
+        and purged_at is null  -- retention or erasure removed rows on purpose
 ),
 final as (
     select

@@ -50,9 +50,16 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
     def _raw(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
     ):
-        quality = pipeline.config()["quality"]
+        config = pipeline.config()
+        quality = config["quality"]
         with warehouse.get_connection() as conn:
-            summary = load_new_files(conn, source, Path(pipeline.landing_dir), context.run.run_id)
+            summary = load_new_files(
+                conn,
+                source,
+                Path(pipeline.landing_dir),
+                context.run.run_id,
+                tuple(config["standardise"]["phone_regions"]),
+            )
             history = [
                 r[0]
                 for r in conn.execute(
@@ -85,6 +92,7 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 "files_skipped_already_loaded": summary.files_skipped,
                 "files_rejected": summary.files_rejected,
                 "rows_loaded": summary.rows_loaded,
+                "rows_suppressed_erased_people": summary.rows_suppressed,
                 "dagster/row_count": summary.rows_loaded,
             },
             check_results=[

@@ -8,6 +8,7 @@ from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.metadata import table_schema
 from cdm_pipeline.defs.resources import OWNER, PipelineResource
+from cdm_pipeline.governance.suppression import suppressed_rows
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.load import IDENTITY_ROLES, canonical_records
 from cdm_pipeline.standardise.records import standardise_records
@@ -57,7 +58,8 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=PERSON_RECORDS,
-        deps=[dg.AssetKey(["staging", s.name]) for s in identity_sources],
+        deps=[dg.AssetKey(["staging", s.name]) for s in identity_sources]
+        + [dg.AssetKey(["governance", "retention"])],
         group_name="standardise",
         owners=[OWNER],
         kinds={"duckdb", "polars"},
@@ -81,7 +83,17 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         config = pipeline.config()
         with warehouse.get_connection() as conn:
             canonical = canonical_records(conn, {s.name: s for s in identity_sources})
-            suppressed = 0
+            regions = tuple(config["standardise"]["phone_regions"])
+            blocked = pl.Series([False] * canonical.height)
+            for source in identity_sources:
+                mask = (canonical["source"] == source.name).to_numpy()
+                if mask.any():
+                    hits = suppressed_rows(
+                        conn, canonical.filter(pl.Series(mask)), _canonical_spec(source), regions
+                    )
+                    blocked = blocked.scatter(mask.nonzero()[0], hits)
+            suppressed = int(blocked.sum())
+            canonical = canonical.filter(~blocked)
             records = standardise_records(
                 canonical,
                 config["standardise"]["default_country"],
@@ -126,6 +138,13 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         )
 
     return _person_records
+
+
+def _canonical_spec(source: SourceSpec) -> SourceSpec:
+    """The source as seen in canonical records: identity columns carry canonical names."""
+    from dataclasses import replace
+
+    return replace(source, identity={f: f for f in source.identity})
 
 
 def validity_rates(records: pl.DataFrame) -> pl.DataFrame:

@@ -1,0 +1,400 @@
+"""Governance assets: retention before resolution; privacy requests (erasure, access), the
+pseudonymised analytics views and the analyst database after the mart."""
+
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+
+from cdm_pipeline.defs.golden.assets import CONSENT_LEDGER, CUSTOMERS, FACTS, LINEAGE
+from cdm_pipeline.defs.metadata import table_schema
+from cdm_pipeline.defs.resources import OWNER, PipelineResource
+from cdm_pipeline.governance.access import subject_document, write_document
+from cdm_pipeline.governance.erasure import (
+    REQUEST_LOG_DDL,
+    erase_customer,
+    identifier_hits,
+    log_request,
+    match_customers,
+    pending_requests,
+    scrub_identifiers,
+)
+from cdm_pipeline.governance.keys import secret_key
+from cdm_pipeline.governance.retention import apply_retention
+from cdm_pipeline.governance.suppression import ensure_suppression_list
+from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.warehouse import quote_ident, sql_text, transaction
+
+RETENTION = dg.AssetKey(["governance", "retention"])
+PRIVACY_LOG = dg.AssetKey(["governance", "privacy_request_log"])
+SUPPRESSION = dg.AssetKey(["governance", "suppression_list"])
+ANALYTICS = dg.AssetKey(["analytics", "views"])
+ANALYST_DB = dg.AssetKey(["analytics", "analyst_database"])
+
+RETENTION_CHECK = "nothing_older_than_retention"
+ERASURE_COMPLETE_CHECK = "erasure_complete"
+STEWARD_QUEUE_CHECK = "requests_waiting_for_a_steward"
+SUPPRESSION_CHECK = "suppression_list_has_no_plain_identifiers"
+ANALYTICS_PII_CHECK = "no_pii_columns_in_analytics"
+ANALYST_DB_PII_CHECK = "no_pii_in_analyst_database"
+ANALYTICS_TABLES = ("customers", "orders", "interactions", "survey_responses", "consent_ledger")
+PII_COLUMN_NAMES = {
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "street",
+    "unit",
+    "birth_date",
+    "full_name",
+    "customer_id",
+    "latest_survey_comment",
+    "comment",
+    "postal_code",
+}
+
+
+def retention_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=RETENTION,
+        deps=[dg.AssetKey(["staging", name]) for name in sources],
+        group_name="governance",
+        owners=[OWNER],
+        kinds={"duckdb"},
+        description="Purges rows older than each source's retention period (sources.yaml retention_days) from raw "
+        "and staging, and quarantine rows older than retention.quarantine_days. Counts go to the audit log.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                RETENTION_CHECK,
+                asset=RETENTION,
+                blocking=True,
+                description="No staged row is older than its source's retention period.",
+            )
+        ],
+    )
+    def _retention(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+    ):
+        config = pipeline.config()
+        now = datetime.now()
+        with warehouse.get_connection() as conn, transaction(conn):
+            purged = apply_retention(conn, sources, config["retention"], now)
+            for table, rows in purged.items():
+                conn.execute(
+                    "insert into governance.audit_log values (?, 'purged', ?, ?, 'retention', ?)",
+                    [context.run.run_id, table, rows, now],
+                )
+            leftover = sum(apply_retention(conn, sources, config["retention"], now).values())
+        return dg.MaterializeResult(
+            metadata={
+                "rows_purged": sum(purged.values()),
+                "by_table": dg.MetadataValue.json(purged),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=RETENTION_CHECK,
+                    passed=leftover == 0,
+                    metadata={"expired_rows_left": leftover},
+                )
+            ],
+        )
+
+    return _retention
+
+
+def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
+    deps = [CUSTOMERS, LINEAGE, CONSENT_LEDGER, *[dg.AssetKey(["mart", f]) for f in FACTS]]
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                PRIVACY_LOG,
+                deps=deps,
+                group_name="governance",
+                owners=[OWNER],
+                kinds={"duckdb"},
+                description="One row per privacy request processed: erased, exported (access), or waiting "
+                "for a steward with the reason (matched no one / several customers).",
+            ),
+            dg.AssetSpec(
+                SUPPRESSION,
+                deps=deps,
+                group_name="governance",
+                owners=[OWNER],
+                kinds={"duckdb"},
+                description="Salted hashes of erased people's emails, phones and names. Ingest drops rows "
+                "that carry them, so old files cannot bring an erased person back.",
+            ),
+        ],
+        check_specs=[
+            dg.AssetCheckSpec(
+                ERASURE_COMPLETE_CHECK,
+                asset=PRIVACY_LOG,
+                blocking=True,
+                description="No table in raw, staging, quarantine, identity, mart or analytics holds "
+                "an erased email or phone (every text column scanned, JSON included).",
+            ),
+            dg.AssetCheckSpec(
+                STEWARD_QUEUE_CHECK,
+                asset=PRIVACY_LOG,
+                description="Requests that could not be matched to exactly one customer (warns).",
+            ),
+            dg.AssetCheckSpec(
+                SUPPRESSION_CHECK,
+                asset=SUPPRESSION,
+                blocking=True,
+                description="The suppression list holds only 64-hex fingerprints.",
+            ),
+        ],
+        can_subset=False,
+    )
+    def _privacy(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+    ):
+        config = pipeline.config()
+        regions = tuple(config["standardise"]["phone_regions"])
+        now = datetime.now()
+        run_id = context.run.run_id
+        erased = exported = steward = records_affected = 0
+        reasons: dict[str, int] = {}
+        with warehouse.get_connection() as conn:
+            conn.execute(REQUEST_LOG_DDL)
+            ensure_suppression_list(conn)
+            for request in pending_requests(conn, sources, "erasure"):
+                customers = match_customers(conn, request, regions)
+                with transaction(conn):
+                    if len(customers) != 1:
+                        reason = (
+                            "matches no customer"
+                            if not customers
+                            else f"matches {len(customers)} customers"
+                        )
+                        reasons[reason] = reasons.get(reason, 0) + 1
+                        steward += 1
+                        log_request(
+                            conn, request, "needs_steward", reason, len(customers), 0, now, run_id
+                        )
+                        continue
+                    removed, anonymised = erase_customer(
+                        conn, customers[0], request, sources, now, run_id
+                    )
+                    records_affected += removed + anonymised
+                    erased += 1
+                    log_request(conn, request, "erased", None, 1, removed + anonymised, now, run_id)
+                    conn.execute(
+                        "insert into governance.audit_log values (?, 'erased', 'all schemas', ?, ?, ?)",
+                        [run_id, removed + anonymised, f"request {request.request_id}", now],
+                    )
+            if erased:
+                with transaction(conn):
+                    stray = scrub_identifiers(conn, sources)
+                    conn.execute(
+                        "insert into governance.audit_log values (?, 'erased', 'stray copies', ?, ?, ?)",
+                        [run_id, stray, "rows carrying erased identifiers outside the graph", now],
+                    )
+            for request in pending_requests(conn, sources, "access"):
+                customers = match_customers(conn, request, regions)
+                if len(customers) != 1:
+                    reason = (
+                        "matches no customer"
+                        if not customers
+                        else f"matches {len(customers)} customers"
+                    )
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                    steward += 1
+                    log_request(
+                        conn, request, "needs_steward", reason, len(customers), 0, now, run_id
+                    )
+                    continue
+                document = subject_document(conn, customers[0], sources)
+                write_document(
+                    document,
+                    Path(pipeline.exports_dir) / "subject_access" / f"{request.request_id}.json",
+                )
+                exported += 1
+                log_request(
+                    conn, request, "exported", None, 1, len(document["source_records"]), now, run_id
+                )
+                conn.execute(
+                    "insert into governance.audit_log values (?, 'exported', 'subject access', ?, ?, ?)",
+                    [run_id, len(document["source_records"]), f"request {request.request_id}", now],
+                )
+            hits = identifier_hits(conn)
+            malformed = conn.execute(
+                "select count(*) from governance.suppression_list where not regexp_full_match(fingerprint, '[0-9a-f]{64}')"
+            ).fetchall()[0][0]
+            suppressed = conn.execute(
+                "select count(*) from governance.suppression_list"
+            ).fetchall()[0][0]
+        yield dg.MaterializeResult(
+            asset_key=PRIVACY_LOG,
+            metadata={
+                "customers_erased": erased,
+                "records_affected": records_affected,
+                "access_exports": exported,
+                "waiting_for_steward": steward,
+                "reasons": dg.MetadataValue.json(reasons),
+            },
+        )
+        yield dg.MaterializeResult(asset_key=SUPPRESSION, metadata={"fingerprints": suppressed})
+        yield dg.AssetCheckResult(
+            check_name=ERASURE_COMPLETE_CHECK,
+            asset_key=PRIVACY_LOG,
+            passed=not hits,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "columns_with_erased_identifiers": len(hits),
+                "where": dg.MetadataValue.json(hits[:10]),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name=STEWARD_QUEUE_CHECK,
+            asset_key=PRIVACY_LOG,
+            passed=steward == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"waiting_for_steward": steward, "reasons": dg.MetadataValue.json(reasons)},
+        )
+        yield dg.AssetCheckResult(
+            check_name=SUPPRESSION_CHECK,
+            asset_key=SUPPRESSION,
+            passed=malformed == 0,
+            metadata={"fingerprints": suppressed, "malformed": malformed},
+        )
+
+    return _privacy
+
+
+def analytics_assets() -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ANALYTICS,
+        deps=[PRIVACY_LOG],
+        group_name="serve",
+        owners=[OWNER],
+        kinds={"duckdb", "sql"},
+        description="The analytics schema: views over the mart with PII removed and customers pseudonymised "
+        "(customer_key = keyed hash of customer_id, stable across runs so joins work).",
+        check_specs=[
+            dg.AssetCheckSpec(
+                ANALYTICS_PII_CHECK,
+                asset=ANALYTICS,
+                blocking=True,
+                description="No analytics view exposes a PII column name.",
+            )
+        ],
+    )
+    def _analytics(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        with warehouse.get_connection() as conn, transaction(conn):
+            secret_key(conn)
+            conn.execute(sql_text("analytics/views"))
+            columns = conn.execute(
+                "select table_name, column_name from information_schema.columns where table_schema = 'analytics'"
+            ).fetchall()
+        exposed = sorted({f"{t}.{c}" for t, c in columns if c in PII_COLUMN_NAMES})
+        return dg.MaterializeResult(
+            metadata={"views": len({t for t, _ in columns})},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=ANALYTICS_PII_CHECK,
+                    passed=not exposed,
+                    metadata={"pii_columns": dg.MetadataValue.json(exposed)},
+                )
+            ],
+        )
+
+    return _analytics
+
+
+def export_analyst_database(conn: duckdb.DuckDBPyConnection, target: Path) -> dict[str, int]:
+    """Write the analytics views as plain tables into a separate DuckDB file (replaced whole)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging_file = target.with_suffix(".tmp.duckdb")
+    staging_file.unlink(missing_ok=True)
+    conn.execute("attach ? as analyst_export", [str(staging_file)])
+    try:
+        counts = {}
+        for table in ANALYTICS_TABLES:
+            conn.execute(
+                f"create table analyst_export.{quote_ident(table)} as select * from analytics.{quote_ident(table)}"
+            )
+            counts[table] = conn.execute(
+                f"select count(*) from analyst_export.{quote_ident(table)}"
+            ).fetchall()[0][0]
+    finally:
+        conn.execute("detach analyst_export")
+    staging_file.replace(target)
+    return counts
+
+
+def pii_values_in(conn: duckdb.DuckDBPyConnection, analyst_file: Path) -> int:
+    """How many text values in the analyst database equal a name, email or phone held in the mart."""
+    conn.execute("attach ? as analyst_check (read_only)", [str(analyst_file)])
+    try:
+        conn.execute(
+            "create or replace temp table pii_values as "
+            "select distinct lower(v) as v from (select unnest([first_name, last_name, email, phone, street]) as v "
+            "from mart.customers union all select unnest([email_raw, phone_raw, first_name_raw, last_name_raw, "
+            "full_name_raw, email, phone_e164]) from identity.person_records) where v is not null and length(v) > 3"
+        )
+        total = 0
+        for table, column in conn.execute(
+            "select table_name, column_name from information_schema.columns where table_catalog = 'analyst_check' "
+            "and data_type = 'VARCHAR'"
+        ).fetchall():
+            total += conn.execute(
+                f"select count(*) from analyst_check.{quote_ident(table)} where lower({quote_ident(column)}) in "
+                "(select v from pii_values)"
+            ).fetchall()[0][0]
+        return total
+    finally:
+        conn.execute("detach analyst_check")
+
+
+def analyst_database_asset() -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ANALYST_DB,
+        deps=[ANALYTICS],
+        group_name="serve",
+        owners=[OWNER],
+        kinds={"duckdb"},
+        description="A separate DuckDB file (exports/analyst.duckdb) holding only the pseudonymised analytics "
+        "tables, for analysts who must not see PII. DuckDB has no users: the boundary is the file.",
+        metadata={
+            "dagster/column_schema": table_schema(
+                {"customer_key": ("varchar", "pseudonymous customer key")}
+            )
+        },
+        check_specs=[
+            dg.AssetCheckSpec(
+                ANALYST_DB_PII_CHECK,
+                asset=ANALYST_DB,
+                blocking=True,
+                description="No text value in the analyst database is a name, email, phone or "
+                "street held in the warehouse.",
+            )
+        ],
+    )
+    def _analyst_db(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+    ):
+        target = Path(pipeline.exports_dir) / "analyst.duckdb"
+        with warehouse.get_connection() as conn:
+            counts = export_analyst_database(conn, target)
+            leaked = pii_values_in(conn, target)
+            conn.execute(
+                "insert into governance.audit_log values (?, 'exported', 'analyst database', ?, ?, ?)",
+                [context.run.run_id, sum(counts.values()), str(target.name), datetime.now()],
+            )
+        return dg.MaterializeResult(
+            metadata={"path": str(target), **{f"rows_{t}": n for t, n in counts.items()}},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=ANALYST_DB_PII_CHECK,
+                    passed=leaked == 0,
+                    metadata={"pii_values_found": leaked},
+                )
+            ],
+        )
+
+    return _analyst_db

@@ -1,0 +1,375 @@
+"""Right to erasure, following the identity graph.
+
+A request names an email or a phone; the customer is found through every record that carries it,
+and then *all* of that customer's linked records are removed (or, for sources declared
+``on_erasure: anonymise``, emptied of identity) from raw, staging, quarantine, identity and mart,
+in one transaction. Their identifiers go on the suppression list. A request that matches no one or
+several customers is not guessed at: it waits for a steward, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import polars as pl
+
+from cdm_pipeline.governance.keys import (
+    email_forms,
+    fingerprint,
+    name_form,
+    phone_forms,
+    secret_key,
+)
+from cdm_pipeline.governance.retention import mark_purged_files
+from cdm_pipeline.governance.suppression import ensure_suppression_list
+from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.standardise.fields import email_match_key, standardise_email, standardise_phone
+from cdm_pipeline.warehouse import quote_ident, table_exists
+
+REQUEST_LOG_DDL = """
+create table if not exists governance.privacy_request_log (
+    request_id varchar not null,
+    source varchar not null,
+    request_type varchar not null,     -- erasure | access
+    status varchar not null,           -- erased | exported | needs_steward
+    reason varchar,                    -- why a steward is needed (no match, several customers)
+    customers_matched bigint,
+    records_affected bigint,
+    processed_at timestamp not null,
+    run_id varchar
+)
+"""
+SCANNED_SCHEMAS = ("raw", "staging", "quarantine", "identity", "mart", "analytics")
+
+
+@dataclass
+class PrivacyRequest:
+    source: str
+    request_id: str
+    request_type: str
+    email: str | None
+    phone: str | None
+
+
+@dataclass
+class ErasureOutcome:
+    erased_customers: int = 0
+    records_removed: int = 0
+    records_anonymised: int = 0
+    needs_steward: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def pending_requests(
+    conn: duckdb.DuckDBPyConnection, sources: dict[str, SourceSpec], request_type: str
+) -> list[PrivacyRequest]:
+    """Requests of one type not processed before."""
+    conn.execute(REQUEST_LOG_DDL)
+    out = []
+    for source in sources.values():
+        if source.role != "privacy_request" or not table_exists(conn, "staging", source.name):
+            continue
+        email = source.identity.get("email")
+        phone = source.identity.get("phone")
+        query = (
+            f"select {quote_ident(source.record_id)}, "
+            f"{quote_ident(email) if email else 'null'}, {quote_ident(phone) if phone else 'null'} "
+            f"from staging.{quote_ident(source.name + '_current')} "
+            f"where {quote_ident(source.request_type_column)} = ? "
+            f"and {quote_ident(source.record_id)} not in (select request_id from governance.privacy_request_log where source = ?) "
+            f"order by {quote_ident(source.event_at)}, 1"
+        )
+        for request_id, email_value, phone_value in conn.execute(
+            query, [request_type, source.name]
+        ).fetchall():
+            out.append(
+                PrivacyRequest(source.name, request_id, request_type, email_value, phone_value)
+            )
+    return out
+
+
+def match_customers(
+    conn: duckdb.DuckDBPyConnection, request: PrivacyRequest, phone_regions: tuple[str, ...]
+) -> list[str]:
+    """Customers holding the request's email or phone, through any of their linked records."""
+    email = standardise_email(request.email) if request.email else None
+    email_key = email_match_key(email) if email else None
+    phone = (
+        standardise_phone(f"{request.phone}|{phone_regions[0]}", phone_regions)
+        if request.phone
+        else None
+    )
+    if not email_key and not phone:
+        return []
+    rows = conn.execute(
+        "select distinct x.customer_id from identity.person_records p join mart.customer_xref x using (record_key) "
+        "where x.customer_id is not null and (p.email_norm = ? or p.phone_e164 = ?) order by 1",
+        [email_key, phone],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def erase_customer(
+    conn: duckdb.DuckDBPyConnection,
+    customer_id: str,
+    request: PrivacyRequest,
+    sources: dict[str, SourceSpec],
+    now: datetime,
+    run_id: str | None = None,
+) -> tuple[int, int]:
+    """Remove one customer's linked records everywhere and suppress their identifiers (call
+    inside a transaction, then ``scrub_identifiers`` once for stray copies). Returns (removed,
+    anonymised) source records."""
+    key = secret_key(conn)
+    ensure_suppression_list(conn)
+    records = conn.sql(
+        "select p.* from identity.person_records p join mart.customer_xref x using (record_key) where x.customer_id = ?",
+        params=[customer_id],
+    ).pl()
+    fingerprints = set()
+    for row in records.iter_rows(named=True):
+        for form in email_forms(row["email_raw"]) | (
+            {row["email_norm"]} if row["email_norm"] else set()
+        ):
+            fingerprints.add(("email", fingerprint(key, form)))
+        for form in phone_forms(row["phone_raw"], row["phone_e164"]):
+            fingerprints.add(("phone", fingerprint(key, form)))
+        name = name_form(row["first_name"], row["last_name"])
+        if name:
+            fingerprints.add(("name", fingerprint(key, name)))
+    conn.executemany(
+        "insert into governance.suppression_list values (?, ?, ?, ?)",
+        [[kind, value, request.request_id, now] for kind, value in sorted(fingerprints)],
+    )
+    removed = anonymised = 0
+    by_source = records.group_by("source").agg(pl.col("source_record_id"))
+    for source_name, ids in by_source.iter_rows():
+        source = sources.get(source_name)
+        if source is None:
+            continue
+        removed_here, anonymised_here = _erase_source_rows(conn, source, ids)
+        removed += removed_here
+        anonymised += anonymised_here
+    conn.register(
+        "erased_keys", records.select("record_key", "source", "source_record_id").to_arrow()
+    )
+    conn.execute(
+        "delete from quarantine.rejected_rows q using erased_keys e "
+        "where q.source = e.source and q.record_id = e.source_record_id"
+    )
+    profiles = "(select profile_id from mart.customer_xref where customer_id = $c and profile_id is not null)"
+    conn.execute(
+        f"delete from identity.match_pairs where profile_id_l in {profiles} or profile_id_r in {profiles}",
+        {"c": customer_id},
+    )
+    conn.execute(
+        "delete from identity.person_records where record_key in (select record_key from erased_keys)"
+    )
+    conn.execute("delete from mart.customer_xref where customer_id = ?", [customer_id])
+    # Anonymised records stay as source records with no identity, linked to no one: exactly what
+    # the next run's resolution will say about them.
+    kept = [s.name for s in sources.values() if s.on_erasure == "anonymise"]
+    conn.execute(
+        "insert into mart.customer_xref by name select record_key, source, source_record_id, "
+        "null as customer_id, null as profile_id, 'unlinked: no usable identifier' as link_method, "
+        "$now as resolved_at from erased_keys where source in (select unnest($kept))",
+        {"now": now, "kept": kept},
+    )
+    conn.unregister("erased_keys")
+    for table in (
+        "mart.customers",
+        "mart.customer_attribute_lineage",
+        "governance.consent_ledger",
+        "mart.interactions",
+        "mart.survey_responses",
+        "mart.consent_events",
+    ):
+        conn.execute(f"delete from {table} where customer_id = ?", [customer_id])
+    conn.execute("update mart.orders set customer_id = null where customer_id = ?", [customer_id])
+    _forget_request_identifiers(conn, request, sources)
+    conn.execute(
+        "insert into identity.customer_id_history by name select 'erased' as event, ? as customer_id, "
+        "null as related_customer_id, ? as record_count, ? as run_id, ? as event_at",
+        [customer_id, records.height, run_id, now],
+    )
+    return removed, anonymised
+
+
+def _erase_source_rows(
+    conn: duckdb.DuckDBPyConnection, source: SourceSpec, ids: list[str]
+) -> tuple[int, int]:
+    conn.register("erased_ids", pl.DataFrame({"id": ids}).to_arrow())
+    record_id = quote_ident(source.record_id)
+    if table_exists(conn, "raw", source.name):
+        mark_purged_files(
+            conn,
+            f"raw.{quote_ident(source.name)}",
+            f"{record_id} in (select id from erased_ids)",
+            datetime.now(),
+        )
+    count = 0
+    for schema in ("raw", "staging"):
+        table = f"{schema}.{quote_ident(source.name)}"
+        if not table_exists(conn, schema, source.name):
+            continue
+        if source.on_erasure == "anonymise":
+            sets = ", ".join(
+                f"{quote_ident(c)} = null" for c in sorted(set(source.identity.values()))
+            )
+            extra = ", _extra = null" if schema == "raw" else ""
+            conn.execute(
+                f"update {table} set {sets}{extra} where {record_id} in (select id from erased_ids)"
+            )
+        else:
+            conn.execute(f"delete from {table} where {record_id} in (select id from erased_ids)")
+        count += len(ids)
+    conn.unregister("erased_ids")
+    return (0, len(ids)) if source.on_erasure == "anonymise" else (len(ids), 0)
+
+
+def _forget_request_identifiers(
+    conn: duckdb.DuckDBPyConnection, request: PrivacyRequest, sources: dict[str, SourceSpec]
+) -> None:
+    """Keep the request as evidence (id, type, dates) but not the identifiers written on it."""
+    source = sources[request.source]
+    columns = sorted(set(source.identity.values()))
+    if not columns:
+        return
+    sets = ", ".join(f"{quote_ident(c)} = null" for c in columns)
+    for schema in ("raw", "staging"):
+        if table_exists(conn, schema, source.name):
+            conn.execute(
+                f"update {schema}.{quote_ident(source.name)} set {sets} where {quote_ident(source.record_id)} = ?",
+                [request.request_id],
+            )
+
+
+def _varchar_columns(
+    conn: duckdb.DuckDBPyConnection, schemas: tuple[str, ...]
+) -> list[tuple[str, str, str]]:
+    placeholders = ", ".join("?" for _ in schemas)
+    return conn.execute(
+        "select c.table_schema, c.table_name, c.column_name from information_schema.columns c "
+        "join information_schema.tables t on t.table_schema = c.table_schema and t.table_name = c.table_name "
+        f"where c.table_schema in ({placeholders}) and c.data_type = 'VARCHAR' and t.table_type = 'BASE TABLE' "
+        "order by 1, 2, 3",
+        list(schemas),
+    ).fetchall()
+
+
+JSON_COLUMNS = ("raw_row", "_extra")
+
+
+def _value_hit(value: str) -> str:
+    return (
+        f"(sha256($key || lower(trim({value}))) in (select fingerprint from governance.suppression_list where kind = 'email') "
+        f"or sha256($key || regexp_replace({value}, '[^0-9]', '', 'g')) in "
+        f"(select fingerprint from governance.suppression_list where kind = 'phone'))"
+    )
+
+
+def _hit_condition(column: str) -> str:
+    """SQL that is true when a text value, or any value inside a JSON text (a quarantined raw
+    row), is a suppressed email or phone (parameter $key)."""
+    c = quote_ident(column)
+    if column in JSON_COLUMNS:
+        inner = _value_hit("(j.value ->> '$')")
+        return f"(json_valid({c}) and exists (select 1 from json_each({c}) j where {inner}))"
+    return _value_hit(c)
+
+
+def scrub_identifiers(conn: duckdb.DuckDBPyConnection, sources: dict[str, SourceSpec]) -> int:
+    """Remove every remaining copy of a suppressed identifier outside the erased customer: an
+    unlinked record, an old version, another customer's record sharing a family inbox.
+
+    Source rows (raw, staging, quarantine, identity.person_records) carrying one are deleted, or
+    emptied of identity for ``on_erasure: anonymise`` sources; in the mart only the value itself is
+    blanked, so the other customer keeps their record.
+    """
+    key = secret_key(conn)
+    touched = 0
+    anonymised_sources = {s.name for s in sources.values() if s.on_erasure == "anonymise"}
+    for schema, table, column in _varchar_columns(
+        conn, ("raw", "staging", "quarantine", "identity", "mart")
+    ):
+        if (schema, table) == ("raw", "file_ledger") or (
+            schema == "identity" and table != "person_records"
+        ):
+            continue
+        name = f"{quote_ident(schema)}.{quote_ident(table)}"
+        condition = _hit_condition(column)
+        if schema == "raw":
+            mark_purged_files(conn, name, condition, datetime.now(), {"key": key})
+        if schema == "mart":
+            statement = f"update {name} set {quote_ident(column)} = null where {condition}"
+        elif table in anonymised_sources and schema in ("raw", "staging"):
+            sets = ", ".join(
+                f"{quote_ident(c)} = null" for c in sorted(set(sources[table].identity.values()))
+            )
+            statement = f"update {name} set {sets} where {condition}"
+        else:
+            statement = f"delete from {name} where {condition}"
+        result = conn.execute(statement, {"key": key}).fetchall()
+        touched += result[0][0] if result else 0
+    if table_exists(conn, "mart", "customer_xref"):
+        orphan = "record_key not in (select record_key from identity.person_records)"
+        conn.execute(
+            f"update mart.customer_xref set customer_id = null, profile_id = null, "
+            f"link_method = 'unlinked: no usable identifier' where {orphan} and source in (select unnest($kept))",
+            {"kept": sorted(anonymised_sources)},
+        )
+        conn.execute(
+            f"delete from mart.customer_xref where {orphan} and source not in (select unnest($kept))",
+            {"kept": sorted(anonymised_sources)},
+        )
+        conn.execute(
+            "update mart.orders set customer_id = null where 'orders:' || order_id in "
+            "(select record_key from mart.customer_xref where customer_id is null)"
+        )
+    return touched
+
+
+def identifier_hits(conn: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Every (table, column) still holding a suppressed email or phone, with a count. Empty is
+    the proof that erasure is complete."""
+    ensure_suppression_list(conn)
+    if not conn.execute("select count(*) from governance.suppression_list").fetchall()[0][0]:
+        return []
+    key = secret_key(conn)
+    hits = []
+    for schema, table, column in _varchar_columns(conn, SCANNED_SCHEMAS):
+        (count,) = conn.execute(
+            f"select count(*) from {quote_ident(schema)}.{quote_ident(table)} where {_hit_condition(column)}",
+            {"key": key},
+        ).fetchall()[0]
+        if count:
+            hits.append({"table": f"{schema}.{table}", "column": column, "rows": count})
+    return hits
+
+
+def log_request(
+    conn,
+    request: PrivacyRequest,
+    status: str,
+    reason: str | None,
+    customers: int,
+    records: int,
+    now: datetime,
+    run_id: str,
+) -> None:
+    conn.execute(
+        "insert into governance.privacy_request_log values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            request.request_id,
+            request.source,
+            request.request_type,
+            status,
+            reason,
+            customers,
+            records,
+            now,
+            run_id,
+        ],
+    )
