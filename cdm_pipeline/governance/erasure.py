@@ -94,64 +94,86 @@ def match_customers(
     conn: duckdb.DuckDBPyConnection, request: PrivacyRequest, phone_regions: tuple[str, ...]
 ) -> list[str]:
     """Customers holding the request's email or phone, through any of their linked records."""
-    email = standardise_email(request.email) if request.email else None
-    email_key = email_match_key(email) if email else None
-    phone = (
-        standardise_phone(f"{request.phone}|{phone_regions[0]}", phone_regions)
-        if request.phone
-        else None
+    matches = match_requests(conn, [request], phone_regions)
+    return sorted(
+        matches.filter(pl.col("customer_id").is_not_null())["customer_id"].unique().to_list()
     )
-    if not email_key and not phone:
-        return []
-    rows = conn.execute(
-        "select distinct x.customer_id from identity.person_records p join mart.customer_xref x using (record_key) "
-        "where x.customer_id is not null and (p.email_norm = ? or p.phone_e164 = ?) order by 1",
-        [email_key, phone],
-    ).fetchall()
-    return [r[0] for r in rows]
 
 
-def erase_customer(
+def match_requests(
+    conn: duckdb.DuckDBPyConnection, requests: list[PrivacyRequest], phone_regions: tuple[str, ...]
+) -> pl.DataFrame:
+    """``request_id, customer_id`` for every customer holding a request's email or phone (in any
+    of their linked records); a request matching no one has one row with a null customer."""
+    keys = pl.DataFrame(
+        {
+            "request_id": [r.request_id for r in requests],
+            "email_key": [_email_key(r.email) for r in requests],
+            "phone": [
+                standardise_phone(f"{r.phone}|{phone_regions[0]}", phone_regions)
+                if r.phone
+                else None
+                for r in requests
+            ],
+        },
+        schema={"request_id": pl.String, "email_key": pl.String, "phone": pl.String},
+    )
+    conn.register("request_keys", keys.to_arrow())
+    try:
+        found = conn.sql(
+            "select k.request_id, x.customer_id from request_keys k "
+            "left join identity.person_records p on p.email_norm = k.email_key or p.phone_e164 = k.phone "
+            "left join mart.customer_xref x on x.record_key = p.record_key and x.customer_id is not null "
+            "group by all"
+        ).pl()
+    finally:
+        conn.unregister("request_keys")
+    return found
+
+
+def _email_key(raw: str | None) -> str | None:
+    email = standardise_email(raw) if raw else None
+    return email_match_key(email) if email else None
+
+
+def erase_customers(
     conn: duckdb.DuckDBPyConnection,
-    customer_id: str,
-    request: PrivacyRequest,
+    erasures: pl.DataFrame,
     sources: dict[str, SourceSpec],
     now: datetime,
     run_id: str | None = None,
 ) -> tuple[int, int]:
-    """Remove one customer's linked records everywhere and suppress their identifiers (call
-    inside a transaction, then ``scrub_identifiers`` once for stray copies). Returns (removed,
-    anonymised) source records."""
+    """Remove the customers in ``erasures`` (``request_id, customer_id``) everywhere, set-based,
+    and suppress their identifiers (call inside a transaction, then ``scrub_identifiers`` for stray
+    copies). Returns (removed, anonymised) source records."""
     key = secret_key(conn)
     ensure_suppression_list(conn)
+    conn.register("erased_customers", erasures.select("request_id", "customer_id").to_arrow())
     records = conn.sql(
-        "select p.* from identity.person_records p join mart.customer_xref x using (record_key) where x.customer_id = ?",
-        params=[customer_id],
+        "select e.request_id, x.customer_id, p.* from identity.person_records p "
+        "join mart.customer_xref x using (record_key) join erased_customers e using (customer_id)"
     ).pl()
     fingerprints = set()
     for row in records.iter_rows(named=True):
-        for form in email_forms(row["email_raw"]) | (
-            {row["email_norm"]} if row["email_norm"] else set()
-        ):
-            fingerprints.add(("email", fingerprint(key, form)))
-        for form in phone_forms(row["phone_raw"], row["phone_e164"]):
-            fingerprints.add(("phone", fingerprint(key, form)))
+        forms = [
+            ("email", f)
+            for f in email_forms(row["email_raw"])
+            | ({row["email_norm"]} if row["email_norm"] else set())
+        ]
+        forms += [("phone", f) for f in phone_forms(row["phone_raw"], row["phone_e164"])]
         name = name_form(row["first_name"], row["last_name"])
-        if name:
-            fingerprints.add(("name", fingerprint(key, name)))
+        forms += [("name", name)] if name else []
+        fingerprints |= {(kind, fingerprint(key, form), row["request_id"]) for kind, form in forms}
     conn.executemany(
         "insert into governance.suppression_list values (?, ?, ?, ?)",
-        [[kind, value, request.request_id, now] for kind, value in sorted(fingerprints)],
+        [[kind, value, request_id, now] for kind, value, request_id in sorted(fingerprints)],
     )
     removed = anonymised = 0
-    by_source = records.group_by("source").agg(pl.col("source_record_id"))
-    for source_name, ids in by_source.iter_rows():
-        source = sources.get(source_name)
-        if source is None:
-            continue
-        removed_here, anonymised_here = _erase_source_rows(conn, source, ids)
-        removed += removed_here
-        anonymised += anonymised_here
+    for source_name, ids in records.group_by("source").agg(pl.col("source_record_id")).iter_rows():
+        if source_name in sources:
+            removed_here, anonymised_here = _erase_source_rows(conn, sources[source_name], ids)
+            removed += removed_here
+            anonymised += anonymised_here
     conn.register(
         "erased_keys", records.select("record_key", "source", "source_record_id").to_arrow()
     )
@@ -159,15 +181,19 @@ def erase_customer(
         "delete from quarantine.rejected_rows q using erased_keys e "
         "where q.source = e.source and q.record_id = e.source_record_id"
     )
-    profiles = "(select profile_id from mart.customer_xref where customer_id = $c and profile_id is not null)"
+    profiles = (
+        "(select profile_id from mart.customer_xref where profile_id is not null "
+        "and customer_id in (select customer_id from erased_customers))"
+    )
     conn.execute(
-        f"delete from identity.match_pairs where profile_id_l in {profiles} or profile_id_r in {profiles}",
-        {"c": customer_id},
+        f"delete from identity.match_pairs where profile_id_l in {profiles} or profile_id_r in {profiles}"
     )
     conn.execute(
         "delete from identity.person_records where record_key in (select record_key from erased_keys)"
     )
-    conn.execute("delete from mart.customer_xref where customer_id = ?", [customer_id])
+    conn.execute(
+        "delete from mart.customer_xref where customer_id in (select customer_id from erased_customers)"
+    )
     # Anonymised records stay as source records with no identity, linked to no one: exactly what
     # the next run's resolution will say about them.
     kept = [s.name for s in sources.values() if s.on_erasure == "anonymise"]
@@ -177,7 +203,6 @@ def erase_customer(
         "$now as resolved_at from erased_keys where source in (select unnest($kept))",
         {"now": now, "kept": kept},
     )
-    conn.unregister("erased_keys")
     for table in (
         "mart.customers",
         "mart.customer_attribute_lineage",
@@ -186,14 +211,20 @@ def erase_customer(
         "mart.survey_responses",
         "mart.consent_events",
     ):
-        conn.execute(f"delete from {table} where customer_id = ?", [customer_id])
-    conn.execute("update mart.orders set customer_id = null where customer_id = ?", [customer_id])
-    _forget_request_identifiers(conn, request, sources)
+        conn.execute(
+            f"delete from {table} where customer_id in (select customer_id from erased_customers)"
+        )
     conn.execute(
-        "insert into identity.customer_id_history by name select 'erased' as event, ? as customer_id, "
-        "null as related_customer_id, ? as record_count, ? as run_id, ? as event_at",
-        [customer_id, records.height, run_id, now],
+        "update mart.orders set customer_id = null where customer_id in (select customer_id from erased_customers)"
     )
+    conn.execute(
+        "insert into identity.customer_id_history by name select 'erased' as event, customer_id, "
+        "null as related_customer_id, 0 as record_count, $run as run_id, $now as event_at "
+        "from (select distinct customer_id from erased_customers)",
+        {"run": run_id, "now": now},
+    )
+    conn.unregister("erased_keys")
+    conn.unregister("erased_customers")
     return removed, anonymised
 
 
@@ -209,7 +240,6 @@ def _erase_source_rows(
             f"{record_id} in (select id from erased_ids)",
             datetime.now(),
         )
-    count = 0
     for schema in ("raw", "staging"):
         table = f"{schema}.{quote_ident(source.name)}"
         if not table_exists(conn, schema, source.name):
@@ -224,26 +254,28 @@ def _erase_source_rows(
             )
         else:
             conn.execute(f"delete from {table} where {record_id} in (select id from erased_ids)")
-        count += len(ids)
     conn.unregister("erased_ids")
     return (0, len(ids)) if source.on_erasure == "anonymise" else (len(ids), 0)
 
 
-def _forget_request_identifiers(
-    conn: duckdb.DuckDBPyConnection, request: PrivacyRequest, sources: dict[str, SourceSpec]
+def forget_request_identifiers(
+    conn: duckdb.DuckDBPyConnection, requests: list[PrivacyRequest], sources: dict[str, SourceSpec]
 ) -> None:
-    """Keep the request as evidence (id, type, dates) but not the identifiers written on it."""
-    source = sources[request.source]
-    columns = sorted(set(source.identity.values()))
-    if not columns:
-        return
-    sets = ", ".join(f"{quote_ident(c)} = null" for c in columns)
-    for schema in ("raw", "staging"):
-        if table_exists(conn, schema, source.name):
-            conn.execute(
-                f"update {schema}.{quote_ident(source.name)} set {sets} where {quote_ident(source.record_id)} = ?",
-                [request.request_id],
-            )
+    """Keep processed erasure requests as evidence (id, type, dates) but not the identifiers on them."""
+    for source_name in {r.source for r in requests}:
+        source = sources[source_name]
+        columns = sorted(set(source.identity.values()))
+        if not columns:
+            continue
+        ids = [r.request_id for r in requests if r.source == source_name]
+        sets = ", ".join(f"{quote_ident(c)} = null" for c in columns)
+        for schema in ("raw", "staging"):
+            if table_exists(conn, schema, source.name):
+                conn.execute(
+                    f"update {schema}.{quote_ident(source.name)} set {sets} "
+                    f"where {quote_ident(source.record_id)} in (select unnest($ids))",
+                    {"ids": ids},
+                )
 
 
 def _varchar_columns(

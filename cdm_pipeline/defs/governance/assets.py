@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.golden.assets import CONSENT_LEDGER, CUSTOMERS, FACTS, LINEAGE
@@ -14,10 +15,12 @@ from cdm_pipeline.defs.resources import OWNER, PipelineResource
 from cdm_pipeline.governance.access import subject_document, write_document
 from cdm_pipeline.governance.erasure import (
     REQUEST_LOG_DDL,
-    erase_customer,
+    erase_customers,
+    forget_request_identifiers,
     identifier_hits,
     log_request,
     match_customers,
+    match_requests,
     pending_requests,
     scrub_identifiers,
 )
@@ -162,37 +165,40 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         with warehouse.get_connection() as conn:
             conn.execute(REQUEST_LOG_DDL)
             ensure_suppression_list(conn)
-            for request in pending_requests(conn, sources, "erasure"):
-                customers = match_customers(conn, request, regions)
+            requests = pending_requests(conn, sources, "erasure")
+            if requests:
+                matches = match_requests(conn, requests, regions)
+                counts = matches.group_by("request_id").agg(
+                    pl.col("customer_id").drop_nulls().n_unique().alias("n")
+                )
+                single = set(counts.filter(pl.col("n") == 1)["request_id"])
+                erasures = matches.filter(pl.col("request_id").is_in(list(single)))
                 with transaction(conn):
-                    if len(customers) != 1:
-                        reason = (
-                            "matches no customer"
-                            if not customers
-                            else f"matches {len(customers)} customers"
-                        )
-                        reasons[reason] = reasons.get(reason, 0) + 1
-                        steward += 1
-                        log_request(
-                            conn, request, "needs_steward", reason, len(customers), 0, now, run_id
-                        )
-                        continue
-                    removed, anonymised = erase_customer(
-                        conn, customers[0], request, sources, now, run_id
+                    removed, anonymised = erase_customers(conn, erasures, sources, now, run_id)
+                    forget_request_identifiers(
+                        conn, [r for r in requests if r.request_id in single], sources
                     )
-                    records_affected += removed + anonymised
-                    erased += 1
-                    log_request(conn, request, "erased", None, 1, removed + anonymised, now, run_id)
+                    stray = scrub_identifiers(conn, sources)
+                    n_of = dict(counts.iter_rows())
+                    for request in requests:
+                        n = n_of.get(request.request_id, 0)
+                        if n == 1:
+                            erased += 1
+                            log_request(conn, request, "erased", None, 1, None, now, run_id)
+                        else:
+                            reason = "matches no customer" if n == 0 else f"matches {n} customers"
+                            reasons[reason] = reasons.get(reason, 0) + 1
+                            steward += 1
+                            log_request(conn, request, "needs_steward", reason, n, 0, now, run_id)
+                    records_affected = removed + anonymised
                     conn.execute(
                         "insert into governance.audit_log values (?, 'erased', 'all schemas', ?, ?, ?)",
-                        [run_id, removed + anonymised, f"request {request.request_id}", now],
-                    )
-            if erased:
-                with transaction(conn):
-                    stray = scrub_identifiers(conn, sources)
-                    conn.execute(
-                        "insert into governance.audit_log values (?, 'erased', 'stray copies', ?, ?, ?)",
-                        [run_id, stray, "rows carrying erased identifiers outside the graph", now],
+                        [
+                            run_id,
+                            records_affected,
+                            f"{erased} customers; {stray} stray rows scrubbed",
+                            now,
+                        ],
                     )
             for request in pending_requests(conn, sources, "access"):
                 customers = match_customers(conn, request, regions)
