@@ -295,10 +295,12 @@ JSON_COLUMNS = ("raw_row", "_extra")
 
 
 def _value_hit(value: str) -> str:
+    """Cheap shape tests first (an '@', or only phone characters), hashing only what passes."""
     return (
-        f"(sha256($key || lower(trim({value}))) in (select fingerprint from governance.suppression_list where kind = 'email') "
-        f"or sha256($key || regexp_replace({value}, '[^0-9]', '', 'g')) in "
-        f"(select fingerprint from governance.suppression_list where kind = 'phone'))"
+        f"((contains({value}, '@') and sha256($key || lower(trim({value}))) in "
+        f"(select fingerprint from governance.suppression_list where kind = 'email')) "
+        f"or (regexp_full_match({value}, '[0-9+()\\-. /]{{7,}}') and sha256($key || regexp_replace({value}, '[^0-9]', '', 'g')) in "
+        f"(select fingerprint from governance.suppression_list where kind = 'phone')))"
     )
 
 

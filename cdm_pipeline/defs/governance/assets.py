@@ -337,11 +337,15 @@ def pii_values_in(conn: duckdb.DuckDBPyConnection, analyst_file: Path) -> int:
     """How many text values in the analyst database equal a name, email or phone held in the mart."""
     conn.execute("attach ? as analyst_check (read_only)", [str(analyst_file)])
     try:
+        # Identifying values only: emails, phones, full names and street addresses. A single first
+        # or last name is no identifier on its own (and collides with place names: "Chester").
         conn.execute(
             "create or replace temp table pii_values as "
-            "select distinct lower(v) as v from (select unnest([first_name, last_name, email, phone, street]) as v "
-            "from mart.customers union all select unnest([email_raw, phone_raw, first_name_raw, last_name_raw, "
-            "full_name_raw, email, phone_e164]) from identity.person_records) where v is not null and length(v) > 3"
+            "select distinct lower(trim(v)) as v from ("
+            "select unnest([email, phone, street, first_name || ' ' || last_name]) as v from mart.customers "
+            "union all select unnest([email_raw, phone_raw, full_name_raw, email, phone_e164, street_raw, "
+            "first_name || ' ' || last_name]) from identity.person_records"
+            ") where v is not null and length(v) > 3"
         )
         total = 0
         for table, column in conn.execute(

@@ -1,0 +1,307 @@
+"""Benchmark: the full pipeline at N people, ER accuracy against the demo truth, and our resolver
+against Splink (DuckDB backend, EM-trained) on the same standardised person records, in one process.
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python benchmarks/bench.py --people 100000 [--no-splink] [--repeat 1]
+
+Prints per-stage wall time, rows/s and peak RSS; pairwise and B-cubed precision/recall/F1 and
+blocking recall; and ours/Splink ratios for time, peak memory and F1. Memory of a phase is the
+peak RSS above the RSS at the phase's start (both run in this process). Figures go to
+benchmarks/out/<people>.json as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cdm_pipeline.config import load_config  # noqa: E402
+from cdm_pipeline.defs.build import build_definitions  # noqa: E402
+from cdm_pipeline.defs.jobs import NIGHTLY_JOB  # noqa: E402
+from cdm_pipeline.demo.generator import generate  # noqa: E402
+from cdm_pipeline.evaluation import accuracy, blocking_recall  # noqa: E402
+from cdm_pipeline.resolve.engine import resolve  # noqa: E402
+from cdm_pipeline.settings import PACKAGE_DATA, Settings  # noqa: E402
+
+
+class PeakRss:
+    """Samples this process's RSS every 50 ms; ``peak_above_start`` in MB."""
+
+    def __init__(self) -> None:
+        self.process = psutil.Process(os.getpid())
+        self.start = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.05)
+
+    def __enter__(self) -> PeakRss:
+        gc.collect()
+        self.start = self.peak = self.process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+    @property
+    def peak_above_start_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+@contextmanager
+def timed(label: str, figures: dict):
+    with PeakRss() as rss:
+        started = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - started
+    figures[label] = {
+        "seconds": round(elapsed, 2),
+        "peak_rss_mb": round(rss.peak_mb),
+        "peak_above_start_mb": round(rss.peak_above_start_mb),
+    }
+
+
+def run_pipeline(workdir: Path, landing: Path, figures: dict) -> Settings:
+    settings = Settings(
+        landing_dir=landing,
+        warehouse_path=workdir / "warehouse" / "cdm.duckdb",
+        sources_path=PACKAGE_DATA / "sources.yaml",
+        pipeline_config_path=PACKAGE_DATA / "pipeline.yaml",
+        overrides_path=workdir / "none.csv",
+        exports_dir=workdir / "exports",
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    with timed("pipeline", figures):
+        result = (
+            build_definitions(settings)
+            .resolve_job_def(NIGHTLY_JOB)
+            .execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            )
+        )
+    figures["pipeline"]["success"] = result.success
+    stages = {}
+    for step in instance.get_run_step_stats(result.run_id):
+        stages[step.step_key] = round((step.end_time or 0) - (step.start_time or 0), 2)
+    figures["stages_seconds"] = stages
+    return settings
+
+
+def ours(records: pl.DataFrame, config: dict, figures: dict) -> tuple[pl.DataFrame, object]:
+    with timed("ours_resolve", figures):
+        result = resolve(records, config["resolve"])
+    assigned = result.clusters.select("record_key", cluster=pl.col("cluster_key"))
+    return assigned, result
+
+
+def splink(records: pl.DataFrame, figures: dict) -> pl.DataFrame:
+    """Splink 5 (DuckDB) with a documented, reasonable configuration: name, date-of-birth and email
+    comparisons from its library, exact phone/postcode/city with term frequencies, Levenshtein
+    street; u by random sampling (1e7 pairs), m by EM on three training blocks; the same
+    blocking rules as ours; clusters at Splink's 0.5 match probability."""
+    import splink.comparison_library as cl
+    from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+
+    frame = records.select(
+        unique_id=pl.col("record_key"),
+        first_name=pl.col("first_name_key"),
+        surname=pl.col("last_name_key"),
+        dob=pl.col("birth_date").cast(pl.String),
+        email=pl.col("email_norm"),
+        phone=pl.col("phone_e164"),
+        street=pl.col("street_key"),
+        postcode=pl.col("postal_code"),
+        city=pl.col("city_key"),
+    )
+    with timed("splink_resolve", figures):
+        db_api = DuckDBAPI()
+        data = db_api.register(frame.to_arrow())
+        settings = SettingsCreator(
+            link_type="dedupe_only",
+            comparisons=[
+                cl.NameComparison("first_name").configure(term_frequency_adjustments=True),
+                cl.NameComparison("surname").configure(term_frequency_adjustments=True),
+                cl.DateOfBirthComparison("dob", input_is_string=True),
+                cl.EmailComparison("email"),
+                cl.ExactMatch("phone").configure(term_frequency_adjustments=True),
+                cl.LevenshteinAtThresholds("street", [2]),
+                cl.ExactMatch("postcode").configure(term_frequency_adjustments=True),
+                cl.ExactMatch("city").configure(term_frequency_adjustments=True),
+            ],
+            blocking_rules_to_generate_predictions=[
+                block_on("email"),
+                block_on("phone"),
+                block_on("surname", "first_name"),
+                block_on("surname", "dob"),
+                block_on("first_name", "dob"),
+                block_on("postcode", "first_name"),
+            ],
+            retain_intermediate_calculation_columns=False,
+        )
+        linker = Linker(data, settings, log_level=40)
+        linker.training.estimate_probability_two_random_records_match(
+            [block_on("email"), block_on("first_name", "surname", "dob")], recall=0.8
+        )
+        linker.training.estimate_u_using_random_sampling(max_pairs=1e7)
+        for rule in (block_on("first_name", "surname"), block_on("dob"), block_on("email")):
+            linker.training.estimate_parameters_using_expectation_maximisation(rule)
+        predictions = linker.inference.predict(threshold_match_probability=0.5)
+        clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(predictions, 0.5)
+        assigned = pl.from_arrow(
+            clusters.as_duckdbpyrelation().select("unique_id, cluster_id").arrow()
+        )
+    return assigned.select(record_key="unique_id", cluster=pl.col("cluster_id").cast(pl.String))
+
+
+def truth_frame(truth_dir: Path) -> pl.DataFrame:
+    truth = pl.read_parquet(truth_dir / "records.parquet").filter(~pl.col("planted_bad"))
+    return truth.select(
+        record_key=pl.col("source") + ":" + pl.col("record_id"),
+        person=pl.col("person_id").cast(pl.String),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--people", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-splink", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1, help="resolver runs to take the median of")
+    args = parser.parse_args()
+    figures: dict = {"people": args.people}
+    workdir = Path(tempfile.mkdtemp(prefix="cdm-bench-"))
+    with timed("generate", figures):
+        paths = generate(people=args.people, seed=args.seed, out=workdir, days=2)
+    figures["generate"]["people_per_second"] = round(args.people / figures["generate"]["seconds"])
+    settings = run_pipeline(workdir, paths.landing, figures)
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        counts = {
+            t: conn.execute(f"select count(*) from {t}").fetchall()[0][0]
+            for t in (
+                "raw.file_ledger",
+                "identity.person_records",
+                "mart.customers",
+                "quarantine.rejected_rows",
+            )
+        }
+        raw_rows = conn.execute("select sum(row_count) from raw.file_ledger").fetchall()[0][0]
+        pipeline_xref = conn.sql(
+            "select record_key, customer_id as cluster from mart.customer_xref"
+        ).pl()
+        records = conn.sql("select * from identity.person_records").pl()
+    figures["rows"] = {"landed": raw_rows, **counts}
+    truth = truth_frame(paths.truth)
+    in_scope = truth.join(records.select("record_key"), on="record_key", how="semi")
+    figures["pipeline_accuracy"] = vars(accuracy(pipeline_xref, in_scope))
+    persons = pl.read_parquet(paths.truth / "persons.parquet").height
+    figures["customers_vs_true_people"] = {
+        "customers": counts["mart.customers"],
+        "true_people_with_records": in_scope["person"].n_unique(),
+        "people_generated": persons,
+    }
+
+    config = load_config(PACKAGE_DATA / "pipeline.yaml")
+    times = []
+    for i in range(args.repeat):
+        assigned, result = ours(records, config, figures)
+        times.append(figures["ours_resolve"]["seconds"])
+    figures["ours_resolve"]["median_seconds"] = statistics.median(times)
+    figures["ours_accuracy"] = vars(accuracy(assigned, in_scope))
+    figures["blocking"] = {
+        "candidate_pairs": result.stats["candidate_pairs"],
+        "blocking_recall": round(blocking_recall(result.pairs, result.membership, in_scope), 4),
+        "rules": [vars(r) for r in result.blocking],
+    }
+    del result
+    gc.collect()
+    if not args.no_splink:
+        splink_assigned = splink(records, figures)
+        figures["splink_accuracy"] = vars(accuracy(splink_assigned, in_scope))
+        figures["ratios_ours_over_splink"] = {
+            "time": round(
+                figures["ours_resolve"]["median_seconds"] / figures["splink_resolve"]["seconds"], 3
+            ),
+            "peak_memory": round(
+                figures["ours_resolve"]["peak_above_start_mb"]
+                / max(figures["splink_resolve"]["peak_above_start_mb"], 1),
+                3,
+            ),
+            "pairwise_f1": round(
+                figures["ours_accuracy"]["pairwise_f1"] / figures["splink_accuracy"]["pairwise_f1"],
+                4,
+            ),
+        }
+    report(figures)
+    out = ROOT / "benchmarks" / "out"
+    out.mkdir(exist_ok=True)
+    (out / f"{args.people}.json").write_text(json.dumps(figures, indent=2, default=str))
+    return 0
+
+
+def report(f: dict) -> None:
+    print(f"\n== cdm-pipeline benchmark: {f['people']:,} people")
+    print(
+        f"generate           {f['generate']['seconds']:>8.1f} s  {f['generate']['people_per_second']:>10,} people/s"
+    )
+    p = f["pipeline"]
+    print(
+        f"pipeline (all)     {p['seconds']:>8.1f} s  peak RSS {p['peak_rss_mb']:,} MB  success={p['success']}  "
+        f"{f['rows']['landed'] / p['seconds']:,.0f} landed rows/s"
+    )
+    for step, seconds in sorted(f["stages_seconds"].items(), key=lambda kv: -kv[1]):
+        print(f"  {step:<36} {seconds:>7.2f} s")
+    print(f"rows: {f['rows']}")
+    print(f"customers vs truth: {f['customers_vs_true_people']}")
+    for name in ("pipeline_accuracy", "ours_accuracy", "splink_accuracy"):
+        if name in f:
+            a = f[name]
+            print(
+                f"{name:<18} pairwise P {a['pairwise_precision']:.4f} R {a['pairwise_recall']:.4f} F1 {a['pairwise_f1']:.4f}"
+                f" | B-cubed P {a['bcubed_precision']:.4f} R {a['bcubed_recall']:.4f} F1 {a['bcubed_f1']:.4f}"
+            )
+    print(
+        f"blocking: {f['blocking']['candidate_pairs']:,} candidate pairs, recall {f['blocking']['blocking_recall']}"
+    )
+    print(
+        f"ours resolve       {f['ours_resolve']['median_seconds']:>8.2f} s (median)  peak +{f['ours_resolve']['peak_above_start_mb']:,} MB"
+    )
+    if "splink_resolve" in f:
+        print(
+            f"splink resolve     {f['splink_resolve']['seconds']:>8.2f} s  peak +{f['splink_resolve']['peak_above_start_mb']:,} MB"
+        )
+        print(f"ours / splink      {f['ratios_ours_over_splink']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
