@@ -233,7 +233,7 @@ def main() -> int:
 
     config = load_config(PACKAGE_DATA / "pipeline.yaml")
     times = []
-    for i in range(args.repeat):
+    for _ in range(args.repeat):
         assigned, result = ours(records, config, figures)
         times.append(figures["ours_resolve"]["seconds"])
     figures["ours_resolve"]["median_seconds"] = statistics.median(times)
