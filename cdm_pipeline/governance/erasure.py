@@ -164,10 +164,11 @@ def erase_customers(
         name = name_form(row["first_name"], row["last_name"])
         forms += [("name", name)] if name else []
         fingerprints |= {(kind, fingerprint(key, form), row["request_id"]) for kind, form in forms}
-    conn.executemany(
-        "insert into governance.suppression_list values (?, ?, ?, ?)",
-        [[kind, value, request_id, now] for kind, value, request_id in sorted(fingerprints)],
-    )
+    if fingerprints:
+        conn.executemany(
+            "insert into governance.suppression_list values (?, ?, ?, ?)",
+            [[kind, value, request_id, now] for kind, value, request_id in sorted(fingerprints)],
+        )
     removed = anonymised = 0
     for source_name, ids in records.group_by("source").agg(pl.col("source_record_id")).iter_rows():
         if source_name in sources:
