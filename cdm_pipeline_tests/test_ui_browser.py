@@ -24,8 +24,14 @@ from cdm_pipeline.demo.generator import generate
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -35,10 +41,17 @@ def find_or_install_chromium() -> str:
             return shutil.which(name)
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, capture_output=True, timeout=1200)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            check=False,
+            capture_output=True,
+            timeout=1200,
+        )
         if shutil.which("chromium"):
             return shutil.which("chromium")
-    pytest.skip("no Chromium: not installed and not root with apt-get to install Debian's 'chromium'")
+    pytest.skip(
+        "no Chromium: not installed and not root with apt-get to install Debian's 'chromium'"
+    )
 
 
 def free_port() -> int:
@@ -49,7 +62,8 @@ def free_port() -> int:
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
     request = urllib.request.Request(
-        f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=60) as response:
@@ -74,13 +88,31 @@ def dagster_ui(tmp_path_factory):
     (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
     port = free_port()
     env = os.environ | {
-        "DAGSTER_HOME": str(home), "CDM_LANDING": str(root / "landing"),
-        "CDM_WAREHOUSE": str(root / "warehouse" / "cdm.duckdb"), "CDM_EXPORTS": str(root / "exports"),
+        "DAGSTER_HOME": str(home),
+        "CDM_LANDING": str(root / "landing"),
+        "CDM_WAREHOUSE": str(root / "warehouse" / "cdm.duckdb"),
+        "CDM_EXPORTS": str(root / "exports"),
     }
     log = (root / "dagster_dev.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_default_signals,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_default_signals,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -91,7 +123,9 @@ def dagster_ui(tmp_path_factory):
                     break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError(f"dagster dev did not come up: see {root / 'dagster_dev.log'}") from None
+                    raise AssertionError(
+                        f"dagster dev did not come up: see {root / 'dagster_dev.log'}"
+                    ) from None
                 time.sleep(2)
         yield url, chromium, root
     finally:
@@ -107,8 +141,17 @@ def dagster_ui(tmp_path_factory):
 def browser(chromium: str, root: Path, *args: str) -> subprocess.CompletedProcess:
     profile = root / f"chromium-{time.monotonic_ns()}"
     return subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=20000", *args],
-        capture_output=True, text=True, timeout=180, check=False,
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=20000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 
@@ -118,26 +161,53 @@ def test_ui_runs_the_job_and_shows_assets_checks_and_schedule(dagster_ui):
         url,
         "mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename "
         "... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }",
-        {"p": {"selector": {"repositoryLocationName": "cdm_pipeline", "repositoryName": "__repository__",
-                            "jobName": "cdm_nightly"}, "runConfigData": {}}},
+        {
+            "p": {
+                "selector": {
+                    "repositoryLocationName": "cdm_pipeline",
+                    "repositoryName": "__repository__",
+                    "jobName": "cdm_nightly",
+                },
+                "runConfigData": {},
+            }
+        },
     )["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
     deadline = time.monotonic() + 600
     status = None
     while time.monotonic() < deadline:
-        status = graphql(url, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})[
-            "runOrError"]["status"]
+        status = graphql(
+            url,
+            "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+            {"id": run_id},
+        )["runOrError"]["status"]
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         time.sleep(3)
     assert status == "SUCCESS"
 
-    nodes = graphql(url, "{ assetNodes { assetKey { path } groupName hasAssetChecks } }")["assetNodes"]
+    nodes = graphql(url, "{ assetNodes { assetKey { path } groupName hasAssetChecks } }")[
+        "assetNodes"
+    ]
     keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
-    assert {"raw/crm_contacts", "staging/orders", "identity/person_records", "mart/customer_xref",
-            "mart/customers", "governance/privacy_request_log", "analytics/analyst_database"} <= keys
-    assert {n["groupName"] for n in nodes} >= {"ingest", "validate", "standardise", "resolve", "golden", "governance"}
+    assert {
+        "raw/crm_contacts",
+        "staging/orders",
+        "identity/person_records",
+        "mart/customer_xref",
+        "mart/customers",
+        "governance/privacy_request_log",
+        "analytics/analyst_database",
+    } <= keys
+    assert {n["groupName"] for n in nodes} >= {
+        "ingest",
+        "validate",
+        "standardise",
+        "resolve",
+        "golden",
+        "governance",
+    }
     assert all(n["hasAssetChecks"] for n in nodes)
 
     repository = graphql(
@@ -153,9 +223,14 @@ def test_ui_runs_the_job_and_shows_assets_checks_and_schedule(dagster_ui):
 
     shots = Path(os.environ.get("CDM_SCREENSHOT_DIR", root / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
-    for name, page in (("asset_graph", "asset-groups"), ("customers_checks", "assets/mart/customers?view=checks")):
+    for name, page in (
+        ("asset_graph", "asset-groups"),
+        ("customers_checks", "assets/mart/customers?view=checks"),
+    ):
         target = shots / f"{name}.png"
-        browser(chromium, root, "--window-size=1600,1000", f"--screenshot={target}", f"{url}/{page}")
+        browser(
+            chromium, root, "--window-size=1600,1000", f"--screenshot={target}", f"{url}/{page}"
+        )
         assert target.exists() and target.stat().st_size > 20_000, name
     dom = browser(chromium, root, "--dump-dom", f"{url}/assets/mart/customers?view=checks").stdout
     for text in ("customer_id_unique_not_null", "residual_near_duplicates", "Passed"):

@@ -926,11 +926,13 @@ def _write_source(
         truth.append(
             pl.DataFrame(
                 {
-                    "source": source,
-                    "source_file": path.name,
+                    "source": pl.Series([source] * part.height, dtype=pl.String),
+                    "source_file": pl.Series([path.name] * part.height, dtype=pl.String),
                     "row_number": np.arange(1, part.height + 1),
                     "record_id": part[records.columns[0]].cast(pl.String),
-                    "person_id": person_ids[bounds[day] : bounds[day + 1]],
+                    "person_id": pl.Series(
+                        person_ids[bounds[day] : bounds[day + 1]], dtype=pl.Int64
+                    ),
                     "defect": _strings(defects[bounds[day] : bounds[day + 1]]),
                 }
             )

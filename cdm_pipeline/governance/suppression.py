@@ -47,7 +47,7 @@ def suppressed_rows(
 ) -> pl.Series:
     """True for rows whose email or phone (in any form) is on the suppression list."""
     hashes = suppressed(conn)
-    flags = pl.Series([False] * frame.height)
+    flags = pl.Series([False] * frame.height, dtype=pl.Boolean)
     if not (hashes["email"] or hashes["phone"]) or frame.height == 0:
         return flags
     key = secret_key(conn)

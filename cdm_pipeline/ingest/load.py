@@ -105,7 +105,7 @@ def load_new_files(
             )
             continue
         blocked = suppressed_rows(conn, frame, source=spec, phone_regions=phone_regions)
-        suppressed = int(blocked.sum())
+        suppressed = int(blocked.sum() or 0)
         frame = frame.filter(~blocked)
         frame = frame.with_columns(
             _source_file=pl.lit(path.name),

@@ -150,7 +150,7 @@ class EditComparison(Comparison):
         elif self.part == "prefix3":
             shared = frame["l"].str.slice(0, 3) == frame["r"].str.slice(0, 3)
         else:
-            shared = pl.Series([False] * frame.height)
+            shared = pl.Series([False] * frame.height, dtype=pl.Boolean)
         return pl.DataFrame({"d": distance, "shared": shared}).select(
             pl.when((pl.col("d") <= 1) | pl.col("shared"))
             .then(1)

@@ -84,7 +84,7 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         with warehouse.get_connection() as conn:
             canonical = canonical_records(conn, {s.name: s for s in identity_sources})
             regions = tuple(config["standardise"]["phone_regions"])
-            blocked = pl.Series([False] * canonical.height)
+            blocked = pl.Series([False] * canonical.height, dtype=pl.Boolean)
             for source in identity_sources:
                 mask = (canonical["source"] == source.name).to_numpy()
                 if mask.any():
@@ -92,7 +92,7 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                         conn, canonical.filter(pl.Series(mask)), _canonical_spec(source), regions
                     )
                     blocked = blocked.scatter(mask.nonzero()[0], hits)
-            suppressed = int(blocked.sum())
+            suppressed = int(blocked.sum() or 0)
             canonical = canonical.filter(~blocked)
             records = standardise_records(
                 canonical,
