@@ -83,3 +83,25 @@ def test_injection_looking_values_are_stored_as_data(tmp_path, conn):
         .fetchall()[0][0]
         .startswith("Robert');")
     )
+
+
+def test_a_partner_source_with_its_own_columns_runs_by_configuration_alone(tmp_path):
+    """The example partner export (cp1252, spaces in column names, its own field names) goes
+    through the whole pipeline with only a sources file."""
+    from cdm_pipeline.settings import PACKAGE_DATA
+    from cdm_pipeline_tests.conftest import make_settings, run_pipeline
+
+    examples = PACKAGE_DATA / "examples"
+    settings = make_settings(tmp_path, examples / "partner_landing", sources=examples / "partner_sources.yaml")
+    result = run_pipeline(settings)
+    assert result.success
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        quarantined = conn.execute("select record_id, failed_checks from quarantine.rejected_rows order by 1").fetchall()
+        xref = dict(conn.execute("select source_record_id, customer_id from mart.customer_xref").fetchall())
+        phones = dict(conn.execute("select source_record_id, phone_e164 from identity.person_records").fetchall())
+        customers = conn.execute("select count(*) from mart.customers").fetchall()[0][0]
+    assert quarantined == [("PL-6", "E-Mail Address: email_shape"), ("PL-7", "DOB: date_parses")]
+    assert xref["PL-1"] == xref["PL-2"]  # Zoë Müller / Zoe Mueller, same email and mobile
+    assert xref["PL-4"] == xref["PL-5"]  # Robert / Bob Smith
+    assert phones["PL-1"] == "+4915123456789" and phones["PL-4"] == "+12125550134"
+    assert customers == 3
