@@ -30,6 +30,7 @@ def sql_text(name: str) -> str:
 
 
 def ensure_schemas(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute("set enable_progress_bar = false")  # keeps run logs readable
     for schema in SCHEMAS:
         conn.execute(f"create schema if not exists {schema}")
 

@@ -92,13 +92,23 @@ def test_a_partner_source_with_its_own_columns_runs_by_configuration_alone(tmp_p
     from cdm_pipeline_tests.conftest import make_settings, run_pipeline
 
     examples = PACKAGE_DATA / "examples"
-    settings = make_settings(tmp_path, examples / "partner_landing", sources=examples / "partner_sources.yaml")
+    settings = make_settings(
+        tmp_path, examples / "partner_landing", sources=examples / "partner_sources.yaml"
+    )
     result = run_pipeline(settings)
     assert result.success
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
-        quarantined = conn.execute("select record_id, failed_checks from quarantine.rejected_rows order by 1").fetchall()
-        xref = dict(conn.execute("select source_record_id, customer_id from mart.customer_xref").fetchall())
-        phones = dict(conn.execute("select source_record_id, phone_e164 from identity.person_records").fetchall())
+        quarantined = conn.execute(
+            "select record_id, failed_checks from quarantine.rejected_rows order by 1"
+        ).fetchall()
+        xref = dict(
+            conn.execute("select source_record_id, customer_id from mart.customer_xref").fetchall()
+        )
+        phones = dict(
+            conn.execute(
+                "select source_record_id, phone_e164 from identity.person_records"
+            ).fetchall()
+        )
         customers = conn.execute("select count(*) from mart.customers").fetchall()[0][0]
     assert quarantined == [("PL-6", "E-Mail Address: email_shape"), ("PL-7", "DOB: date_parses")]
     assert xref["PL-1"] == xref["PL-2"]  # Zoë Müller / Zoe Mueller, same email and mobile

@@ -12,14 +12,13 @@ from dagster_duckdb import DuckDBResource
 from cdm_pipeline.defs.golden.assets import CONSENT_LEDGER, CUSTOMERS, FACTS, LINEAGE
 from cdm_pipeline.defs.metadata import table_schema
 from cdm_pipeline.defs.resources import OWNER, PipelineResource
-from cdm_pipeline.governance.access import subject_document, write_document
+from cdm_pipeline.governance.access import subject_documents, write_document
 from cdm_pipeline.governance.erasure import (
     REQUEST_LOG_DDL,
     erase_customers,
     forget_request_identifiers,
     identifier_hits,
     log_request,
-    match_customers,
     match_requests,
     pending_requests,
     scrub_identifiers,
@@ -200,32 +199,46 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                             now,
                         ],
                     )
-            for request in pending_requests(conn, sources, "access"):
-                customers = match_customers(conn, request, regions)
-                if len(customers) != 1:
-                    reason = (
-                        "matches no customer"
-                        if not customers
-                        else f"matches {len(customers)} customers"
+            access = pending_requests(conn, sources, "access")
+            if access:
+                matches = match_requests(conn, access, regions)
+                holders = (
+                    matches.filter(pl.col("customer_id").is_not_null())
+                    .group_by("request_id")
+                    .agg(pl.col("customer_id").unique())
+                )
+                holder_of = {r: ids for r, ids in holders.iter_rows()}
+                single = {r: ids[0] for r, ids in holder_of.items() if len(ids) == 1}
+                documents = subject_documents(conn, list(single.values()), sources)
+                for request in access:
+                    n = len(holder_of.get(request.request_id, []))
+                    if n != 1:
+                        reason = "matches no customer" if n == 0 else f"matches {n} customers"
+                        reasons[reason] = reasons.get(reason, 0) + 1
+                        steward += 1
+                        log_request(conn, request, "needs_steward", reason, n, 0, now, run_id)
+                        continue
+                    document = documents[single[request.request_id]]
+                    write_document(
+                        document,
+                        Path(pipeline.exports_dir)
+                        / "subject_access"
+                        / f"{request.request_id}.json",
                     )
-                    reasons[reason] = reasons.get(reason, 0) + 1
-                    steward += 1
+                    exported += 1
                     log_request(
-                        conn, request, "needs_steward", reason, len(customers), 0, now, run_id
+                        conn,
+                        request,
+                        "exported",
+                        None,
+                        1,
+                        len(document["source_records"]),
+                        now,
+                        run_id,
                     )
-                    continue
-                document = subject_document(conn, customers[0], sources)
-                write_document(
-                    document,
-                    Path(pipeline.exports_dir) / "subject_access" / f"{request.request_id}.json",
-                )
-                exported += 1
-                log_request(
-                    conn, request, "exported", None, 1, len(document["source_records"]), now, run_id
-                )
                 conn.execute(
                     "insert into governance.audit_log values (?, 'exported', 'subject access', ?, ?, ?)",
-                    [run_id, len(document["source_records"]), f"request {request.request_id}", now],
+                    [run_id, exported, "documents written", now],
                 )
             hits = identifier_hits(conn)
             malformed = conn.execute(
