@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from cdm_pipeline.standardise import fields
-from cdm_pipeline.standardise.records import standardise_records
+from cdm_pipeline.standardise.records import CANONICAL_INPUT, standardise_records
 
 
 @pytest.mark.parametrize(
@@ -133,37 +133,9 @@ def test_records_keep_originals_beside_standardised_values():
 
 
 def test_implausible_birth_dates_are_dropped():
+    text_fields = [c for c in CANONICAL_INPUT if c != "birth_date"]
     frame = pl.DataFrame(
-        {
-            c: [None, None]
-            for c in (
-                "first_name",
-                "last_name",
-                "full_name",
-                "email",
-                "phone",
-                "street",
-                "city",
-                "state",
-                "postal_code",
-                "country",
-            )
-        },
-        schema={
-            c: pl.String
-            for c in (
-                "first_name",
-                "last_name",
-                "full_name",
-                "email",
-                "phone",
-                "street",
-                "city",
-                "state",
-                "postal_code",
-                "country",
-            )
-        },
+        {c: [None, None] for c in text_fields}, schema={c: pl.String for c in text_fields}
     )
     frame = frame.with_columns(
         record_key=pl.Series(["a", "b"]),

@@ -7,22 +7,11 @@ from datetime import date
 
 import polars as pl
 
+from cdm_pipeline.registry import IDENTITY_FIELDS
 from cdm_pipeline.standardise import fields
 from cdm_pipeline.validate.parsing import parse_date
 
-CANONICAL_INPUT = (
-    "first_name",
-    "last_name",
-    "full_name",
-    "email",
-    "phone",
-    "street",
-    "city",
-    "state",
-    "postal_code",
-    "country",
-    "birth_date",
-)
+CANONICAL_INPUT = IDENTITY_FIELDS  # every canonical identity field a source may map
 
 
 def display_name(text: str) -> str | None:

@@ -106,6 +106,15 @@ def retention_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     return _retention
 
 
+def _steward_reason(customers_matched: int) -> str:
+    """Why a request cannot be served automatically: it is never guessed."""
+    return (
+        "matches no customer"
+        if customers_matched == 0
+        else f"matches {customers_matched} customers"
+    )
+
+
 def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     deps = [CUSTOMERS, LINEAGE, CONSENT_LEDGER, *[dg.AssetKey(["mart", f]) for f in FACTS]]
 
@@ -185,7 +194,7 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                             erased += 1
                             log_request(conn, request, "erased", None, 1, None, now, run_id)
                         else:
-                            reason = "matches no customer" if n == 0 else f"matches {n} customers"
+                            reason = _steward_reason(n)
                             reasons[reason] = reasons.get(reason, 0) + 1
                             steward += 1
                             log_request(conn, request, "needs_steward", reason, n, 0, now, run_id)
@@ -213,7 +222,7 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 for request in access:
                     n = len(holder_of.get(request.request_id, []))
                     if n != 1:
-                        reason = "matches no customer" if n == 0 else f"matches {n} customers"
+                        reason = _steward_reason(n)
                         reasons[reason] = reasons.get(reason, 0) + 1
                         steward += 1
                         log_request(conn, request, "needs_steward", reason, n, 0, now, run_id)
