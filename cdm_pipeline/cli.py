@@ -172,7 +172,8 @@ def _run() -> int:
         f"{len(evaluations) - len(failed)}/{len(evaluations)} checks passed"
     )
     for e in failed:
-        print(f"  check failed: {'/'.join(e.asset_key.path)} {e.check_name} ({e.severity.value})")
+        label = "CHECK FAILED" if e.severity.value == "ERROR" else "warning"
+        print(f"  {label}: {'/'.join(e.asset_key.path)} {e.check_name}")
     _print_summary(settings.warehouse_path)
     return 0 if result.success and not errors else 1
 
