@@ -161,6 +161,7 @@ def resolve_assets() -> dg.AssetsDefinition:
                         "insert into governance.audit_log values (?, ?, 'identity.customer_id_history', ?, null, ?)",
                         [context.run.run_id, event, n, now],
                     )
+        with warehouse.get_connection() as conn:  # fresh connection: see validate/assets.py
             unexplained = conn.execute(
                 "select count(*) from (select distinct customer_id from mart.customer_xref where customer_id is not null) x "
                 "where customer_id not in (select customer_id from identity.customer_id_history where event in ('created', 'split')) "
