@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -938,7 +938,3 @@ def _write_source(
             )
         )
     return pl.concat(truth).with_columns(planted_bad=pl.col("defect").is_not_null())
-
-
-def to_date(value: str) -> date:
-    return date.fromisoformat(value)

@@ -23,8 +23,6 @@ from cdm_pipeline.ingest.reader import (
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import ensure_schemas, quote_ident, sql_text, transaction
 
-LOAD_COLUMNS = ("_source_file", "_file_sha256", "_loaded_at", "_run_id")
-
 
 @dataclass
 class LoadSummary:
