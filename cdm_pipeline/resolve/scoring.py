@@ -1,8 +1,11 @@
 """Fellegi-Sunter scoring with parameters learnt from the data itself, without labels.
 
-- u (how often a level occurs between two random, almost surely different people) comes from a
-  random sample of profile pairs, except for the exact level, computed exactly from value
-  frequencies (sampling rarely sees two random people share an email).
+- u (how often a level occurs between two different people) comes from a random sample of
+  profile pairs, except the exact level: from how many different people share each value (a
+  person counted once however many records repeat the value), and for identifiers that block on
+  their own (email, phone) from how many of the pairs sharing one show cannot-link evidence.
+- The prior is that of two random profiles (EM's share among candidates, scaled to all pairs):
+  blocking chooses which pairs to score, it is not evidence that they match.
 - m (how often the level occurs between two records of the same person) comes from EM over the
   candidate pairs, with guards from ER_NOTES: a differing birth date or first name may not look
   like a common trait of true matches (their m is bounded), and location fields (street, postal
