@@ -30,12 +30,12 @@ DEFAULTS: dict[str, Any] = {
         "blocking_rules": [
             ["email_norm"],
             ["phone_e164"],
-            ["last_name_key", "first_name_key"],
             ["last_name_key", "birth_date"],
             ["first_name_key", "birth_date"],
-            ["postal_code", "first_name_key"],
+            ["street_key", "last_name_key"],
             ["last_name_soundex", "first_initial", "postal_code"],
             ["email_local"],
+            {"keys": ["last_name_key", "first_name_key"], "max_block_size": 50},
         ],
     },
     "survivorship": {

@@ -9,11 +9,22 @@ import polars as pl
 
 @dataclass(frozen=True)
 class BlockingRule:
+    """Profiles agreeing on every key are candidates; ``max_block_size`` overrides the global
+    limit for this rule (a name-only rule only pays for rare names)."""
+
     keys: tuple[str, ...]
+    max_block_size: int | None = None
 
     @property
     def name(self) -> str:
         return " & ".join(self.keys)
+
+    @classmethod
+    def from_config(cls, entry: list[str] | dict) -> BlockingRule:
+        """A rule is a list of keys, or ``{keys: [...], max_block_size: N}``."""
+        if isinstance(entry, dict):
+            return cls(tuple(entry["keys"]), entry.get("max_block_size"))
+        return cls(tuple(entry))
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,7 @@ def candidate_pairs(
         keys = list(rule.keys)
         keyed = profiles.select("profile_id", *keys).drop_nulls()
         sizes = keyed.group_by(keys).len()
-        skipped = sizes.filter(pl.col("len") > max_block_size)
+        skipped = sizes.filter(pl.col("len") > (rule.max_block_size or max_block_size))
         keyed = keyed.join(skipped.select(keys), on=keys, how="anti")
         pairs = (
             keyed.join(keyed, on=keys, suffix="_r")

@@ -43,7 +43,7 @@ def resolve(
     unresolvable = records.filter(~resolvable())
     records = records.filter(resolvable())
     profiles, membership = build_profiles(records)
-    rules = [BlockingRule(tuple(keys)) for keys in settings["blocking_rules"]]
+    rules = [BlockingRule.from_config(entry) for entry in settings["blocking_rules"]]
     pairs, report = candidate_pairs(profiles, rules, settings["max_block_size"])
     levels = compare_pairs(pairs, profiles, comparisons)
     u = estimate_u(profiles, comparisons)
