@@ -67,6 +67,9 @@ def test_blocking_unions_rules_without_duplicates_and_skips_giant_blocks():
     assert [(r.pairs, r.new_pairs) for r in report] == [(2, 2), (1, 0)]
     _, report = candidate_pairs(profiles, [BlockingRule(("a",))], max_block_size=1)
     assert report[0].skipped_blocks == 2
+    rare_only = BlockingRule.from_config({"keys": ["a"], "max_block_size": 1})
+    pairs, report = candidate_pairs(profiles, [rare_only, BlockingRule(("b",))], max_block_size=10)
+    assert pairs.rows() == [(0, 1)] and report[0].skipped_blocks == 2
 
 
 def test_em_recovers_a_planted_model():
