@@ -79,3 +79,18 @@ def append_table(
         conn.execute(f"insert into {name} by name select * from _appended")
     finally:
         conn.unregister("_appended")
+
+
+def audit(
+    conn: duckdb.DuckDBPyConnection,
+    run_id: str | None,
+    action: str,
+    target: str,
+    rows: int,
+    detail: str | None = None,
+) -> None:
+    """One row in governance.audit_log: what was done to which table, how many rows (no PII)."""
+    conn.execute(
+        "insert into governance.audit_log values (?, ?, ?, ?, ?, current_localtimestamp())",
+        [run_id, action, target, rows, detail],
+    )

@@ -1,7 +1,7 @@
 """The customer 360: golden records with lineage, the fact tables and the consent ledger, built
 in one transaction after pre-commit checks, so readers never see a half-built mart."""
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import dagster as dg
 import polars as pl
@@ -13,7 +13,14 @@ from cdm_pipeline.defs.resources import OWNER, PipelineResource
 from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
 from cdm_pipeline.golden.records import candidates_from, golden_records
 from cdm_pipeline.registry import SourceSpec
-from cdm_pipeline.warehouse import quote_ident, replace_table, sql_text, table_exists, transaction
+from cdm_pipeline.warehouse import (
+    audit,
+    quote_ident,
+    replace_table,
+    sql_text,
+    table_exists,
+    transaction,
+)
 
 CUSTOMERS = dg.AssetKey(["mart", "customers"])
 LINEAGE = dg.AssetKey(["mart", "customer_attribute_lineage"])
@@ -168,7 +175,6 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
     ):
         config = pipeline.config()
-        now = datetime.now()
         with warehouse.get_connection() as conn:
             persons = conn.sql("select * from identity.person_records").pl()
             xref = conn.sql("select * from mart.customer_xref").pl()
@@ -202,9 +208,13 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 ).fetchall()[0][0]
                 customers = conn.execute("select count(*) from mart.customers").fetchall()[0][0]
                 residual = _residual_duplicates(conn)
-                conn.execute(
-                    "insert into governance.audit_log values (?, 'built', 'mart.customers', ?, ?, ?)",
-                    [context.run.run_id, customers, "golden records with lineage", now],
+                audit(
+                    conn,
+                    context.run.run_id,
+                    "built",
+                    "mart.customers",
+                    customers,
+                    "golden records with lineage",
                 )
                 conn.unregister("golden")
                 conn.unregister("currency_rates")

@@ -27,7 +27,7 @@ from cdm_pipeline.governance.keys import secret_key
 from cdm_pipeline.governance.retention import apply_retention
 from cdm_pipeline.governance.suppression import ensure_suppression_list
 from cdm_pipeline.registry import SourceSpec
-from cdm_pipeline.warehouse import quote_ident, sql_text, transaction
+from cdm_pipeline.warehouse import audit, quote_ident, sql_text, transaction
 
 RETENTION = dg.AssetKey(["governance", "retention"])
 PRIVACY_LOG = dg.AssetKey(["governance", "privacy_request_log"])
@@ -84,10 +84,7 @@ def retention_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         with warehouse.get_connection() as conn, transaction(conn):
             purged = apply_retention(conn, sources, config["retention"], now)
             for table, rows in purged.items():
-                conn.execute(
-                    "insert into governance.audit_log values (?, 'purged', ?, ?, 'retention', ?)",
-                    [context.run.run_id, table, rows, now],
-                )
+                audit(conn, context.run.run_id, "purged", table, rows, "retention")
             leftover = sum(apply_retention(conn, sources, config["retention"], now).values())
         return dg.MaterializeResult(
             metadata={
@@ -199,14 +196,13 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                             steward += 1
                             log_request(conn, request, "needs_steward", reason, n, 0, now, run_id)
                     records_affected = removed + anonymised
-                    conn.execute(
-                        "insert into governance.audit_log values (?, 'erased', 'all schemas', ?, ?, ?)",
-                        [
-                            run_id,
-                            records_affected,
-                            f"{erased} customers; {stray} stray rows scrubbed",
-                            now,
-                        ],
+                    audit(
+                        conn,
+                        run_id,
+                        "erased",
+                        "all schemas",
+                        records_affected,
+                        f"{erased} customers; {stray} stray rows scrubbed",
                     )
             access = pending_requests(conn, sources, "access")
             if access:
@@ -245,10 +241,7 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                         now,
                         run_id,
                     )
-                conn.execute(
-                    "insert into governance.audit_log values (?, 'exported', 'subject access', ?, ?, ?)",
-                    [run_id, exported, "documents written", now],
-                )
+                audit(conn, run_id, "exported", "subject access", exported, "documents written")
             hits = identifier_hits(conn)
             malformed = conn.execute(
                 "select count(*) from governance.suppression_list where not regexp_full_match(fingerprint, '[0-9a-f]{64}')"
@@ -417,9 +410,13 @@ def analyst_database_asset() -> dg.AssetsDefinition:
         with warehouse.get_connection() as conn:
             counts = export_analyst_database(conn, target)
             leaked = pii_values_in(conn, target)
-            conn.execute(
-                "insert into governance.audit_log values (?, 'exported', 'analyst database', ?, ?, ?)",
-                [context.run.run_id, sum(counts.values()), str(target.name), datetime.now()],
+            audit(
+                conn,
+                context.run.run_id,
+                "exported",
+                "analyst database",
+                sum(counts.values()),
+                str(target.name),
             )
         return dg.MaterializeResult(
             metadata={"path": str(target), **{f"rows_{t}": n for t, n in counts.items()}},

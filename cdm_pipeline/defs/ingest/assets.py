@@ -11,6 +11,7 @@ from cdm_pipeline.defs.resources import OWNER, PipelineResource
 from cdm_pipeline.ingest.load import load_new_files
 from cdm_pipeline.quality import robust_z
 from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.warehouse import audit
 
 NO_REJECTED_FILES_CHECK = "no_rejected_files"
 ROW_COUNT_ANOMALY_CHECK = "row_count_anomaly"
@@ -72,15 +73,13 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 "insert into governance.load_history values (?, ?, 'raw', ?, ?)",
                 [context.run.run_id, source.name, summary.rows_loaded, datetime.now()],
             )
-            conn.execute(
-                "insert into governance.audit_log values (?, 'ingested', ?, ?, ?, ?)",
-                [
-                    context.run.run_id,
-                    f"raw.{source.name}",
-                    summary.rows_loaded,
-                    f"{summary.files_loaded} files loaded, {summary.files_rejected} rejected",
-                    datetime.now(),
-                ],
+            audit(
+                conn,
+                context.run.run_id,
+                "ingested",
+                f"raw.{source.name}",
+                summary.rows_loaded,
+                f"{summary.files_loaded} files loaded, {summary.files_rejected} rejected",
             )
         for message in summary.rejections:
             context.log.error(f"rejected landing file for {source.name}: {message}")

@@ -16,7 +16,7 @@ from cdm_pipeline.resolve.comparisons import default_comparisons
 from cdm_pipeline.resolve.engine import Resolution, resolve
 from cdm_pipeline.resolve.ids import assign_customer_ids
 from cdm_pipeline.resolve.overrides import read_overrides
-from cdm_pipeline.warehouse import append_table, replace_table, table_exists, transaction
+from cdm_pipeline.warehouse import append_table, audit, replace_table, table_exists, transaction
 
 MATCH_PAIRS = dg.AssetKey(["identity", "match_pairs"])
 ID_HISTORY = dg.AssetKey(["identity", "customer_id_history"])
@@ -157,10 +157,7 @@ def resolve_assets() -> dg.AssetsDefinition:
                 )
                 for event in ("created", "merged", "split"):
                     n = history.filter(pl.col("event") == event).height
-                    conn.execute(
-                        "insert into governance.audit_log values (?, ?, 'identity.customer_id_history', ?, null, ?)",
-                        [context.run.run_id, event, n, now],
-                    )
+                    audit(conn, context.run.run_id, event, "identity.customer_id_history", n)
         with warehouse.get_connection() as conn:  # fresh connection: see validate/assets.py
             unexplained = conn.execute(
                 "select count(*) from (select distinct customer_id from mart.customer_xref where customer_id is not null) x "

@@ -1,7 +1,5 @@
 """``identity.person_records``: every current source record's identity, standardised."""
 
-from datetime import datetime
-
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
@@ -12,7 +10,7 @@ from cdm_pipeline.governance.suppression import suppressed_rows
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.load import IDENTITY_ROLES, canonical_records
 from cdm_pipeline.standardise.records import standardise_records
-from cdm_pipeline.warehouse import replace_table, transaction
+from cdm_pipeline.warehouse import audit, replace_table, transaction
 
 PERSON_RECORDS = dg.AssetKey(["identity", "person_records"])
 VALIDITY_CHECK = "identity_field_validity"
@@ -101,14 +99,13 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             )
             with transaction(conn):
                 replace_table(conn, "identity", "person_records", records)
-                conn.execute(
-                    "insert into governance.audit_log values (?, 'standardised', 'identity.person_records', ?, ?, ?)",
-                    [
-                        context.run.run_id,
-                        records.height,
-                        f"{suppressed} suppressed records left out",
-                        datetime.now(),
-                    ],
+                audit(
+                    conn,
+                    context.run.run_id,
+                    "standardised",
+                    "identity.person_records",
+                    records.height,
+                    f"{suppressed} suppressed records left out",
                 )
         rates = validity_rates(records)
         minimum = config["quality"]["min_validity"]

@@ -1,7 +1,5 @@
 """One ``staging.<source>`` asset per registered source: the pandera contract applied to new rows."""
 
-from datetime import datetime
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -9,7 +7,7 @@ from cdm_pipeline.defs.metadata import source_column_schema
 from cdm_pipeline.defs.resources import OWNER, PipelineResource
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.validate.stage import validate_new_files
-from cdm_pipeline.warehouse import quote_ident, sql_text, table_exists
+from cdm_pipeline.warehouse import audit, quote_ident, sql_text, table_exists
 
 ROWS_ACCOUNTED_CHECK = "rows_accounted"
 QUARANTINE_RATE_CHECK = "quarantine_rate"
@@ -57,14 +55,13 @@ def staging_asset(source: SourceSpec) -> dg.AssetsDefinition:
         # committed ~200k inserted rows read 0 of them back (a new connection sees them all).
         with warehouse.get_connection() as conn:
             unbalanced = _unbalanced_files(conn, source)
-            conn.execute(
-                "insert into governance.audit_log values (?, 'quarantined', 'quarantine.rejected_rows', ?, ?, ?)",
-                [
-                    context.run.run_id,
-                    summary.rows_quarantined,
-                    f"source={source.name}",
-                    datetime.now(),
-                ],
+            audit(
+                conn,
+                context.run.run_id,
+                "quarantined",
+                "quarantine.rejected_rows",
+                summary.rows_quarantined,
+                f"source={source.name}",
             )
         rate = summary.rows_quarantined / summary.rows_in if summary.rows_in else 0.0
         reasons = sorted(summary.failed_checks.items(), key=lambda kv: -kv[1])
