@@ -242,12 +242,28 @@ def default_comparisons() -> list[Comparison]:
 
 
 def compare_pairs(
-    pairs: pl.DataFrame, profiles: pl.DataFrame, comparisons: list[Comparison]
+    pairs: pl.DataFrame,
+    profiles: pl.DataFrame,
+    comparisons: list[Comparison],
+    chunk_size: int = 1_000_000,
 ) -> pl.DataFrame:
     """Levels of every comparison for each pair (``id_l``, ``id_r``), in the pairs' order.
 
-    Swapped first/last names (John Smith vs Smith John) are compared after swapping back.
+    Pairs are compared a chunk at a time: the levels are one byte per field, but the joined text
+    of both sides is not, and at a million people it would not all fit at once.
     """
+    if pairs.height <= chunk_size:
+        return _compare_chunk(pairs, profiles, comparisons)
+    chunks = range(0, pairs.height, chunk_size)
+    return pl.concat(
+        [_compare_chunk(pairs.slice(start, chunk_size), profiles, comparisons) for start in chunks]
+    )
+
+
+def _compare_chunk(
+    pairs: pl.DataFrame, profiles: pl.DataFrame, comparisons: list[Comparison]
+) -> pl.DataFrame:
+    """Swapped first/last names (John Smith vs Smith John) are compared after swapping back."""
     fields = [c.name for c in comparisons]
     side = profiles.select("profile_id", *fields)
     joined = pairs.join(
