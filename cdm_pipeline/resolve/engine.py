@@ -19,8 +19,6 @@ from cdm_pipeline.resolve.scoring import (
     score_pairs,
 )
 
-OVERRIDE_COLUMNS = ("rule", "source_l", "record_id_l", "source_r", "record_id_r")
-
 
 @dataclass
 class Resolution:
@@ -39,6 +37,8 @@ def resolve(
     overrides: pl.DataFrame | None = None,
     comparisons: list[Comparison] | None = None,
 ) -> Resolution:
+    """Link standardised person records into clusters (``settings`` is pipeline.yaml's
+    ``resolve`` section; ``overrides`` the steward's must-link / cannot-link pairs)."""
     comparisons = comparisons or default_comparisons()
     unresolvable = records.filter(~resolvable())
     records = records.filter(resolvable())
