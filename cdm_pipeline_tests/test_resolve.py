@@ -229,3 +229,77 @@ def test_match_weight_arithmetic_is_explainable():
     comparison = COMPARISONS["email_norm"]
     assert comparison.label(comparison.exact_level) == "email_norm: exact"
     assert math.isclose(math.log2(0.9 / 0.001), 9.813781191217037)
+
+
+def _records(rows: list[dict]) -> pl.DataFrame:
+    from cdm_pipeline.standardise.records import CANONICAL_INPUT, standardise_records
+
+    frame = pl.DataFrame(
+        [
+            {c: r.get(c) for c in CANONICAL_INPUT}
+            | {
+                "record_key": f"crm:{r['id']}",
+                "source": "crm",
+                "source_record_id": r["id"],
+                "trust_rank": 1,
+                "event_at": None,
+            }
+            for r in rows
+        ],
+        schema={c: pl.String for c in CANONICAL_INPUT}
+        | {
+            "record_key": pl.String,
+            "source": pl.String,
+            "source_record_id": pl.String,
+            "trust_rank": pl.Int64,
+            "event_at": pl.Datetime("us"),
+        },
+    )
+    return standardise_records(frame)
+
+
+def test_steward_overrides_are_honoured():
+    from cdm_pipeline.config import DEFAULTS
+    from cdm_pipeline.resolve.engine import resolve
+    from cdm_pipeline.resolve.overrides import OVERRIDE_SCHEMA
+
+    records = _records(
+        [
+            {
+                "id": "1",
+                "first_name": "Ann",
+                "last_name": "Lee",
+                "email": "ann.lee@example.com",
+                "phone": "(212) 555-0134",
+            },
+            {
+                "id": "2",
+                "first_name": "Ann",
+                "last_name": "Lee",
+                "email": "ann.lee@example.com",
+                "phone": "212-555-0134",
+                "street": "1 Main Street",
+            },
+            {"id": "3", "first_name": "Zed", "last_name": "Quux", "email": "zq@example.org"},
+        ]
+    )
+    plain = dict(
+        resolve(records, DEFAULTS["resolve"])
+        .clusters.select("record_key", "cluster_key")
+        .iter_rows()
+    )
+    assert plain["crm:1"] == plain["crm:2"] != plain["crm:3"]
+    overrides = pl.DataFrame(
+        [
+            ("cannot_link", "crm", "1", "crm", "2", "two people"),
+            ("must_link", "crm", "1", "crm", "3", "same person"),
+        ],
+        schema=OVERRIDE_SCHEMA,
+        orient="row",
+    )
+    steered = dict(
+        resolve(records, DEFAULTS["resolve"], overrides)
+        .clusters.select("record_key", "cluster_key")
+        .iter_rows()
+    )
+    assert steered["crm:1"] == steered["crm:3"] != steered["crm:2"]
