@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         "run", help="materialise every asset through Dagster and print a summary"
     )
     _location_args(run)
+    run.add_argument(
+        "--resolve",
+        choices=["auto", "full", "retrain"],
+        default="auto",
+        help="auto: incremental with the stored model (the nightly default); full: re-resolve "
+        "every record with it; retrain: learn the model again, then re-resolve everything",
+    )
 
     ui = commands.add_parser("ui", help="start the Dagster UI (dagster dev) on this project")
     _location_args(ui)
@@ -59,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(args)
     _apply_locations(args)
     if args.command == "run":
-        return _run()
+        return _run(args.resolve)
     if args.command == "export-subject":
         return _export_subject(args)
     if args.command == "export-analyst-db":
@@ -150,9 +157,10 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run() -> int:
+def _run(resolve_mode: str = "auto") -> int:
     from cdm_pipeline.definitions import defs
     from cdm_pipeline.defs.jobs import NIGHTLY_JOB
+    from cdm_pipeline.defs.resolve.assets import RESOLVE_OP
     from cdm_pipeline.instance import shared_instance
     from cdm_pipeline.settings import load_settings
 
@@ -161,7 +169,10 @@ def _run() -> int:
     result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
         instance=shared_instance(),
         raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        run_config={
+            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            "ops": {RESOLVE_OP: {"config": {"mode": resolve_mode.upper()}}},
+        },
     )
     elapsed = time.perf_counter() - started
     evaluations = result.get_asset_check_evaluations()
@@ -191,9 +202,9 @@ def _print_summary(warehouse: Path) -> None:
         ).fetchall()
         print(f"warehouse {warehouse}:")
         for schema, table in tables:
-            (count,) = conn.execute(
+            ((count,),) = conn.execute(
                 f"select count(*) from {quote_ident(schema)}.{quote_ident(table)}"
-            ).fetchone()
+            ).fetchall()
             print(f"  {schema + '.' + table:<42} {count:>10,} rows")
 
 

@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
         "floor_weight": 0.0,
         "max_block_size": 5000,
         "em_iterations": 25,
+        "retrain_growth": 0.25,
         "blocking_rules": [
             ["email_norm"],
             ["phone_e164"],

@@ -12,6 +12,7 @@ import pytest
 
 from cdm_pipeline.defs.build import build_definitions
 from cdm_pipeline.defs.jobs import NIGHTLY_JOB
+from cdm_pipeline.defs.resolve.assets import RESOLVE_OP
 from cdm_pipeline.demo.generator import generate
 from cdm_pipeline.settings import PACKAGE_DATA, Settings
 
@@ -31,10 +32,12 @@ def make_settings(
     )
 
 
-def run_pipeline(settings: Settings) -> dg.ExecuteInProcessResult:
+def run_pipeline(settings: Settings, resolve_mode: str = "AUTO") -> dg.ExecuteInProcessResult:
     defs = build_definitions(settings)
     return defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        run_config={"ops": {RESOLVE_OP: {"config": {"mode": resolve_mode}}}},
     )
 
 

@@ -25,6 +25,7 @@ from cdm_pipeline.governance.keys import (
 from cdm_pipeline.governance.retention import mark_purged_files
 from cdm_pipeline.governance.suppression import ensure_suppression_list
 from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS
 from cdm_pipeline.standardise.fields import email_match_key, standardise_email, standardise_phone
 from cdm_pipeline.warehouse import quote_ident, table_exists
 
@@ -189,6 +190,10 @@ def erase_customers(
     conn.execute(
         f"delete from identity.match_pairs where profile_id_l in {profiles} or profile_id_r in {profiles}"
     )
+    if table_exists(conn, "identity", "profiles"):
+        conn.execute(
+            f"update identity.profiles set {_BLANK_PROFILE} where profile_id in {profiles}"
+        )
     conn.execute(
         "delete from identity.person_records where record_key in (select record_key from erased_keys)"
     )
@@ -227,6 +232,13 @@ def erase_customers(
     conn.unregister("erased_keys")
     conn.unregister("erased_customers")
     return removed, anonymised
+
+
+# The resolver's state keeps an erased profile's id and cluster (the next run must know it is
+# gone, to re-cluster what it was linked to) but none of its identity.
+_BLANK_PROFILE = ", ".join(
+    [*(f"{quote_ident(c)} = null" for c in (*MATCH_FIELDS, *DERIVED_KEYS)), "erased = true"]
+)
 
 
 def _erase_source_rows(
@@ -331,14 +343,16 @@ def scrub_identifiers(conn: duckdb.DuckDBPyConnection, sources: dict[str, Source
         conn, ("raw", "staging", "quarantine", "identity", "mart")
     ):
         if (schema, table) == ("raw", "file_ledger") or (
-            schema == "identity" and table != "person_records"
+            schema == "identity" and table not in ("person_records", "profiles")
         ):
             continue
         name = f"{quote_ident(schema)}.{quote_ident(table)}"
         condition = _hit_condition(column)
         if schema == "raw":
             mark_purged_files(conn, name, condition, datetime.now(), {"key": key})
-        if schema == "mart":
+        if (schema, table) == ("identity", "profiles"):
+            statement = f"update {name} set {_BLANK_PROFILE} where {condition}"
+        elif schema == "mart":
             statement = f"update {name} set {quote_ident(column)} = null where {condition}"
         elif table in anonymised_sources and schema in ("raw", "staging"):
             sets = ", ".join(

@@ -100,7 +100,9 @@ def guarded_clusters(
         hard_cannot: ``id_l, id_r``: steward cannot-links, never crossed.
 
     Returns:
-        ``node, cluster`` where ``cluster`` is the smallest node id in the cluster.
+        ``node, cluster, component``: ``cluster`` is the smallest node id in the cluster,
+        ``component`` the smallest in the connected component of the match edges (what an
+        incremental run must re-cluster together when one of its nodes changes).
 
     Example:
         >>> import numpy as np, polars as pl
@@ -131,7 +133,7 @@ def guarded_clusters(
         .unique()
     )
     if conflicted.height == 0:
-        return labels.rename({"cc": "cluster"})
+        return labels.select("node", cluster="cc", component="cc")
     # Re-cluster only the components that hold a conflict, strongest edges first.
     bad_nodes = labels.filter(pl.col("cc").is_in(conflicted["cc"].implode()))["node"]
     inside = pl.col("id_l").is_in(bad_nodes.implode()) & pl.col("id_r").is_in(bad_nodes.implode())
@@ -155,5 +157,5 @@ def guarded_clusters(
     )
     fixed = fixed.with_columns(cluster=pl.col("node").min().over("root")).select("node", "cluster")
     return labels.join(fixed, on="node", how="left").select(
-        "node", pl.coalesce("cluster", "cc").alias("cluster")
+        "node", pl.coalesce("cluster", "cc").alias("cluster"), component="cc"
     )

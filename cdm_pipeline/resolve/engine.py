@@ -22,12 +22,17 @@ from cdm_pipeline.resolve.scoring import (
 
 @dataclass
 class Resolution:
-    profiles: pl.DataFrame  # profile_id + match fields
+    profiles: pl.DataFrame  # every profile: match fields, component, cluster, link_decision
     membership: pl.DataFrame  # record_key -> profile_id
-    pairs: pl.DataFrame  # scored candidate pairs with levels, weights, decisions
+    pairs: pl.DataFrame  # pairs scored in this run, with levels, weights, decisions
     params: ModelParameters
     blocking: list[RuleReport]
-    clusters: pl.DataFrame  # record_key -> cluster_key (smallest record key in cluster)
+    clusters: pl.DataFrame  # record_key -> profile_id, cluster_key (smallest record key)
+    mode: str = "full"  # full | incremental
+    # Profiles whose pairs among themselves were scored again in this run (all of them in a full
+    # run) and profiles of the previous run that no longer exist: what match_pairs must replace.
+    refreshed: pl.Series = field(default_factory=lambda: pl.Series("profile_id", [], pl.Int64))
+    gone: pl.Series = field(default_factory=lambda: pl.Series("profile_id", [], pl.Int64))
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -36,52 +41,145 @@ def resolve(
     settings: dict,
     overrides: pl.DataFrame | None = None,
     comparisons: list[Comparison] | None = None,
+    model: ModelParameters | None = None,
 ) -> Resolution:
     """Link standardised person records into clusters (``settings`` is pipeline.yaml's
-    ``resolve`` section; ``overrides`` the steward's must-link / cannot-link pairs)."""
+    ``resolve`` section; ``overrides`` the steward's must-link / cannot-link pairs). Without a
+    ``model`` one is trained on these records first; with one, every pair is scored by it (a
+    full rebuild that gives what incremental runs with that model give)."""
     comparisons = comparisons or default_comparisons()
-    unresolvable = records.filter(~resolvable())
-    records = records.filter(resolvable())
+    records, unresolvable = split_resolvable(records)
     profiles, membership = build_profiles(records)
-    rules = [BlockingRule.from_config(entry) for entry in settings["blocking_rules"]]
+    rules = blocking_rules(settings)
     pairs, report = candidate_pairs(profiles, rules, settings["max_block_size"])
     levels = compare_pairs(pairs, profiles, comparisons)
+    if model is None:
+        model = train(levels, profiles, comparisons, rules, settings)
+    scored = score(levels, profiles, comparisons, model, settings, membership, overrides)
+    del levels
+    profile_state, ambiguous = cluster_profiles(profiles, scored)
+    scored = mark_linked(scored, profile_state)
+    profiles = profiles.join(profile_state, left_on="profile_id", right_on="node", how="left")
+    profiles = with_link_decision(profiles, scored)
+    return finish_resolution(
+        Resolution(profiles, membership, scored, model, report, pl.DataFrame()),
+        unresolvable,
+        refreshed=profiles["profile_id"],
+        ambiguous=ambiguous,
+    )
+
+
+def train(
+    levels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    comparisons: list[Comparison],
+    rules: list[BlockingRule],
+    settings: dict,
+) -> ModelParameters:
+    """u from the profiles, m by EM over the candidate pairs' levels, the prior, the term
+    frequencies: everything scoring needs, learnt without labels."""
     u = estimate_u(profiles, comparisons)
     single_keys = [rule.keys[0] for rule in rules if len(rule.keys) == 1]
     u = identifier_u(u, levels, comparisons, single_keys, profiles.height)
-    params = estimate_m(
-        levels, comparisons, u, iterations=settings["em_iterations"]
-    ).with_global_prior(pairs.height, profiles.height)
-    scored = score_pairs(levels, profiles, comparisons, params).with_columns(
+    return (
+        estimate_m(levels, comparisons, u, iterations=settings["em_iterations"])
+        .with_global_prior(levels.height, profiles.height)
+        .with_term_frequencies(profiles, comparisons)
+    )
+
+
+def score(
+    levels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    comparisons: list[Comparison],
+    model: ModelParameters,
+    settings: dict,
+    membership: pl.DataFrame,
+    overrides: pl.DataFrame | None,
+) -> pl.DataFrame:
+    """Weights, probability, cannot-link evidence, steward overrides and the decision per pair."""
+    scored = score_pairs(levels, profiles, comparisons, model).with_columns(
         cannot_link=cannot_link(levels)
     )
     scored = _apply_overrides(scored, membership, overrides)
-    scored = scored.with_columns(
+    return scored.with_columns(
         decision=_decision(settings["match_threshold"], settings.get("name_only_threshold", 1.0))
     )
-    is_edge = pl.col("decision").is_in(["steward must-link"]) | (
-        pl.col("decision").is_in(LINKING_DECISIONS) & ~pl.col("cannot_link")
-    )
-    edges = scored.filter(is_edge).select("id_l", "id_r", "match_weight")
+
+
+def cluster_profiles(profiles: pl.DataFrame, scored: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """``node, component, cluster`` for every profile (cluster null: detached as ambiguous)."""
+    edges = scored.filter(is_edge()).select("id_l", "id_r", "match_weight")
     judged = scored.filter(judgeable() & ~pl.col("must_link")).select("id_l", "id_r", "cannot_link")
     # A wholly different birth date is a veto; a different first name is one vote among many
     # (a typo'd record should not split a customer, see clustering._GuardedUnion).
     hard = scored.filter(
         pl.col("steward_cannot_link") | ((pl.col("birth_date_level") == 0) & ~pl.col("must_link"))
     ).select("id_l", "id_r")
-    clusters = guarded_clusters(profiles["profile_id"].to_numpy(), edges, judged, hard)
-    clusters, ambiguous = _detach_ambiguous(clusters, edges, profiles)
-    linked = (
-        edges.join(clusters, left_on="id_l", right_on="node")
-        .join(clusters, left_on="id_r", right_on="node", suffix="_r")
-        .filter(pl.col("cluster") == pl.col("cluster_r"))
-        .select("id_l", "id_r", linked=pl.lit(True))
+    labels = guarded_clusters(profiles["profile_id"].to_numpy(), edges, judged, hard)
+    return _detach_ambiguous(labels, edges, profiles)
+
+
+def is_edge() -> pl.Expr:
+    return pl.col("decision").is_in(["steward must-link"]) | (
+        pl.col("decision").is_in(LINKING_DECISIONS) & ~pl.col("cannot_link")
     )
-    scored = scored.join(linked, on=["id_l", "id_r"], how="left").with_columns(
-        pl.col("linked").fill_null(False)
+
+
+def blocking_rules(settings: dict) -> list[BlockingRule]:
+    return [BlockingRule.from_config(entry) for entry in settings["blocking_rules"]]
+
+
+def split_resolvable(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return records.filter(resolvable()), records.filter(~resolvable())
+
+
+def mark_linked(scored: pl.DataFrame, profile_state: pl.DataFrame) -> pl.DataFrame:
+    """``linked``: the pair is a match edge and both ends ended in the same cluster."""
+    clusters = profile_state.select("node", "cluster")
+    same = (
+        scored.select("id_l", "id_r")
+        .join(clusters, left_on="id_l", right_on="node", how="left", maintain_order="left")
+        .join(
+            clusters,
+            left_on="id_r",
+            right_on="node",
+            how="left",
+            suffix="_r",
+            maintain_order="left",
+        )
+        .select((pl.col("cluster") == pl.col("cluster_r")).fill_null(False))
+        .to_series()
     )
+    return scored.with_columns(linked=same & is_edge())
+
+
+def with_link_decision(profiles: pl.DataFrame, scored: pl.DataFrame) -> pl.DataFrame:
+    """The decision of each profile's strongest linked pair: how it joined its customer."""
+    best = (
+        scored.filter(pl.col("linked"))
+        .select(pl.concat_list("id_l", "id_r").alias("profile_id"), "decision", "match_weight")
+        .explode("profile_id")
+        .sort(["match_weight", "decision"], descending=[True, False])
+        .group_by("profile_id", maintain_order=True)
+        .first()
+        .select("profile_id", link_decision="decision")
+    )
+    return profiles.drop("link_decision", strict=False).join(best, on="profile_id", how="left")
+
+
+def finish_resolution(
+    result: Resolution,
+    unresolvable: pl.DataFrame,
+    refreshed: pl.Series,
+    ambiguous: int,
+    gone: pl.Series | None = None,
+) -> Resolution:
+    """Record-level clusters and run statistics."""
     record_clusters = (
-        membership.join(clusters, left_on="profile_id", right_on="node", how="left")
+        result.membership.join(
+            result.profiles.select("profile_id", "cluster"), on="profile_id", how="left"
+        )
         .with_columns(
             cluster_key=pl.when(pl.col("cluster").is_not_null()).then(
                 pl.col("record_key").min().over("cluster")
@@ -89,7 +187,7 @@ def resolve(
         )
         .select("record_key", "profile_id", "cluster_key")
     )
-    record_clusters = pl.concat(
+    result.clusters = pl.concat(
         [
             record_clusters,
             unresolvable.select(
@@ -97,25 +195,33 @@ def resolve(
             ),
         ]
     )
-    stats = {
-        "records": records.height + unresolvable.height,
+    result.refreshed = refreshed
+    if gone is not None:
+        result.gone = gone
+    scored = result.pairs
+    edges = scored.filter(is_edge()).height
+    result.stats = {
+        "mode": result.mode,
+        "records": result.membership.height + unresolvable.height,
         "unresolvable_records": unresolvable.height,
-        "profiles": profiles.height,
-        "candidate_pairs": pairs.height,
-        "match_edges": edges.height,
-        "edges_refused_by_guard": edges.height - scored.filter(pl.col("linked")).height,
+        "profiles": result.profiles.height,
+        "profiles_reclustered": refreshed.len(),
+        "profiles_gone": result.gone.len(),
+        "candidate_pairs": scored.height,
+        "match_edges": edges,
+        "edges_refused_by_guard": edges - int(scored["linked"].sum()),
         "cannot_link_pairs": int(scored["cannot_link"].sum()),
-        "clusters": record_clusters["cluster_key"].drop_nulls().n_unique(),
+        "clusters": result.clusters["cluster_key"].drop_nulls().n_unique(),
         "ambiguous_profiles": ambiguous,
-        "em_iterations": params.em_iterations,
-        "prior": params.prior,
-        "global_prior": params.global_prior,
+        "em_iterations": result.params.em_iterations,
+        "prior": result.params.prior,
+        "global_prior": result.params.global_prior,
     }
-    return Resolution(profiles, membership, scored, params, report, record_clusters, stats)
+    return result
 
 
 def _detach_ambiguous(
-    clusters: pl.DataFrame, edges: pl.DataFrame, profiles: pl.DataFrame
+    labels: pl.DataFrame, edges: pl.DataFrame, profiles: pl.DataFrame
 ) -> tuple[pl.DataFrame, int]:
     """A profile with no name (an email-only survey answer) that matches two customers the guard
     kept apart (a shared family inbox) cannot be attributed: it stays unlinked, not guessed."""
@@ -123,7 +229,7 @@ def _detach_ambiguous(
         pl.col("first_name_key").is_null() & pl.col("last_name_key").is_null()
     )["profile_id"]
     if nameless.len() == 0 or edges.height == 0:
-        return clusters, 0
+        return labels, 0
     both_ways = pl.concat(
         [
             edges.select(node="id_l", other="id_r"),
@@ -131,12 +237,12 @@ def _detach_ambiguous(
         ]
     ).filter(pl.col("node").is_in(nameless.implode()))
     reach = (
-        both_ways.join(clusters, left_on="other", right_on="node")
+        both_ways.join(labels.select("node", "cluster"), left_on="other", right_on="node")
         .group_by("node")
         .agg(pl.col("cluster").n_unique().alias("targets"))
     )
     ambiguous = reach.filter(pl.col("targets") > 1)["node"]
-    detached = clusters.with_columns(
+    detached = labels.with_columns(
         cluster=pl.when(pl.col("node").is_in(ambiguous.implode()))
         .then(None)
         .otherwise(pl.col("cluster"))

@@ -16,8 +16,9 @@
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -42,6 +43,24 @@ class ModelParameters:
     em_iterations: int
     em_converged: bool
     global_prior: float = 0.0  # probability that two random profiles match: the scoring prior
+    # Term frequencies at training time: comparison -> (value, share of people holding it), and
+    # the people counted (an unseen value is held by one of them). Frozen with m and u so that a
+    # record scored tonight weighs the same as it would in a full rebuild with this model.
+    tf_shares: dict[str, pl.DataFrame] = field(default_factory=dict)
+    tf_people: dict[str, int] = field(default_factory=dict)
+
+    def with_term_frequencies(
+        self, profiles: pl.DataFrame, comparisons: list[Comparison]
+    ) -> ModelParameters:
+        for c in comparisons:
+            if c.tf_adjusted:
+                counts, people = value_people(profiles, c.name)
+                self.tf_shares[c.name] = counts.select(
+                    value=pl.col("value").cast(pl.String),
+                    share=pl.col("people") / people,
+                )
+                self.tf_people[c.name] = people
+        return self
 
     def with_global_prior(self, candidate_pairs: int, profiles: int) -> ModelParameters:
         """Scale the candidate-pair prior to all pairs, as Splink's
@@ -50,6 +69,52 @@ class ModelParameters:
         expected_matches = self.prior * candidate_pairs
         self.global_prior = min(max(expected_matches / all_pairs, 1e-12), 0.5)
         return self
+
+    def to_json(self) -> str:
+        """Everything but the term frequencies (see ``term_frequency_rows``)."""
+        return json.dumps(
+            {
+                "m": self.m,
+                "u": self.u,
+                "prior": self.prior,
+                "global_prior": self.global_prior,
+                "em_iterations": self.em_iterations,
+                "em_converged": self.em_converged,
+                "tf_people": self.tf_people,
+            }
+        )
+
+    def term_frequency_rows(self) -> pl.DataFrame:
+        """``comparison, value, share``: one row per value seen at training."""
+        frames = [
+            shares.select(pl.lit(name).alias("comparison"), "value", "share")
+            for name, shares in self.tf_shares.items()
+        ]
+        return (
+            pl.concat(frames)
+            if frames
+            else pl.DataFrame(
+                schema={"comparison": pl.String, "value": pl.String, "share": pl.Float64}
+            )
+        )
+
+    @classmethod
+    def from_stored(cls, text: str, term_frequencies: pl.DataFrame) -> ModelParameters:
+        data = json.loads(text)
+        shares = {
+            name: group.select("value", "share")
+            for (name,), group in term_frequencies.group_by("comparison")
+        }
+        return cls(
+            m=data["m"],
+            u=data["u"],
+            prior=data["prior"],
+            em_iterations=data["em_iterations"],
+            em_converged=data["em_converged"],
+            global_prior=data["global_prior"],
+            tf_shares={name: shares.get(name, _no_values()) for name in data["tf_people"]},
+            tf_people=data["tf_people"],
+        )
 
     def weight(self, comparison: str, level: int) -> float:
         if level == NULL_LEVEL:
@@ -75,6 +140,10 @@ class ModelParameters:
                     }
                 )
         return rows
+
+
+def _no_values() -> pl.DataFrame:
+    return pl.DataFrame(schema={"value": pl.String, "share": pl.Float64})
 
 
 def person_signature(profiles: pl.DataFrame) -> pl.Expr:
@@ -279,21 +348,22 @@ def _tf_adjust(
     params: ModelParameters,
     weight: pl.Series,
 ) -> pl.Series:
-    """Exact matches weigh log2(m_exact / share of that value) instead of the average u."""
-    counts, people = value_people(profiles, c.name)
-    shares = counts.select(
-        pl.col("value").alias(c.name), (pl.col("people") / people).alias("share")
-    )
+    """Exact matches weigh log2(m_exact / share of that value) instead of the average u; a value
+    the model never saw is as rare as a value held by one person."""
+    if c.name not in params.tf_shares:
+        params.with_term_frequencies(profiles, [c])
     value = levels.select("id_l").join(
-        profiles.select("profile_id", c.name),
+        profiles.select("profile_id", pl.col(c.name).cast(pl.String)),
         left_on="id_l",
         right_on="profile_id",
         how="left",
         maintain_order="left",
     )[c.name]
-    share = value.to_frame("v").join(
-        shares, left_on="v", right_on=c.name, how="left", maintain_order="left"
-    )["share"]
+    share = (
+        value.to_frame("value")
+        .join(params.tf_shares[c.name], on="value", how="left", maintain_order="left")["share"]
+        .fill_null(1.0 / params.tf_people[c.name])
+    )
     m_exact = params.m[c.name][c.exact_level]
     tf_weight = (m_exact / share.clip(lower_bound=U_FLOOR)).log(2)
     exact = levels[f"{c.name}_level"] == c.exact_level

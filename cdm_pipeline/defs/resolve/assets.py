@@ -1,10 +1,11 @@
-"""Identity resolution as one step that writes three tables together:
-``identity.match_pairs``, ``identity.customer_id_history`` and ``mart.customer_xref``."""
+"""Identity resolution as one step that writes its tables together: ``identity.match_pairs``,
+``identity.customer_id_history`` and ``mart.customer_xref``, plus the resolver's state
+(``identity.profiles``, ``identity.resolver_model``) that lets the next night be incremental."""
 
 from datetime import datetime
+from enum import Enum
 
 import dagster as dg
-import numpy as np
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
@@ -15,7 +16,13 @@ from cdm_pipeline.quality import total_variation
 from cdm_pipeline.resolve.comparisons import default_comparisons
 from cdm_pipeline.resolve.engine import Resolution, resolve
 from cdm_pipeline.resolve.ids import assign_customer_ids
+from cdm_pipeline.resolve.incremental import (
+    ResolverState,
+    model_fingerprint,
+    resolve_incremental,
+)
 from cdm_pipeline.resolve.overrides import read_overrides
+from cdm_pipeline.resolve.scoring import ModelParameters
 from cdm_pipeline.warehouse import append_table, audit, replace_table, table_exists, transaction
 
 MATCH_PAIRS = dg.AssetKey(["identity", "match_pairs"])
@@ -28,6 +35,20 @@ MULTI_SOURCE_SHARE_CHECK = "multi_source_share"
 PROBABILITY_DRIFT_CHECK = "match_probability_drift"
 HISTORY_COVERS_IDS_CHECK = "history_covers_live_ids"
 PROBABILITY_BINS = [i / 10 for i in range(11)]
+RESOLVE_OP = "resolve_identities"
+
+
+class ResolveMode(Enum):
+    AUTO = "auto"  # incremental when a stored model fits the settings, else retrain
+    FULL = "full"  # re-resolve every profile with the stored model (same answer as incremental)
+    RETRAIN = "retrain"  # learn the model again from all records, then re-resolve everything
+
+
+class ResolveConfig(dg.Config):
+    """Run config of the resolve step (``cdm run --resolve retrain``, or the launchpad)."""
+
+    mode: ResolveMode = ResolveMode.AUTO
+
 
 XREF_COLUMNS = {
     "record_key": ("varchar", "source:source_record_id; unique"),
@@ -100,13 +121,19 @@ def resolve_assets() -> dg.AssetsDefinition:
                 description="Every live customer id was created or split in the history and not retired or merged away.",
             ),
         ],
+        name=RESOLVE_OP,
         can_subset=False,
     )
     def _resolve(
-        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+        context: dg.AssetExecutionContext,
+        config: ResolveConfig,
+        warehouse: DuckDBResource,
+        pipeline: PipelineResource,
     ):
-        config = pipeline.config()
+        settings = pipeline.config()["resolve"]
+        quality = pipeline.config()["quality"]
         now = datetime.now()
+        run_id = context.run.run_id
         with warehouse.get_connection() as conn:
             records = conn.sql("select * from identity.person_records").pl()
             previous = (
@@ -116,15 +143,27 @@ def resolve_assets() -> dg.AssetsDefinition:
             )
             last_histogram = _last_histogram(conn)
             overrides = read_overrides(pipeline.overrides_path)
-            result = resolve(records, config["resolve"], overrides)
+            state = None if config.mode is ResolveMode.RETRAIN else _load_state(conn, settings)
+            retrain = state is None or records.height > state.trained_records * (
+                1 + settings["retrain_growth"]
+            )
+            if retrain:
+                result = resolve(records, settings, overrides)
+            elif config.mode is ResolveMode.FULL:
+                result = resolve(records, settings, overrides, model=state.model)
+            else:
+                result = resolve_incremental(records, settings, state, overrides)
+            result.stats["model_retrained"] = retrain
+            context.log.info(
+                f"resolve: {result.mode}, model retrained: {retrain}, "
+                f"{result.refreshed.len()} of {result.profiles.height} profiles re-clustered"
+            )
             assignment, history = assign_customer_ids(result.clusters, previous)
             xref = _xref(records, result, assignment, now)
-            pairs = _pairs_table(
-                result, config["resolve"]["floor_weight"], context.run.run_id, records
-            )
-            histogram = _histogram(result.pairs)
+            pairs = _pairs_table(result, settings["floor_weight"], run_id)
             with transaction(conn):
-                replace_table(conn, "identity", "match_pairs", pairs)
+                _write_pairs(conn, result, pairs)
+                _write_state(conn, result, settings, retrain, records.height, run_id, now)
                 replace_table(conn, "mart", "customer_xref", xref)
                 append_table(
                     conn,
@@ -132,32 +171,27 @@ def resolve_assets() -> dg.AssetsDefinition:
                     "customer_id_history",
                     history.with_columns(run_id=pl.lit(context.run.run_id), event_at=pl.lit(now)),
                 )
-                append_table(
-                    conn, "identity", "model_parameters", _parameters(result, context.run.run_id)
-                )
+                append_table(conn, "identity", "model_parameters", _parameters(result, run_id))
                 append_table(
                     conn,
                     "identity",
                     "blocking_report",
                     pl.DataFrame([vars(r) for r in result.blocking]).with_columns(
-                        run_id=pl.lit(context.run.run_id)
+                        run_id=pl.lit(run_id), mode=pl.lit(result.mode)
                     ),
                 )
+                histogram = _histogram(conn)
                 append_table(
                     conn,
                     "identity",
                     "probability_histogram",
                     pl.DataFrame(
-                        {
-                            "run_id": context.run.run_id,
-                            "bin": list(range(len(histogram))),
-                            "pairs": histogram,
-                        }
+                        {"run_id": run_id, "bin": list(range(len(histogram))), "pairs": histogram}
                     ),
                 )
                 for event in ("created", "merged", "split"):
                     n = history.filter(pl.col("event") == event).height
-                    audit(conn, context.run.run_id, event, "identity.customer_id_history", n)
+                    audit(conn, run_id, event, "identity.customer_id_history", n)
         with warehouse.get_connection() as conn:  # fresh connection: see validate/assets.py
             unexplained = conn.execute(
                 "select count(*) from (select distinct customer_id from mart.customer_xref where customer_id is not null) x "
@@ -171,7 +205,7 @@ def resolve_assets() -> dg.AssetsDefinition:
             .group_by("customer_id")
             .agg(pl.len().alias("records"), pl.col("source").n_unique().alias("sources"))
         )
-        limit = config["quality"]["max_cluster_size"]
+        limit = quality["max_cluster_size"]
         largest = int(sizes["records"].max() or 0)
         oversized = sizes.filter(pl.col("records") > limit)
         multi_share = float((sizes["sources"] >= 2).mean() or 0.0)
@@ -180,8 +214,9 @@ def resolve_assets() -> dg.AssetsDefinition:
         yield dg.MaterializeResult(
             asset_key=MATCH_PAIRS,
             metadata={
-                "pairs_kept": pairs.height,
-                "candidate_pairs": result.stats["candidate_pairs"],
+                "pairs_written": pairs.height,
+                "pairs_scored": result.stats["candidate_pairs"],
+                "mode": result.mode,
                 "blocking": dg.MetadataValue.md(
                     "| rule | pairs | new | skipped blocks |\n|---|---|---|---|\n"
                     + "\n".join(
@@ -254,7 +289,7 @@ def resolve_assets() -> dg.AssetsDefinition:
         yield dg.AssetCheckResult(
             check_name=PROBABILITY_DRIFT_CHECK,
             asset_key=MATCH_PAIRS,
-            passed=drift <= config["quality"]["max_probability_drift"],
+            passed=drift <= quality["max_probability_drift"],
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"total_variation": round(drift, 4), "has_previous_run": bool(last_histogram)},
         )
@@ -265,17 +300,9 @@ def resolve_assets() -> dg.AssetsDefinition:
 def _xref(
     records: pl.DataFrame, result: Resolution, assignment: pl.DataFrame, now: datetime
 ) -> pl.DataFrame:
-    best_edge = (
-        result.pairs.filter(pl.col("linked"))
-        .select(pl.concat_list("id_l", "id_r").alias("profile_id"), "decision", "match_weight")
-        .explode("profile_id")
-        .sort("match_weight", descending=True)
-        .group_by("profile_id", maintain_order=True)
-        .first()
-    )
     sized = (
         result.clusters.join(assignment, on="cluster_key", how="left")
-        .join(best_edge.select("profile_id", "decision"), on="profile_id", how="left")
+        .join(result.profiles.select("profile_id", "link_decision"), on="profile_id", how="left")
         .with_columns(cluster_records=pl.len().over("cluster_key"))
     )
     method = (
@@ -283,8 +310,8 @@ def _xref(
         .then(pl.lit("unlinked: no usable identifier"))
         .when(pl.col("cluster_key").is_null())
         .then(pl.lit("unlinked: identifier shared by several customers"))
-        .when(pl.col("decision").is_not_null())
-        .then(pl.concat_str([pl.lit("matched: "), pl.col("decision")]))
+        .when(pl.col("link_decision").is_not_null())
+        .then(pl.concat_str([pl.lit("matched: "), pl.col("link_decision")]))
         .when(pl.col("cluster_records") > 1)
         .then(pl.lit("identical identity"))
         .otherwise(pl.lit("new customer: no match"))
@@ -300,9 +327,7 @@ def _xref(
     )
 
 
-def _pairs_table(
-    result: Resolution, floor: float, run_id: str, records: pl.DataFrame
-) -> pl.DataFrame:
+def _pairs_table(result: Resolution, floor: float, run_id: str) -> pl.DataFrame:
     keys = result.membership.group_by("profile_id").agg(
         pl.col("record_key").min().alias("record_key")
     )
@@ -328,22 +353,100 @@ def _pairs_table(
     )
 
 
+def _write_pairs(conn, result: Resolution, pairs: pl.DataFrame) -> None:
+    """A full run replaces match_pairs; an incremental one replaces the pairs among re-clustered
+    profiles and of vanished ones, and keeps the rest (scored by the same model on earlier nights)."""
+    if result.mode == "full" or not table_exists(conn, "identity", "match_pairs"):
+        replace_table(conn, "identity", "match_pairs", pairs)
+        return
+    conn.register("_refreshed", result.refreshed.to_frame("profile_id").to_arrow())
+    conn.register("_gone", result.gone.to_frame("profile_id").to_arrow())
+    try:
+        conn.execute(
+            "delete from identity.match_pairs where "
+            "(profile_id_l in (select profile_id from _refreshed) "
+            "and profile_id_r in (select profile_id from _refreshed)) "
+            "or profile_id_l in (select profile_id from _gone) "
+            "or profile_id_r in (select profile_id from _gone)"
+        )
+    finally:
+        conn.unregister("_refreshed")
+        conn.unregister("_gone")
+    append_table(conn, "identity", "match_pairs", pairs)
+
+
+def _load_state(conn, settings: dict) -> ResolverState | None:
+    """The last run's model and profile clusters, if trained under the same settings."""
+    if not all(
+        table_exists(conn, "identity", t)
+        for t in ("resolver_model", "model_term_frequencies", "profiles")
+    ):
+        return None
+    row = conn.execute(
+        "select model_json, trained_records from identity.resolver_model where fingerprint = ?",
+        [model_fingerprint(settings)],
+    ).fetchall()
+    if not row:
+        return None
+    row = row[0]
+    model = ModelParameters.from_stored(
+        row[0],
+        conn.sql("select comparison, value, share from identity.model_term_frequencies").pl(),
+    )
+    profiles = conn.sql("select * from identity.profiles").pl()
+    return ResolverState(model, profiles, model_fingerprint(settings), row[1])
+
+
+def _write_state(
+    conn,
+    result: Resolution,
+    settings: dict,
+    trained: bool,
+    records: int,
+    run_id: str,
+    now: datetime,
+) -> None:
+    replace_table(conn, "identity", "profiles", result.profiles.with_columns(erased=pl.lit(False)))
+    if not trained:
+        return
+    replace_table(
+        conn,
+        "identity",
+        "resolver_model",
+        pl.DataFrame(
+            {
+                "fingerprint": [model_fingerprint(settings)],
+                "model_json": [result.params.to_json()],
+                "trained_records": [records],
+                "trained_run_id": [run_id],
+                "trained_at": [now],
+            }
+        ),
+    )
+    replace_table(conn, "identity", "model_term_frequencies", result.params.term_frequency_rows())
+
+
 def _parameters(result: Resolution, run_id: str) -> pl.DataFrame:
     rows = result.params.as_rows(default_comparisons())
     frame = pl.DataFrame(rows)
     return frame.with_columns(
         run_id=pl.lit(run_id),
+        mode=pl.lit(result.mode),
         prior_among_candidates=pl.lit(result.params.prior),
         prior_random_pair=pl.lit(result.params.global_prior),
         em_converged=pl.lit(result.params.em_converged),
     )
 
 
-def _histogram(pairs: pl.DataFrame) -> list[int]:
-    counts, _ = np.histogram(
-        pairs["match_probability"].fill_null(0.0).to_numpy(), bins=PROBABILITY_BINS
+def _histogram(conn) -> list[int]:
+    """Match probabilities of the pairs in match_pairs (all of them, whichever night scored them)."""
+    rows = dict(
+        conn.execute(
+            "select least(floor(coalesce(match_probability, 0) * 10), 9)::int as bin, count(*) "
+            "from identity.match_pairs group by all"
+        ).fetchall()
     )
-    return [int(c) for c in counts]
+    return [int(rows.get(b, 0)) for b in range(len(PROBABILITY_BINS) - 1)]
 
 
 def _last_histogram(conn) -> list[int]:

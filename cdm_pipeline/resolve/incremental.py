@@ -1,0 +1,219 @@
+"""Incremental resolution: tonight's new identities against what is already resolved.
+
+Pairs are scored by the stored model (m, u, prior and term frequencies), so a pair weighs tonight
+what it weighed when it was first scored, and what it weighs in a full rebuild with that model.
+Then only three things can change a cluster: a new profile with a match edge into it, one of its
+profiles disappearing (erased, purged, edited), or a blocking key whose block crossed its size
+limit (pairs appear or vanish). Those clusters' connected components, together with the new
+profiles, are blocked, scored and clustered again from scratch; every other profile keeps its
+component and cluster. Clustering depends only on one component's edges and judgements, so the
+result is the one a full rebuild with the same model gives (``test_incremental_equals_full``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import polars as pl
+
+from cdm_pipeline.resolve.blocking import BlockingRule, candidate_pairs, oversized_blocks
+from cdm_pipeline.resolve.comparisons import Comparison, compare_pairs, default_comparisons
+from cdm_pipeline.resolve.engine import (
+    Resolution,
+    blocking_rules,
+    cluster_profiles,
+    finish_resolution,
+    is_edge,
+    mark_linked,
+    score,
+    split_resolvable,
+    with_link_decision,
+)
+from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
+from cdm_pipeline.resolve.scoring import ModelParameters
+
+STATE_COLUMNS = ("component", "cluster", "link_decision")
+NOT_IN_MODEL = ("floor_weight", "retrain_growth")  # settings that change no score or cluster
+MODEL_VERSION = 1  # bump when scoring or clustering changes meaning: stored state is then stale
+
+
+@dataclass
+class ResolverState:
+    """What the last run left: its model and every profile's component and cluster."""
+
+    model: ModelParameters
+    profiles: pl.DataFrame  # profile_id, match fields and blocking keys, *STATE_COLUMNS
+    fingerprint: str  # of the settings the model was trained under
+    trained_records: int  # person records the model was trained on
+
+
+def model_fingerprint(settings: dict, comparisons: list[Comparison] | None = None) -> str:
+    """Changing the blocking, thresholds or comparisons invalidates stored state and model."""
+    comparisons = comparisons or default_comparisons()
+    described = {
+        "version": MODEL_VERSION,
+        "settings": {k: v for k, v in settings.items() if k not in NOT_IN_MODEL},
+        "comparisons": [[c.name, list(c.labels)] for c in comparisons],
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def resolve_incremental(
+    records: pl.DataFrame,
+    settings: dict,
+    state: ResolverState,
+    overrides: pl.DataFrame | None = None,
+    comparisons: list[Comparison] | None = None,
+) -> Resolution:
+    """Resolve ``records`` (all current person records) reusing ``state`` from the last run."""
+    comparisons = comparisons or default_comparisons()
+    records, unresolvable = split_resolvable(records)
+    profiles, membership = build_profiles(records)
+    old = state.profiles.with_columns(
+        pl.col(c).cast(profiles.schema[c]) for c in (*MATCH_FIELDS, *DERIVED_KEYS)
+    )
+    if "erased" not in old.columns:
+        old = old.with_columns(erased=pl.lit(False))
+    new_ids = profiles.join(old, on="profile_id", how="anti")["profile_id"]
+    gone_ids = old.join(profiles, on="profile_id", how="anti")["profile_id"]
+    rules = blocking_rules(settings)
+    limit = settings["max_block_size"]
+
+    identity = [*MATCH_FIELDS, *DERIVED_KEYS]
+    changed = pl.concat(
+        [
+            profiles.filter(pl.col("profile_id").is_in(new_ids.implode())).select(identity),
+            old.filter(pl.col("profile_id").is_in(gone_ids.implode())).select(identity),
+        ]
+    )
+    # New profiles against everyone: which existing components do they reach?
+    probe, _ = candidate_pairs(profiles, rules, limit, focus=new_ids)
+    probe = score(
+        compare_pairs(probe, profiles, comparisons),
+        profiles,
+        comparisons,
+        state.model,
+        settings,
+        membership,
+        None,
+    )
+    reached = probe.filter(is_edge()).select(ids=pl.concat_list("id_l", "id_r")).explode("ids")
+    seeds = pl.concat(
+        [
+            reached["ids"],
+            gone_ids,
+            _override_profiles(overrides, membership),
+            _crossing_block_profiles(profiles, old, changed, rules, limit),
+            _blocks_an_erasure_may_have_shrunk(profiles, old, gone_ids, rules, limit),
+        ]
+    )
+    affected = old.filter(pl.col("profile_id").is_in(seeds.implode()))["component"].unique()
+    staying = profiles.join(old.select("profile_id", *STATE_COLUMNS), on="profile_id")
+    refreshed = pl.concat(
+        [
+            new_ids,
+            staying.filter(pl.col("component").is_in(affected.implode()))["profile_id"],
+        ]
+    ).sort()
+
+    # Re-resolve the affected components with the new profiles, as a full run would.
+    subset = profiles.filter(pl.col("profile_id").is_in(refreshed.implode()))
+    pairs, report = candidate_pairs(profiles, rules, limit, within=refreshed)
+    scored = score(
+        compare_pairs(pairs, profiles, comparisons),
+        profiles,
+        comparisons,
+        state.model,
+        settings,
+        membership.filter(pl.col("profile_id").is_in(refreshed.implode())),
+        overrides,
+    )
+    labels, ambiguous = cluster_profiles(subset, scored)
+    scored = mark_linked(scored, labels)
+    fresh = with_link_decision(
+        subset.join(labels.rename({"node": "profile_id"}), on="profile_id", how="left"), scored
+    )
+    kept = staying.filter(~pl.col("profile_id").is_in(refreshed.implode()))
+    # Pairs of a new profile with an untouched one are no match edges (else the untouched one's
+    # component would be affected); they are kept for match_pairs all the same.
+    outside = probe.filter(
+        ~(pl.col("id_l").is_in(refreshed.implode()) & pl.col("id_r").is_in(refreshed.implode()))
+    ).with_columns(linked=pl.lit(False))
+    result = Resolution(
+        profiles=pl.concat([kept, fresh.select(kept.columns)]).sort("profile_id"),
+        membership=membership,
+        pairs=pl.concat([scored, outside.select(scored.columns)]),
+        params=state.model,
+        blocking=report,
+        clusters=pl.DataFrame(),
+        mode="incremental",
+    )
+    result = finish_resolution(
+        result, unresolvable, refreshed=refreshed, ambiguous=ambiguous, gone=gone_ids
+    )
+    result.stats["new_profiles"] = new_ids.len()
+    result.stats["probe_pairs"] = probe.height
+    return result
+
+
+def _override_profiles(overrides: pl.DataFrame | None, membership: pl.DataFrame) -> pl.Series:
+    """Profiles named by a steward override: re-clustered every night, so an edited overrides
+    file takes effect without a full rebuild."""
+    if overrides is None or overrides.height == 0:
+        return pl.Series("profile_id", [], pl.Int64)
+    keys = pl.concat(
+        [
+            overrides.select(record_key=pl.col("source_l") + ":" + pl.col("record_id_l")),
+            overrides.select(record_key=pl.col("source_r") + ":" + pl.col("record_id_r")),
+        ]
+    )
+    return membership.join(keys, on="record_key", how="semi")["profile_id"]
+
+
+def _crossing_block_profiles(
+    profiles: pl.DataFrame,
+    old: pl.DataFrame,
+    changed: pl.DataFrame,
+    rules: list[BlockingRule],
+    limit: int,
+) -> pl.Series:
+    """Profiles in a block that grew past its size limit (its pairs vanish) or shrank under it
+    (its pairs appear) since the last run; only blocks holding a ``changed`` profile can."""
+    found = [pl.Series("profile_id", [], pl.Int64)]
+    for rule in rules:
+        keys = list(rule.keys)
+        touched = changed.select(keys).drop_nulls().unique()
+        now = oversized_blocks(profiles.join(touched, on=keys, how="semi"), rule, limit)
+        before = oversized_blocks(old.join(touched, on=keys, how="semi"), rule, limit)
+        crossed = pl.concat(
+            [now.join(before, on=keys, how="anti"), before.join(now, on=keys, how="anti")]
+        )
+        if crossed.height:
+            for frame in (profiles, old):
+                found.append(frame.join(crossed, on=keys, how="semi")["profile_id"])
+    return pl.concat(found)
+
+
+def _blocks_an_erasure_may_have_shrunk(
+    profiles: pl.DataFrame,
+    old: pl.DataFrame,
+    gone_ids: pl.Series,
+    rules: list[BlockingRule],
+    limit: int,
+) -> pl.Series:
+    """An erased profile's keys are blanked, so the block it left is unknown: every block now
+    within that many profiles of its limit may have just shrunk under it."""
+    erased = old.filter(pl.col("erased") & pl.col("profile_id").is_in(gone_ids.implode())).height
+    if erased == 0:
+        return pl.Series("profile_id", [], pl.Int64)
+    found = [pl.Series("profile_id", [], pl.Int64)]
+    for rule in rules:
+        keys = list(rule.keys)
+        rule_limit = rule.max_block_size or limit
+        sizes = profiles.select(keys).drop_nulls().group_by(keys).len()
+        near = sizes.filter(pl.col("len").is_between(rule_limit - erased + 1, rule_limit))
+        if near.height:
+            found.append(profiles.join(near.select(keys), on=keys, how="semi")["profile_id"])
+    return pl.concat(found)
