@@ -260,6 +260,36 @@ def compare_pairs(
     )
 
 
+SWAP_SIMILARITY = 0.88
+
+
+def _names_swapped(joined: pl.DataFrame) -> pl.Series:
+    """First and last name entered the wrong way round, typos allowed (Deborah Ball / Ball
+    Deboah): each name is close to the other side's other name and not to its own. Only pairs
+    whose initials cross are scored, so this costs little."""
+    first, last = pl.col("first_name_key"), pl.col("last_name_key")
+    first_r, last_r = pl.col("first_name_key_r"), pl.col("last_name_key_r")
+    crossing = (
+        (first.str.slice(0, 1) == last_r.str.slice(0, 1))
+        & (last.str.slice(0, 1) == first_r.str.slice(0, 1))
+        & (first != first_r)
+        & (first != last)
+    ).fill_null(False)
+    candidates = joined.with_row_index("row").filter(crossing)
+    swapped = pl.Series("swapped", [False] * joined.height, dtype=pl.Boolean)
+    if candidates.height == 0:
+        return swapped
+    jw = JaroWinkler.normalized_similarity
+
+    def score(a: str, b: str) -> pl.Series:
+        return _pair_scores(candidates[a], candidates[b], jw, "s").fill_null(1.0)
+
+    cross = score("first_name_key", "last_name_key_r") + score("last_name_key", "first_name_key_r")
+    direct = score("first_name_key", "first_name_key_r") + score("last_name_key", "last_name_key_r")
+    rows = candidates["row"].filter((cross >= 2 * SWAP_SIMILARITY) & (cross > direct))
+    return swapped.scatter(rows.cast(pl.Int64), True)
+
+
 def _compare_chunk(
     pairs: pl.DataFrame, profiles: pl.DataFrame, comparisons: list[Comparison]
 ) -> pl.DataFrame:
@@ -272,11 +302,7 @@ def _compare_chunk(
         side, left_on="id_r", right_on="profile_id", how="left", suffix="_r", maintain_order="left"
     )
     if "first_name_key" in fields and "last_name_key" in fields:
-        swapped = (
-            (pl.col("first_name_key") == pl.col("last_name_key_r"))
-            & (pl.col("last_name_key") == pl.col("first_name_key_r"))
-            & (pl.col("first_name_key") != pl.col("last_name_key"))
-        ).fill_null(False)
+        swapped = _names_swapped(joined)
         joined = joined.with_columns(
             pl.when(swapped)
             .then(pl.col("last_name_key_r"))
