@@ -9,7 +9,7 @@ import polars as pl
 from cdm_pipeline.resolve.blocking import BlockingRule, RuleReport, candidate_pairs
 from cdm_pipeline.resolve.clustering import guarded_clusters
 from cdm_pipeline.resolve.comparisons import Comparison, compare_pairs, default_comparisons
-from cdm_pipeline.resolve.profiles import build_profiles
+from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
 from cdm_pipeline.resolve.scoring import (
     ModelParameters,
     cannot_link,
@@ -131,7 +131,11 @@ def blocking_rules(settings: dict) -> list[BlockingRule]:
 
 
 def split_resolvable(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return records.filter(resolvable()), records.filter(~resolvable())
+    """(records that can be linked, the keys of those that cannot), keeping only the columns
+    the resolver reads: person records carry every original value too, and copying those would
+    double the resolver's memory at a million people."""
+    records = records.select("record_key", *MATCH_FIELDS, *DERIVED_KEYS)
+    return records.filter(resolvable()), records.filter(~resolvable()).select("record_key")
 
 
 def mark_linked(scored: pl.DataFrame, profile_state: pl.DataFrame) -> pl.DataFrame:
