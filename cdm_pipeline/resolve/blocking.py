@@ -50,11 +50,15 @@ def candidate_pairs(
     profiles) and ``within`` only pairs with both ends in it, so that an incremental run proposes
     exactly the pairs a full run would.
     """
-    found = pl.DataFrame(schema={"id_l": pl.Int64, "id_r": pl.Int64})
-    reports = []
-    for rule in rules:
+    ordered = profiles if profiles["profile_id"].is_sorted() else profiles.sort("profile_id")
+    ids = ordered["profile_id"]
+    indexed = ordered.with_row_index(
+        "ix"
+    )  # row order is id order, so ix_l < ix_r means id_l < id_r
+    per_rule, reports = [], []
+    for number, rule in enumerate(rules):
         keys = list(rule.keys)
-        keyed = profiles.select("profile_id", *keys).drop_nulls()
+        keyed = indexed.select("ix", "profile_id", *keys).drop_nulls(keys)
         pool = (
             keyed if within is None else keyed.filter(pl.col("profile_id").is_in(within.implode()))
         )
@@ -67,19 +71,31 @@ def candidate_pairs(
         )
         skipped = oversized_blocks(counted, rule, max_block_size)
         left = left.join(skipped, on=keys, how="anti")
-        pairs = (
-            left.join(pool, on=keys, suffix="_r")
-            .filter(pl.col("profile_id") != pl.col("profile_id_r"))
-            .select(
-                id_l=pl.min_horizontal("profile_id", "profile_id_r"),
-                id_r=pl.max_horizontal("profile_id", "profile_id_r"),
-            )
-            .unique()
+        joined = left.select("ix", *keys).join(pool.select("ix", *keys), on=keys, suffix="_r")
+        joined = joined.filter(
+            pl.col("ix") < pl.col("ix_r") if focus is None else pl.col("ix") != pl.col("ix_r")
         )
-        before = found.height
-        found = pl.concat([found, pairs]).unique()
-        reports.append(RuleReport(rule.name, pairs.height, found.height - before, skipped.height))
-    return found.sort("id_l", "id_r"), reports
+        pairs = joined.select(pair=_pack(pl.col("ix"), pl.col("ix_r"))).unique()
+        per_rule.append(pairs.with_columns(rule=pl.lit(number, pl.UInt16)))
+        reports.append((rule.name, pairs.height, skipped.height))
+    # Each pair once, credited to the first rule that proposed it.
+    first = pl.concat(per_rule).group_by("pair").agg(pl.col("rule").min()).sort("pair")
+    new = dict(first.group_by("rule").len().iter_rows())
+    found = first.select(
+        id_l=ids.gather(first["pair"] // _SHIFT), id_r=ids.gather(first["pair"] % _SHIFT)
+    )
+    return found, [
+        RuleReport(name, made, new.get(number, 0), skipped)
+        for number, (name, made, skipped) in enumerate(reports)
+    ]
+
+
+_SHIFT = 1 << 32  # a pair of row numbers packed into one UInt64: unique() on one column is fast
+
+
+def _pack(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    low, high = pl.min_horizontal(a, b).cast(pl.UInt64), pl.max_horizontal(a, b).cast(pl.UInt64)
+    return low * _SHIFT + high
 
 
 def oversized_blocks(keyed: pl.DataFrame, rule: BlockingRule, max_block_size: int) -> pl.DataFrame:

@@ -252,11 +252,15 @@ def compare_pairs(
     Pairs are compared a chunk at a time: the levels are one byte per field, but the joined text
     of both sides is not, and at a million people it would not all fit at once.
     """
+    fields = [c.name for c in comparisons]
+    side = profiles.select("profile_id", *fields)
+    if not side["profile_id"].is_sorted():
+        side = side.sort("profile_id")
     if pairs.height <= chunk_size:
-        return _compare_chunk(pairs, profiles, comparisons)
+        return _compare_chunk(pairs, side, comparisons)
     chunks = range(0, pairs.height, chunk_size)
     return pl.concat(
-        [_compare_chunk(pairs.slice(start, chunk_size), profiles, comparisons) for start in chunks]
+        [_compare_chunk(pairs.slice(start, chunk_size), side, comparisons) for start in chunks]
     )
 
 
@@ -276,7 +280,7 @@ def _names_swapped(joined: pl.DataFrame) -> pl.Series:
         & (first != last)
     ).fill_null(False)
     candidates = joined.with_row_index("row").filter(crossing)
-    swapped = pl.Series("swapped", [False] * joined.height, dtype=pl.Boolean)
+    swapped = pl.repeat(False, joined.height, dtype=pl.Boolean, eager=True)
     if candidates.height == 0:
         return swapped
     jw = JaroWinkler.normalized_similarity
@@ -287,20 +291,21 @@ def _names_swapped(joined: pl.DataFrame) -> pl.Series:
     cross = score("first_name_key", "last_name_key_r") + score("last_name_key", "first_name_key_r")
     direct = score("first_name_key", "first_name_key_r") + score("last_name_key", "last_name_key_r")
     rows = candidates["row"].filter((cross >= 2 * SWAP_SIMILARITY) & (cross > direct))
-    return swapped.scatter(rows.cast(pl.Int64), True)
+    return swapped.scatter(rows.to_numpy().astype(np.int64), True)
 
 
 def _compare_chunk(
-    pairs: pl.DataFrame, profiles: pl.DataFrame, comparisons: list[Comparison]
+    pairs: pl.DataFrame, side: pl.DataFrame, comparisons: list[Comparison]
 ) -> pl.DataFrame:
-    """Swapped first/last names (John Smith vs Smith John) are compared after swapping back."""
+    """Swapped first/last names (John Smith vs Smith John) are compared after swapping back.
+    ``side`` is sorted by profile id, so each pair's two rows are found by binary search and
+    gathered, which is several times faster than two hash joins."""
     fields = [c.name for c in comparisons]
-    side = profiles.select("profile_id", *fields)
-    joined = pairs.join(
-        side, left_on="id_l", right_on="profile_id", how="left", maintain_order="left"
-    ).join(
-        side, left_on="id_r", right_on="profile_id", how="left", suffix="_r", maintain_order="left"
-    )
+    ids = side["profile_id"].to_numpy()
+    values = side.select(fields)
+    left = values[np.searchsorted(ids, pairs["id_l"].to_numpy())]
+    right = values[np.searchsorted(ids, pairs["id_r"].to_numpy())]
+    joined = pl.concat([pairs, left, right.rename({f: f"{f}_r" for f in fields})], how="horizontal")
     if "first_name_key" in fields and "last_name_key" in fields:
         swapped = _names_swapped(joined)
         joined = joined.with_columns(
