@@ -36,6 +36,25 @@ class Resolution:
     stats: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class ResolvePlan:
+    """What a run compares (the costly part, which can run in shards on other processes) and
+    everything needed to score and cluster afterwards (``link``)."""
+
+    mode: str  # full | incremental
+    profiles: pl.DataFrame  # every current profile
+    membership: pl.DataFrame  # record_key -> profile_id
+    unresolvable: pl.DataFrame  # record keys of records with nothing to link on
+    pairs: pl.DataFrame  # id_l, id_r: the pairs to compare
+    report: list[RuleReport]
+    model: ModelParameters | None  # None: learn it from the compared pairs first
+    refreshed: pl.Series  # profiles to cluster (all of them in a full run)
+    gone: pl.Series = field(default_factory=lambda: pl.Series("profile_id", [], pl.Int64))
+    kept: pl.DataFrame | None = None  # incremental: profiles keeping their stored state
+    outside: pl.DataFrame | None = None  # incremental: scored pairs of new x untouched profiles
+    stats: dict[str, float] = field(default_factory=dict)
+
+
 def resolve(
     records: pl.DataFrame,
     settings: dict,
@@ -48,25 +67,59 @@ def resolve(
     ``model`` one is trained on these records first; with one, every pair is scored by it (a
     full rebuild that gives what incremental runs with that model give)."""
     comparisons = comparisons or default_comparisons()
+    plan = plan_full(records, settings, model)
+    levels = compare_pairs(plan.pairs, plan.profiles, comparisons)
+    return link(plan, levels, settings, overrides, comparisons)
+
+
+def plan_full(
+    records: pl.DataFrame, settings: dict, model: ModelParameters | None = None
+) -> ResolvePlan:
+    """Every profile, every candidate pair."""
     records, unresolvable = split_resolvable(records)
     profiles, membership = build_profiles(records)
-    rules = blocking_rules(settings)
-    pairs, report = candidate_pairs(profiles, rules, settings["max_block_size"])
-    levels = compare_pairs(pairs, profiles, comparisons)
-    if model is None:
-        model = train(levels, profiles, comparisons, rules, settings)
-    scored = score(levels, profiles, comparisons, model, settings, membership, overrides)
-    del levels
-    profile_state, ambiguous = cluster_profiles(profiles, scored)
-    scored = mark_linked(scored, profile_state)
-    profiles = profiles.join(profile_state, left_on="profile_id", right_on="node", how="left")
-    profiles = with_link_decision(profiles, scored)
-    return finish_resolution(
-        Resolution(profiles, membership, scored, model, report, pl.DataFrame()),
-        unresolvable,
-        refreshed=profiles["profile_id"],
-        ambiguous=ambiguous,
+    pairs, report = candidate_pairs(profiles, blocking_rules(settings), settings["max_block_size"])
+    return ResolvePlan(
+        "full", profiles, membership, unresolvable, pairs, report, model, profiles["profile_id"]
     )
+
+
+def link(
+    plan: ResolvePlan,
+    levels: pl.DataFrame,
+    settings: dict,
+    overrides: pl.DataFrame | None = None,
+    comparisons: list[Comparison] | None = None,
+) -> Resolution:
+    """Score the compared pairs (learning the model first if the plan has none), then cluster
+    the plan's profiles. ``levels`` may come from shards in any order."""
+    comparisons = comparisons or default_comparisons()
+    levels = levels.sort("id_l", "id_r")
+    model = plan.model or train(
+        levels, plan.profiles, comparisons, blocking_rules(settings), settings
+    )
+    incremental = plan.kept is not None
+    in_plan = pl.col("profile_id").is_in(plan.refreshed.implode())
+    membership = plan.membership.filter(in_plan) if incremental else plan.membership
+    scored = score(levels, plan.profiles, comparisons, model, settings, membership, overrides)
+    del levels
+    subset = plan.profiles.filter(in_plan) if incremental else plan.profiles
+    labels, ambiguous = cluster_profiles(subset, scored)
+    scored = mark_linked(scored, labels)
+    profiles = with_link_decision(
+        subset.join(labels.rename({"node": "profile_id"}), on="profile_id", how="left"), scored
+    )
+    if incremental:
+        profiles = pl.concat([plan.kept, profiles.select(plan.kept.columns)]).sort("profile_id")
+        scored = pl.concat([scored, plan.outside.select(scored.columns)])
+    result = Resolution(
+        profiles, plan.membership, scored, model, plan.report, pl.DataFrame(), mode=plan.mode
+    )
+    result = finish_resolution(
+        result, plan.unresolvable, refreshed=plan.refreshed, ambiguous=ambiguous, gone=plan.gone
+    )
+    result.stats.update(plan.stats)
+    return result
 
 
 def train(

@@ -22,14 +22,12 @@ from cdm_pipeline.resolve.blocking import BlockingRule, candidate_pairs, oversiz
 from cdm_pipeline.resolve.comparisons import Comparison, compare_pairs, default_comparisons
 from cdm_pipeline.resolve.engine import (
     Resolution,
+    ResolvePlan,
     blocking_rules,
-    cluster_profiles,
-    finish_resolution,
     is_edge,
-    mark_linked,
+    link,
     score,
     split_resolvable,
-    with_link_decision,
 )
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
 from cdm_pipeline.resolve.scoring import ModelParameters
@@ -68,6 +66,21 @@ def resolve_incremental(
     comparisons: list[Comparison] | None = None,
 ) -> Resolution:
     """Resolve ``records`` (all current person records) reusing ``state`` from the last run."""
+    comparisons = comparisons or default_comparisons()
+    plan = plan_incremental(records, settings, state, overrides, comparisons)
+    levels = compare_pairs(plan.pairs, plan.profiles, comparisons)
+    return link(plan, levels, settings, overrides, comparisons)
+
+
+def plan_incremental(
+    records: pl.DataFrame,
+    settings: dict,
+    state: ResolverState,
+    overrides: pl.DataFrame | None = None,
+    comparisons: list[Comparison] | None = None,
+) -> ResolvePlan:
+    """Find what tonight changes: the new profiles and every component they, a vanished
+    profile, a steward override or a block crossing its limit touch; plan to re-resolve those."""
     comparisons = comparisons or default_comparisons()
     records, unresolvable = split_resolvable(records)
     profiles, membership = build_profiles(records)
@@ -117,45 +130,27 @@ def resolve_incremental(
             staying.filter(pl.col("component").is_in(affected.implode()))["profile_id"],
         ]
     ).sort()
-
-    # Re-resolve the affected components with the new profiles, as a full run would.
-    subset = profiles.filter(pl.col("profile_id").is_in(refreshed.implode()))
+    in_plan = pl.col("profile_id").is_in(refreshed.implode())
     pairs, report = candidate_pairs(profiles, rules, limit, within=refreshed)
-    scored = score(
-        compare_pairs(pairs, profiles, comparisons),
-        profiles,
-        comparisons,
-        state.model,
-        settings,
-        membership.filter(pl.col("profile_id").is_in(refreshed.implode())),
-        overrides,
-    )
-    labels, ambiguous = cluster_profiles(subset, scored)
-    scored = mark_linked(scored, labels)
-    fresh = with_link_decision(
-        subset.join(labels.rename({"node": "profile_id"}), on="profile_id", how="left"), scored
-    )
-    kept = staying.filter(~pl.col("profile_id").is_in(refreshed.implode()))
     # Pairs of a new profile with an untouched one are no match edges (else the untouched one's
     # component would be affected); they are kept for match_pairs all the same.
     outside = probe.filter(
         ~(pl.col("id_l").is_in(refreshed.implode()) & pl.col("id_r").is_in(refreshed.implode()))
     ).with_columns(linked=pl.lit(False))
-    result = Resolution(
-        profiles=pl.concat([kept, fresh.select(kept.columns)]).sort("profile_id"),
-        membership=membership,
-        pairs=pl.concat([scored, outside.select(scored.columns)]),
-        params=state.model,
-        blocking=report,
-        clusters=pl.DataFrame(),
+    return ResolvePlan(
         mode="incremental",
+        profiles=profiles,
+        membership=membership,
+        unresolvable=unresolvable,
+        pairs=pairs,
+        report=report,
+        model=state.model,
+        refreshed=refreshed,
+        gone=gone_ids,
+        kept=staying.filter(~in_plan),
+        outside=outside,
+        stats={"new_profiles": new_ids.len(), "probe_pairs": probe.height},
     )
-    result = finish_resolution(
-        result, unresolvable, refreshed=refreshed, ambiguous=ambiguous, gone=gone_ids
-    )
-    result.stats["new_profiles"] = new_ids.len()
-    result.stats["probe_pairs"] = probe.height
-    return result
 
 
 def _override_profiles(overrides: pl.DataFrame | None, membership: pl.DataFrame) -> pl.Series:
