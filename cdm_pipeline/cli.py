@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         help="auto: incremental with the stored model (the nightly default); full: re-resolve "
         "every record with it; retrain: learn the model again, then re-resolve everything",
     )
+    run.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run cdm_nightly_parallel: the resolver's comparison shards in parallel processes",
+    )
 
     ui = commands.add_parser("ui", help="start the Dagster UI (dagster dev) on this project")
     _location_args(ui)
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(args)
     _apply_locations(args)
     if args.command == "run":
-        return _run(args.resolve)
+        return _run(args.resolve, args.parallel)
     if args.command == "export-subject":
         return _export_subject(args)
     if args.command == "export-analyst-db":
@@ -157,23 +162,32 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(resolve_mode: str = "auto") -> int:
-    from cdm_pipeline.definitions import defs
+def _run(resolve_mode: str = "auto", parallel: bool = False) -> int:
+    import dagster as dg
+
+    from cdm_pipeline.definitions import defs, parallel_job
     from cdm_pipeline.defs.jobs import NIGHTLY_JOB
-    from cdm_pipeline.defs.resolve.assets import RESOLVE_OP
+    from cdm_pipeline.defs.resolve.assets import resolve_run_config
     from cdm_pipeline.instance import shared_instance
     from cdm_pipeline.settings import load_settings
 
     settings = load_settings()
     started = time.perf_counter()
-    result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
-        instance=shared_instance(),
-        raise_on_error=False,
-        run_config={
-            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-            "ops": {RESOLVE_OP: {"config": {"mode": resolve_mode.upper()}}},
-        },
-    )
+    run_config = {
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        **resolve_run_config(resolve_mode.upper()),
+    }
+    if parallel:  # steps in their own processes, which rebuild the job from the environment
+        result = dg.execute_job(
+            dg.reconstructable(parallel_job),
+            instance=shared_instance(),
+            run_config=run_config,
+            raise_on_error=False,
+        )
+    else:
+        result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
+            instance=shared_instance(), raise_on_error=False, run_config=run_config
+        )
     elapsed = time.perf_counter() - started
     evaluations = result.get_asset_check_evaluations()
     failed = [e for e in evaluations if not e.passed]

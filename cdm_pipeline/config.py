@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
         "max_block_size": 5000,
         "em_iterations": 25,
         "retrain_growth": 0.25,
+        "shards": 4,
         "blocking_rules": [
             ["email_norm"],
             ["phone_e164"],

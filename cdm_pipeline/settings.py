@@ -19,6 +19,12 @@ class Settings:
     pipeline_config_path: Path
     overrides_path: Path
     exports_dir: Path
+    # Scratch files of a run (the resolver's comparison shards); on a cluster, a shared volume.
+    work_dir: Path | None = None
+
+    @property
+    def work_path(self) -> Path:
+        return self.work_dir or self.warehouse_path.parent / "work"
 
 
 def load_settings() -> Settings:
@@ -34,6 +40,7 @@ def load_settings() -> Settings:
             os.environ.get("CDM_OVERRIDES", _default_file(data, "steward_overrides.csv"))
         ),
         exports_dir=Path(os.environ.get("CDM_EXPORTS", data / "exports")),
+        work_dir=Path(os.environ["CDM_WORK_DIR"]) if os.environ.get("CDM_WORK_DIR") else None,
     )
 
 

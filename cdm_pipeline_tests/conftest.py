@@ -12,7 +12,7 @@ import pytest
 
 from cdm_pipeline.defs.build import build_definitions
 from cdm_pipeline.defs.jobs import NIGHTLY_JOB
-from cdm_pipeline.defs.resolve.assets import RESOLVE_OP
+from cdm_pipeline.defs.resolve.assets import resolve_run_config
 from cdm_pipeline.demo.generator import generate
 from cdm_pipeline.settings import PACKAGE_DATA, Settings
 
@@ -37,7 +37,7 @@ def run_pipeline(settings: Settings, resolve_mode: str = "AUTO") -> dg.ExecuteIn
     return defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
-        run_config={"ops": {RESOLVE_OP: {"config": {"mode": resolve_mode}}}},
+        run_config=resolve_run_config(resolve_mode),
     )
 
 

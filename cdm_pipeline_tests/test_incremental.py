@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 
+import dagster as dg
 import duckdb
 import polars as pl
 import pytest
 
 from cdm_pipeline.config import DEFAULTS
+from cdm_pipeline.definitions import parallel_job
 from cdm_pipeline.resolve.blocking import oversized_blocks
 from cdm_pipeline.resolve.engine import blocking_rules, resolve
 from cdm_pipeline.resolve.incremental import ResolverState, model_fingerprint, resolve_incremental
@@ -192,3 +194,54 @@ def test_the_nightly_job_resolves_incrementally_and_agrees_with_a_full_rebuild(
     for table in ("xref", "pairs", "history"):
         assert tables["incremental"][table].equals(tables["full"][table]), table
     assert tables["incremental"]["xref"]["customer_id"].n_unique() > 100
+
+
+def test_the_parallel_job_with_shards_gives_the_single_process_customers(
+    tmp_path_factory, demo_data, monkeypatch
+):
+    """cdm_nightly_parallel (multiprocess executor, comparisons in 3 shards in their own
+    processes) against cdm_nightly (in process, one shard) on the same landing files."""
+    root = tmp_path_factory.mktemp("parallel")
+    text = (PACKAGE_DATA / "pipeline.yaml").read_text()
+    outcomes = {}
+    for name, shards in (("single", 1), ("parallel", 3)):
+        config = root / f"{name}.yaml"
+        config.write_text(text.replace("shards: 4", f"shards: {shards}"))
+        assert config.read_text() != text
+        settings = replace(
+            make_settings(root / name, demo_data / "landing"), pipeline_config_path=config
+        )
+        if name == "single":
+            assert run_pipeline(settings).success
+        else:
+            for variable, value in {
+                "CDM_LANDING": settings.landing_dir,
+                "CDM_WAREHOUSE": settings.warehouse_path,
+                "CDM_SOURCES": settings.sources_path,
+                "CDM_CONFIG": config,
+                "CDM_OVERRIDES": settings.overrides_path,
+                "CDM_EXPORTS": settings.exports_dir,
+            }.items():
+                monkeypatch.setenv(variable, str(value))
+            (root / "dagster_home").mkdir()
+            with dg.DagsterInstance.local_temp(str(root / "dagster_home")) as instance:
+                result = dg.execute_job(dg.reconstructable(parallel_job), instance=instance)
+                assert result.success
+                compare_steps = [
+                    s.step_key
+                    for s in instance.get_run_step_stats(result.run_id)
+                    if s.step_key.startswith("identity__pair_comparisons.compare_pair_shard")
+                ]
+                assert len(compare_steps) == 3
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+            outcomes[name] = (
+                conn.sql(
+                    "select record_key, customer_id, link_method from mart.customer_xref order by 1"
+                ).pl(),
+                conn.sql(
+                    "select profile_id_l, profile_id_r, decision, linked, round(match_weight, 9) as w "
+                    "from identity.match_pairs order by 1, 2"
+                ).pl(),
+            )
+    assert outcomes["single"][0].equals(outcomes["parallel"][0])
+    assert outcomes["single"][1].equals(outcomes["parallel"][1])

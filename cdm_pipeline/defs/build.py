@@ -14,7 +14,11 @@ from cdm_pipeline.defs.governance.assets import (
     retention_asset,
 )
 from cdm_pipeline.defs.ingest.assets import raw_asset
-from cdm_pipeline.defs.resolve.assets import resolve_assets
+from cdm_pipeline.defs.resolve.assets import (
+    every_pair_compared,
+    pair_comparisons,
+    resolve_assets,
+)
 from cdm_pipeline.defs.resources import build_resources
 from cdm_pipeline.defs.standardise.assets import person_records_asset
 from cdm_pipeline.defs.validate.assets import staging_asset
@@ -32,6 +36,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     assets += [
         retention_asset(sources),
         person_records_asset(sources),
+        pair_comparisons,
         resolve_assets(),
         customer_360_assets(sources),
         privacy_assets(sources),
@@ -40,7 +45,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     ]
     return dg.Definitions(
         assets=assets,
-        jobs=[jobs.nightly_job()],
+        asset_checks=[every_pair_compared],
+        jobs=[jobs.nightly_job(), jobs.parallel_job()],
         schedules=[
             jobs.nightly_schedule(config["schedule"]["cron"], config["schedule"]["timezone"])
         ],

@@ -4,11 +4,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from cdm_pipeline.defs.resources import DUCKDB_TAGS
 from cdm_pipeline.ingest.load import landing_files
 from cdm_pipeline.ingest.reader import file_sha256
 from cdm_pipeline.registry import SourceSpec
 
 NIGHTLY_JOB = "cdm_nightly"
+PARALLEL_JOB = "cdm_nightly_parallel"
 
 # DuckDB allows one writer: steps run one after another in one process, and the run queue admits
 # one run of this job at a time (tag concurrency limit in the instance's dagster.yaml).
@@ -22,6 +24,22 @@ def nightly_job():
         executor_def=dg.in_process_executor,
         tags=RUN_TAGS,
         description="Ingest, validate, standardise, resolve, build the customer 360 and apply governance.",
+    )
+
+
+def parallel_job():
+    """The same assets under Dagster's multiprocess executor: the resolver's comparison shards
+    run side by side, while steps that open the DuckDB file take turns (one at a time). On a
+    cluster, swap the executor for ``k8s_job_executor`` or ``celery_executor`` and keep the tag
+    limit; the work folder (``CDM_WORK_DIR``) must then be shared storage."""
+    return dg.define_asset_job(
+        PARALLEL_JOB,
+        selection=dg.AssetSelection.all(),
+        executor_def=dg.multiprocess_executor.configured(
+            {"tag_concurrency_limits": [{"key": next(iter(DUCKDB_TAGS)), "limit": 1}]}
+        ),
+        tags=RUN_TAGS,
+        description="The nightly job with the resolver's comparisons in parallel processes.",
     )
 
 

@@ -12,6 +12,9 @@ from cdm_pipeline.registry import SourceSpec, load_registry
 from cdm_pipeline.settings import Settings, load_settings
 
 OWNER = "team:customer-data"
+# Every op that opens the DuckDB file carries this tag; the parallel job lets one such op run at
+# a time (DuckDB has one writer), while the comparison shards run side by side.
+DUCKDB_TAGS = {"cdm/duckdb": "file"}
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -22,6 +25,10 @@ class PipelineResource(dg.ConfigurableResource):
     config_path: str
     overrides_path: str
     exports_dir: str
+    work_dir: str
+
+    def run_work_dir(self, run_id: str) -> Path:
+        return Path(self.work_dir) / run_id
 
     def registry(self) -> dict[str, SourceSpec]:
         return load_registry(Path(self.sources_path))
@@ -41,5 +48,6 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             config_path=str(settings.pipeline_config_path),
             overrides_path=str(settings.overrides_path),
             exports_dir=str(settings.exports_dir),
+            work_dir=str(settings.work_path),
         ),
     }

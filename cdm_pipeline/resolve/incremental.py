@@ -33,7 +33,11 @@ from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_prof
 from cdm_pipeline.resolve.scoring import ModelParameters
 
 STATE_COLUMNS = ("component", "cluster", "link_decision")
-NOT_IN_MODEL = ("floor_weight", "retrain_growth")  # settings that change no score or cluster
+NOT_IN_MODEL = (
+    "floor_weight",
+    "retrain_growth",
+    "shards",
+)  # settings that change no score or cluster
 MODEL_VERSION = 1  # bump when scoring or clustering changes meaning: stored state is then stale
 
 

@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.metadata import table_schema
 from cdm_pipeline.defs.resolve.assets import CUSTOMER_XREF
-from cdm_pipeline.defs.resources import OWNER, PipelineResource
+from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
 from cdm_pipeline.golden.records import candidates_from, golden_records
 from cdm_pipeline.registry import SourceSpec
@@ -101,6 +101,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     }
 
     @dg.multi_asset(
+        op_tags=DUCKDB_TAGS,
         specs=[
             dg.AssetSpec(
                 CUSTOMERS,

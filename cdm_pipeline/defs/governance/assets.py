@@ -11,7 +11,7 @@ from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.golden.assets import CONSENT_LEDGER, CUSTOMERS, FACTS, LINEAGE
 from cdm_pipeline.defs.metadata import table_schema
-from cdm_pipeline.defs.resources import OWNER, PipelineResource
+from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.governance.access import subject_documents, write_document
 from cdm_pipeline.governance.erasure import (
     REQUEST_LOG_DDL,
@@ -60,6 +60,7 @@ PII_COLUMN_NAMES = {
 
 def retention_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     @dg.asset(
+        op_tags=DUCKDB_TAGS,
         key=RETENTION,
         deps=[dg.AssetKey(["staging", name]) for name in sources],
         group_name="governance",
@@ -116,6 +117,7 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     deps = [CUSTOMERS, LINEAGE, CONSENT_LEDGER, *[dg.AssetKey(["mart", f]) for f in FACTS]]
 
     @dg.multi_asset(
+        op_tags=DUCKDB_TAGS,
         specs=[
             dg.AssetSpec(
                 PRIVACY_LOG,
@@ -289,6 +291,7 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
 
 def analytics_assets() -> dg.AssetsDefinition:
     @dg.asset(
+        op_tags=DUCKDB_TAGS,
         key=ANALYTICS,
         deps=[PRIVACY_LOG],
         group_name="serve",
@@ -381,6 +384,7 @@ def pii_values_in(conn: duckdb.DuckDBPyConnection, analyst_file: Path) -> int:
 
 def analyst_database_asset() -> dg.AssetsDefinition:
     @dg.asset(
+        op_tags=DUCKDB_TAGS,
         key=ANALYST_DB,
         deps=[ANALYTICS],
         group_name="serve",

@@ -7,7 +7,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.metadata import source_column_schema
-from cdm_pipeline.defs.resources import OWNER, PipelineResource
+from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.ingest.load import load_new_files
 from cdm_pipeline.quality import robust_z
 from cdm_pipeline.registry import SourceSpec
@@ -21,6 +21,7 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
     key = dg.AssetKey(["raw", source.name])
 
     @dg.asset(
+        op_tags=DUCKDB_TAGS,
         key=key,
         group_name="ingest",
         owners=[OWNER],

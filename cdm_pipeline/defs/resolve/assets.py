@@ -2,32 +2,32 @@
 ``identity.customer_id_history`` and ``mart.customer_xref``, plus the resolver's state
 (``identity.profiles``, ``identity.resolver_model``) that lets the next night be incremental."""
 
+import shutil
 from datetime import datetime
 from enum import Enum
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.metadata import table_schema
-from cdm_pipeline.defs.resources import OWNER, PipelineResource
+from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
 from cdm_pipeline.quality import total_variation
 from cdm_pipeline.resolve.comparisons import default_comparisons
-from cdm_pipeline.resolve.engine import Resolution, resolve
+from cdm_pipeline.resolve.engine import Resolution, link, plan_full
 from cdm_pipeline.resolve.ids import assign_customer_ids
-from cdm_pipeline.resolve.incremental import (
-    ResolverState,
-    model_fingerprint,
-    resolve_incremental,
-)
+from cdm_pipeline.resolve.incremental import ResolverState, model_fingerprint, plan_incremental
 from cdm_pipeline.resolve.overrides import read_overrides
 from cdm_pipeline.resolve.scoring import ModelParameters
+from cdm_pipeline.resolve.shards import compare_shard, read_plan, write_plan
 from cdm_pipeline.warehouse import append_table, audit, replace_table, table_exists, transaction
 
 MATCH_PAIRS = dg.AssetKey(["identity", "match_pairs"])
 ID_HISTORY = dg.AssetKey(["identity", "customer_id_history"])
 CUSTOMER_XREF = dg.AssetKey(["mart", "customer_xref"])
+PAIR_COMPARISONS = dg.AssetKey(["identity", "pair_comparisons"])
 
 XREF_KEYS_UNIQUE_CHECK = "xref_keys_unique"
 CLUSTER_SIZE_CHECK = "cluster_size_limit"
@@ -45,7 +45,7 @@ class ResolveMode(Enum):
 
 
 class ResolveConfig(dg.Config):
-    """Run config of the resolve step (``cdm run --resolve retrain``, or the launchpad)."""
+    """Run config of the resolve plan (``cdm run --resolve retrain``, or the launchpad)."""
 
     mode: ResolveMode = ResolveMode.AUTO
 
@@ -61,12 +61,107 @@ XREF_COLUMNS = {
 }
 
 
+@dg.op(
+    ins={"person_records": dg.In(dg.Nothing)},
+    out=dg.DynamicOut(str),
+    tags=DUCKDB_TAGS,
+    description="Choose the run's mode and plan what to compare; write the plan and one pair "
+    "file per shard to the run's work folder.",
+)
+def plan_resolution(
+    context: dg.OpExecutionContext,
+    config: ResolveConfig,
+    warehouse: DuckDBResource,
+    pipeline: PipelineResource,
+):
+    settings = pipeline.config()["resolve"]
+    with warehouse.get_connection() as conn:
+        records = conn.sql("select * from identity.person_records").pl()
+        state = None if config.mode is ResolveMode.RETRAIN else _load_state(conn, settings)
+    retrain = state is None or records.height > state.trained_records * (
+        1 + settings["retrain_growth"]
+    )
+    if retrain:
+        plan = plan_full(records, settings)
+    elif config.mode is ResolveMode.FULL:
+        plan = plan_full(records, settings, model=state.model)
+    else:
+        plan = plan_incremental(records, settings, state, read_overrides(pipeline.overrides_path))
+    plan.stats["model_retrained"] = retrain
+    del records
+    shards = write_plan(plan, pipeline.run_work_dir(context.run.run_id), settings["shards"])
+    context.log.info(
+        f"resolve: {plan.mode}, model retrained: {retrain}, {plan.pairs.height} pairs to compare "
+        f"in {len(shards)} shards, {plan.refreshed.len()} of {plan.profiles.height} profiles to cluster"
+    )
+    for number, path in enumerate(shards):
+        yield dg.DynamicOutput(str(path), mapping_key=f"shard_{number:03d}")
+
+
+@dg.op(description="Compare one shard of candidate pairs field by field (no warehouse access).")
+def compare_pair_shard(pairs_file: str) -> str:
+    return str(compare_shard(Path(pairs_file)))
+
+
+@dg.op(description="Every shard compared: the link step can start.")
+def comparisons_complete(level_files: list[str]) -> int:
+    return len(level_files)
+
+
+@dg.graph_asset(
+    key=PAIR_COMPARISONS,
+    ins={"person_records": dg.AssetIn(PERSON_RECORDS, dagster_type=dg.Nothing)},
+    group_name="resolve",
+    owners=[OWNER],
+    kinds={"polars", "parquet"},
+    description="This run's candidate pairs compared field by field, in shards that run side by "
+    "side under a multiprocess (or Kubernetes/Celery) executor: files in the run's work folder, "
+    "read by the link step. Incremental runs compare only tonight's changes.",
+)
+def pair_comparisons(person_records):
+    return comparisons_complete(plan_resolution(person_records).map(compare_pair_shard).collect())
+
+
+@dg.asset_check(
+    asset=PAIR_COMPARISONS,
+    blocking=True,
+    description="Every shard's pairs were compared: one row of levels per pair, in every shard.",
+)
+def every_pair_compared(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource):
+    missing = 0
+    shards = 0
+    for pairs_file in sorted(pipeline.run_work_dir(context.run.run_id).glob("pairs-*.parquet")):
+        shards += 1
+        levels_file = pairs_file.with_name(pairs_file.name.replace("pairs-", "levels-"))
+        pairs = pl.scan_parquet(pairs_file).select(pl.len()).collect().item()
+        levels = (
+            pl.scan_parquet(levels_file).select(pl.len()).collect().item()
+            if levels_file.exists()
+            else 0
+        )
+        missing += pairs - levels
+    return dg.AssetCheckResult(
+        passed=shards > 0 and missing == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"shards": shards, "pairs_without_levels": missing},
+    )
+
+
+def resolve_run_config(mode: str = "AUTO") -> dict:
+    """Run config choosing the resolve mode (``ResolveMode`` name)."""
+    return {
+        "ops": {
+            "identity__pair_comparisons": {"ops": {"plan_resolution": {"config": {"mode": mode}}}}
+        }
+    }
+
+
 def resolve_assets() -> dg.AssetsDefinition:
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(
                 MATCH_PAIRS,
-                deps=[PERSON_RECORDS],
+                deps=[PAIR_COMPARISONS],
                 group_name="resolve",
                 owners=[OWNER],
                 kinds={"duckdb", "polars"},
@@ -75,7 +170,7 @@ def resolve_assets() -> dg.AssetsDefinition:
             ),
             dg.AssetSpec(
                 ID_HISTORY,
-                deps=[PERSON_RECORDS],
+                deps=[PAIR_COMPARISONS],
                 group_name="resolve",
                 owners=[OWNER],
                 kinds={"duckdb"},
@@ -83,7 +178,7 @@ def resolve_assets() -> dg.AssetsDefinition:
             ),
             dg.AssetSpec(
                 CUSTOMER_XREF,
-                deps=[PERSON_RECORDS],
+                deps=[PAIR_COMPARISONS],
                 group_name="resolve",
                 owners=[OWNER],
                 kinds={"duckdb"},
@@ -123,41 +218,30 @@ def resolve_assets() -> dg.AssetsDefinition:
         ],
         name=RESOLVE_OP,
         can_subset=False,
+        op_tags=DUCKDB_TAGS,
     )
     def _resolve(
-        context: dg.AssetExecutionContext,
-        config: ResolveConfig,
-        warehouse: DuckDBResource,
-        pipeline: PipelineResource,
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
     ):
         settings = pipeline.config()["resolve"]
         quality = pipeline.config()["quality"]
         now = datetime.now()
         run_id = context.run.run_id
+        workdir = pipeline.run_work_dir(run_id)
+        plan, levels = read_plan(workdir)
+        retrain = bool(plan.stats["model_retrained"])
+        result = link(plan, levels, settings, read_overrides(pipeline.overrides_path))
+        del plan, levels
         with warehouse.get_connection() as conn:
-            records = conn.sql("select * from identity.person_records").pl()
+            records = conn.sql(
+                "select record_key, source, source_record_id from identity.person_records"
+            ).pl()
             previous = (
                 conn.sql("select record_key, customer_id from mart.customer_xref").pl()
                 if table_exists(conn, "mart", "customer_xref")
                 else pl.DataFrame(schema={"record_key": pl.String, "customer_id": pl.String})
             )
             last_histogram = _last_histogram(conn)
-            overrides = read_overrides(pipeline.overrides_path)
-            state = None if config.mode is ResolveMode.RETRAIN else _load_state(conn, settings)
-            retrain = state is None or records.height > state.trained_records * (
-                1 + settings["retrain_growth"]
-            )
-            if retrain:
-                result = resolve(records, settings, overrides)
-            elif config.mode is ResolveMode.FULL:
-                result = resolve(records, settings, overrides, model=state.model)
-            else:
-                result = resolve_incremental(records, settings, state, overrides)
-            result.stats["model_retrained"] = retrain
-            context.log.info(
-                f"resolve: {result.mode}, model retrained: {retrain}, "
-                f"{result.refreshed.len()} of {result.profiles.height} profiles re-clustered"
-            )
             assignment, history = assign_customer_ids(result.clusters, previous)
             xref = _xref(records, result, assignment, now)
             pairs = _pairs_table(result, settings["floor_weight"], run_id)
@@ -211,6 +295,7 @@ def resolve_assets() -> dg.AssetsDefinition:
         multi_share = float((sizes["sources"] >= 2).mean() or 0.0)
         duplicate_keys = xref.height - xref["record_key"].n_unique()
         drift = total_variation(histogram, last_histogram) if last_histogram else 0.0
+        shutil.rmtree(workdir, ignore_errors=True)  # kept on failure, for a look
         yield dg.MaterializeResult(
             asset_key=MATCH_PAIRS,
             metadata={

@@ -5,7 +5,7 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.metadata import table_schema
-from cdm_pipeline.defs.resources import OWNER, PipelineResource
+from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.governance.suppression import suppressed_rows
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.load import IDENTITY_ROLES, canonical_records
@@ -55,6 +55,7 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     identity_sources = [s for s in sources.values() if s.role in IDENTITY_ROLES]
 
     @dg.asset(
+        op_tags=DUCKDB_TAGS,
         key=PERSON_RECORDS,
         deps=[dg.AssetKey(["staging", s.name]) for s in identity_sources]
         + [dg.AssetKey(["governance", "retention"])],

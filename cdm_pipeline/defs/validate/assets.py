@@ -4,7 +4,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.metadata import source_column_schema
-from cdm_pipeline.defs.resources import OWNER, PipelineResource
+from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.validate.stage import validate_new_files
 from cdm_pipeline.warehouse import audit, quote_ident, sql_text, table_exists
@@ -17,6 +17,7 @@ def staging_asset(source: SourceSpec) -> dg.AssetsDefinition:
     key = dg.AssetKey(["staging", source.name])
 
     @dg.asset(
+        op_tags=DUCKDB_TAGS,
         key=key,
         deps=[dg.AssetKey(["raw", source.name])],
         group_name="validate",
