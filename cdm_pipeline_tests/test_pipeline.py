@@ -113,15 +113,29 @@ def test_a_rerun_adds_no_rows_and_changes_no_customer_id(tmp_path_factory, demo_
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
         before = conn.sql("select record_key, customer_id from mart.customer_xref order by 1").pl()
         raw_before = conn.execute("select count(*) from raw.crm_contacts").fetchall()
-    assert run_pipeline(settings).success
+        standardised_before = conn.sql("select record_key from identity.person_records").pl()
+    second = run_pipeline(settings)
+    assert second.success
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
         after = conn.sql("select record_key, customer_id from mart.customer_xref order by 1").pl()
+        standardised_after = conn.sql("select record_key from identity.person_records").pl()
         raw_after = conn.execute("select count(*) from raw.crm_contacts").fetchall()
         events = conn.execute(
             "select count(distinct run_id) from identity.customer_id_history"
         ).fetchall()[0][0]
     assert raw_before == raw_after
     assert before.equals(after)
+    # Only records that were not person records after the first run are standardised again
+    # (orders the first run's erasures anonymised); every other one is reused as it was.
+    metadata = {
+        key: value.value
+        for event in second.get_asset_materialization_events()
+        if event.asset_key.path == ["identity", "person_records"]
+        for key, value in event.materialization.metadata.items()
+    }
+    unseen = standardised_after.join(standardised_before, on="record_key", how="anti").height
+    assert metadata["records_standardised"] == unseen
+    assert metadata["records_unchanged_reused"] == standardised_after.height - unseen > 1000
     assert (
         events == 1
     )  # the second run recorded no id event at all (erasures happened in the first)

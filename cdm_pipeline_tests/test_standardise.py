@@ -8,7 +8,12 @@ import polars as pl
 import pytest
 
 from cdm_pipeline.standardise import fields
-from cdm_pipeline.standardise.records import CANONICAL_INPUT, standardise_records
+from cdm_pipeline.standardise.records import (
+    CANONICAL_INPUT,
+    clean_inputs,
+    standardise_records,
+    unchanged_record_keys,
+)
 
 
 @pytest.mark.parametrize(
@@ -146,3 +151,29 @@ def test_implausible_birth_dates_are_dropped():
         birth_date=pl.Series([date(1850, 1, 1), date(1990, 5, 6)]),
     )
     assert standardise_records(frame)["birth_date"].to_list() == [None, date(1990, 5, 6)]
+
+
+def test_only_new_or_changed_inputs_are_standardised_again():
+    inputs = pl.DataFrame(
+        {
+            "record_key": ["s:1", "s:2", "s:3"],
+            "source": ["s"] * 3,
+            "source_record_id": ["1", "2", "3"],
+            "trust_rank": pl.Series([1, 1, 1], dtype=pl.Int32),
+            "event_at": [None, None, None],
+        }
+        | {c: [None, None, None] for c in CANONICAL_INPUT}
+    ).with_columns(
+        email=pl.Series([" a@example.com", "b@example.com", None]),
+        full_name=pl.Series(["Ann Lee", "Bob Day", "Cy Young"]),
+    )
+    stored = standardise_records(inputs)
+    tonight = clean_inputs(
+        inputs.with_columns(
+            # s:1 only gains whitespace (same cleaned input); s:2 changes email; s:4 is new.
+            email=pl.Series(["a@example.com ", "bob@example.com", None]),
+        ).vstack(inputs.slice(2, 1).with_columns(record_key=pl.lit("s:4")))
+    )
+    assert sorted(unchanged_record_keys(tonight, stored)["record_key"]) == ["s:1", "s:3"]
+    later = stored.with_columns(trust_rank=pl.lit(2, pl.Int32))  # a re-ranked source
+    assert unchanged_record_keys(tonight, later).height == 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import unicodedata
 from datetime import date
+from importlib import metadata
 
 import polars as pl
 
@@ -22,16 +25,14 @@ def display_name(text: str) -> str | None:
     return cleaned.title() if cleaned.isupper() or cleaned.islower() else cleaned
 
 
-def standardise_records(
-    frame: pl.DataFrame, default_country: str = "US", phone_regions: tuple[str, ...] = ()
-) -> pl.DataFrame:
-    """Standardise a frame holding ``CANONICAL_INPUT`` columns (any may be null) plus keys.
+STANDARDISE_VERSION = 1  # bump when a change here alters standardised values
+LIBRARIES = ("phonenumbers", "email-validator", "nicknames", "usaddress-scourgify", "pycountry")
 
-    Originals are kept as ``<field>_raw``; match keys are ``*_key``/``*_norm``; validity flags are
-    ``email_valid``/``phone_valid`` (false only where a value was given and is not valid).
-    """
+
+def clean_inputs(frame: pl.DataFrame) -> pl.DataFrame:
+    """Trim text inputs; empty text is missing. Kept as the ``*_raw`` originals."""
     text_cols = [c for c in CANONICAL_INPUT if c != "birth_date"]
-    frame = frame.with_columns(
+    return frame.with_columns(
         [
             pl.when(pl.col(c).cast(pl.String).str.strip_chars() == "")
             .then(None)
@@ -40,6 +41,49 @@ def standardise_records(
             for c in text_cols
         ]
     )
+
+
+def standardise_fingerprint(settings: dict) -> str:
+    """Standardised values depend on these settings and library versions (phone metadata, the
+    nickname list): when one changes, every record is standardised again."""
+    described = {
+        "version": STANDARDISE_VERSION,
+        "settings": settings,
+        "libraries": {name: metadata.version(name) for name in LIBRARIES},
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def unchanged_record_keys(inputs: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """Record keys whose cleaned inputs equal what the stored person record was made from."""
+    same = [
+        pl.col(c).eq_missing(pl.col(f"{c}_stored"))
+        for c in ("source", "source_record_id", "trust_rank", "event_at")
+    ] + [pl.col(c).cast(pl.String).eq_missing(pl.col(f"{c}_raw")) for c in CANONICAL_INPUT]
+    previous = stored.select(
+        "record_key",
+        *[
+            pl.col(c).alias(f"{c}_stored")
+            for c in ("source", "source_record_id", "trust_rank", "event_at")
+        ],
+        *[f"{c}_raw" for c in CANONICAL_INPUT],
+    )
+    return (
+        inputs.join(previous, on="record_key", how="inner")
+        .filter(pl.all_horizontal(same))
+        .select("record_key")
+    )
+
+
+def standardise_records(
+    frame: pl.DataFrame, default_country: str = "US", phone_regions: tuple[str, ...] = ()
+) -> pl.DataFrame:
+    """Standardise a frame holding ``CANONICAL_INPUT`` columns (any may be null) plus keys.
+
+    Originals are kept as ``<field>_raw``; match keys are ``*_key``/``*_norm``; validity flags are
+    ``email_valid``/``phone_valid`` (false only where a value was given and is not valid).
+    """
+    frame = clean_inputs(frame)
     first, last = _names(frame)
     # The record's own country; the deployment default only decides how to read its phone.
     country = fields.map_unique(frame["country"], fields.standardise_country, pl.String)

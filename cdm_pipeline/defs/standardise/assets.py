@@ -9,8 +9,14 @@ from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.governance.suppression import suppressed_rows
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.load import IDENTITY_ROLES, canonical_records
-from cdm_pipeline.standardise.records import standardise_records
-from cdm_pipeline.warehouse import audit, replace_table, transaction
+from cdm_pipeline.standardise.records import (
+    CANONICAL_INPUT,
+    clean_inputs,
+    standardise_fingerprint,
+    standardise_records,
+    unchanged_record_keys,
+)
+from cdm_pipeline.warehouse import audit, replace_table, table_exists, transaction
 
 PERSON_RECORDS = dg.AssetKey(["identity", "person_records"])
 VALIDITY_CHECK = "identity_field_validity"
@@ -80,8 +86,14 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
     ):
         config = pipeline.config()
+        fingerprint = standardise_fingerprint(config["standardise"])
         with warehouse.get_connection() as conn:
-            canonical = canonical_records(conn, {s.name: s for s in identity_sources})
+            canonical = clean_inputs(canonical_records(conn, {s.name: s for s in identity_sources}))
+            # Records whose inputs did not change since they were standardised are kept as they
+            # are (they passed the suppression check then; erasure removes them since).
+            stored = _stored_records(conn, fingerprint)
+            reused = unchanged_record_keys(canonical, stored)
+            canonical = canonical.join(reused, on="record_key", how="anti")
             regions = tuple(config["standardise"]["phone_regions"])
             blocked = pl.Series([False] * canonical.height, dtype=pl.Boolean)
             for source in identity_sources:
@@ -93,13 +105,25 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     blocked = blocked.scatter(mask.nonzero()[0], hits)
             suppressed = int(blocked.sum() or 0)
             canonical = canonical.filter(~blocked)
-            records = standardise_records(
+            fresh = standardise_records(
                 canonical,
                 config["standardise"]["default_country"],
                 tuple(config["standardise"]["phone_regions"]),
             )
+            kept = stored.join(reused, on="record_key", how="semi")
+            records = (
+                pl.concat([kept.select(fresh.columns), fresh], how="vertical_relaxed")
+                if kept.height
+                else fresh
+            )
             with transaction(conn):
                 replace_table(conn, "identity", "person_records", records)
+                replace_table(
+                    conn,
+                    "identity",
+                    "standardise_settings",
+                    pl.DataFrame({"fingerprint": [fingerprint], "run_id": [context.run.run_id]}),
+                )
                 audit(
                     conn,
                     context.run.run_id,
@@ -118,6 +142,8 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 "records": records.height,
+                "records_standardised": fresh.height,
+                "records_unchanged_reused": reused.height,
                 "suppressed_records_left_out": suppressed,
                 "sources": records["source"].n_unique(),
                 "dagster/row_count": records.height,
@@ -136,6 +162,21 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         )
 
     return _person_records
+
+
+def _stored_records(conn, fingerprint: str) -> pl.DataFrame:
+    """Last run's person records if they were made under the same settings, else none."""
+    if table_exists(conn, "identity", "standardise_settings") and table_exists(
+        conn, "identity", "person_records"
+    ):
+        rows = conn.execute("select fingerprint from identity.standardise_settings").fetchall()
+        if rows == [(fingerprint,)]:
+            return conn.sql("select * from identity.person_records").pl()
+    return pl.DataFrame(
+        schema={"record_key": pl.String, "source": pl.String, "source_record_id": pl.String}
+        | {"trust_rank": pl.Int32, "event_at": pl.Datetime("us")}
+        | {f"{c}_raw": pl.String for c in CANONICAL_INPUT}
+    )
 
 
 def _canonical_spec(source: SourceSpec) -> SourceSpec:
