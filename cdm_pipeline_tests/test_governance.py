@@ -224,3 +224,49 @@ def test_retention_purges_old_interactions_and_logs_it(materialised, days):
 
     assert oldest >= datetime.now() - timedelta(days=days, hours=1)
     assert purged > 0
+
+
+def test_an_erased_phone_is_found_in_national_and_international_formats(tmp_path):
+    """Erasing +44 7911 123456 must also catch '07911 123456' (UK trunk zero) and
+    '0044 7911 123456' (international prefix), in SQL scans and in person records."""
+    from cdm_pipeline.governance.erasure import _hit_condition
+    from cdm_pipeline.governance.keys import fingerprint, secret_key
+    from cdm_pipeline.governance.suppression import (
+        ensure_suppression_list,
+        suppressed_person_records,
+    )
+    from cdm_pipeline.standardise.records import CANONICAL_INPUT, standardise_records
+
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        ensure_suppression_list(conn)
+        key = secret_key(conn)
+        for form in phone_forms("+44 7911 123456", "+447911123456"):
+            conn.execute(
+                "insert into governance.suppression_list values ('phone', ?, 'r1', now())",
+                [fingerprint(key, form)],
+            )
+        values = ["07911 123456", "0044 7911 123456", "+44 7911 123456", "07911 123457"]
+        conn.execute("create table t (p varchar)")
+        conn.executemany("insert into t values (?)", [[v] for v in values])
+        hits = conn.execute(
+            f"select p from t where {_hit_condition('p')} order by p", {"key": key}
+        ).fetchall()
+        assert [h[0] for h in hits] == sorted(values[:3])
+
+        records = standardise_records(
+            pl.DataFrame(
+                {
+                    "record_key": ["crm:1", "crm:2"],
+                    "source": ["crm", "crm"],
+                    "source_record_id": ["1", "2"],
+                    "trust_rank": [1, 1],
+                    "event_at": [None, None],
+                }
+                | {c: [None, None] for c in CANONICAL_INPUT}
+            ).with_columns(
+                phone=pl.Series(["07911 123456", "07911 123457"]),
+                country=pl.Series(["UK", "UK"]),
+            )
+        )
+        assert records["phone_e164"].to_list() == ["+447911123456", "+447911123457"]
+        assert suppressed_person_records(conn, records).to_list() == [True, False]

@@ -58,8 +58,11 @@ def phone_forms(raw: str | None, e164: str | None = None) -> set[str]:
     forms = set()
     for value in values:
         digits = "".join(c for c in (value or "") if c.isdigit())
-        if len(digits) >= 7:
-            forms.add(digits)
+        # Leading zeros dropped too: a trunk prefix ('07911 123456' is national number
+        # 7911123456) or an international one ('0044 7911...' is 447911...).
+        for form in (digits, digits.lstrip("0")):
+            if len(form) >= 7:
+                forms.add(form)
     return forms
 
 

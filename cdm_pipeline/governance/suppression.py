@@ -71,3 +71,29 @@ def suppressed_rows(
         ).fill_null(False)
         flags = flags | hit
     return flags
+
+
+def suppressed_person_records(conn: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl.Series:
+    """True for standardised person records carrying a suppressed email or phone in any form,
+    the phone as standardised from the record's own country (a UK number typed '07911 123456'
+    reads as +447911123456 only when the record says UK)."""
+    hashes = suppressed(conn)
+    flags = pl.repeat(False, records.height, dtype=pl.Boolean, eager=True)
+    if not (hashes["email"] or hashes["phone"]) or records.height == 0:
+        return flags
+    key = secret_key(conn)
+    for column, kind, forms in (
+        ("email_raw", "email", email_forms),
+        ("phone_e164", "phone", lambda v: phone_forms(None, v)),
+        ("phone_raw", "phone", phone_forms),
+    ):
+        if hashes[kind]:
+            hit = map_unique(
+                records[column],
+                lambda v, forms=forms, kind=kind: any(
+                    fingerprint(key, f) in hashes[kind] for f in forms(v)
+                ),
+                pl.Boolean,
+            ).fill_null(False)
+            flags = flags | hit
+    return flags

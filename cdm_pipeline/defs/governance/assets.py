@@ -245,6 +245,13 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     )
                 audit(conn, run_id, "exported", "subject access", exported, "documents written")
             hits = identifier_hits(conn)
+            if hits:  # a copy that got past ingest and standardisation: remove it, then prove it
+                with transaction(conn):
+                    stray = scrub_identifiers(conn, sources)
+                    audit(
+                        conn, run_id, "scrubbed", "all schemas", stray, "stray erased identifiers"
+                    )
+                hits = identifier_hits(conn)
             malformed = conn.execute(
                 "select count(*) from governance.suppression_list where not regexp_full_match(fingerprint, '[0-9a-f]{64}')"
             ).fetchall()[0][0]

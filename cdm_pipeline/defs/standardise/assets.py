@@ -6,7 +6,7 @@ from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.metadata import table_schema
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
-from cdm_pipeline.governance.suppression import suppressed_rows
+from cdm_pipeline.governance.suppression import suppressed_person_records, suppressed_rows
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.load import IDENTITY_ROLES, canonical_records
 from cdm_pipeline.standardise.records import (
@@ -110,6 +110,9 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 config["standardise"]["default_country"],
                 tuple(config["standardise"]["phone_regions"]),
             )
+            late = suppressed_person_records(conn, fresh)
+            suppressed += int(late.sum() or 0)
+            fresh = fresh.filter(~late)
             kept = stored.join(reused, on="record_key", how="semi")
             records = (
                 pl.concat([kept.select(fresh.columns), fresh], how="vertical_relaxed")
