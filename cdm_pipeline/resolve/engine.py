@@ -233,16 +233,15 @@ def finish_resolution(
     gone: pl.Series | None = None,
 ) -> Resolution:
     """Record-level clusters and run statistics."""
-    record_clusters = (
-        result.membership.join(
-            result.profiles.select("profile_id", "cluster"), on="profile_id", how="left"
-        )
-        .with_columns(
-            cluster_key=pl.when(pl.col("cluster").is_not_null()).then(
-                pl.col("record_key").min().over("cluster")
-            )
-        )
-        .select("record_key", "profile_id", "cluster_key")
+    # A cluster's key is its smallest record key: the smallest of its profiles' first keys.
+    keyed = result.profiles.select(
+        "profile_id",
+        cluster_key=pl.when(pl.col("cluster").is_not_null()).then(
+            pl.col("first_record_key").min().over("cluster")
+        ),
+    )
+    record_clusters = result.membership.join(keyed, on="profile_id", how="left").select(
+        "record_key", "profile_id", "cluster_key"
     )
     result.clusters = pl.concat(
         [
@@ -268,7 +267,7 @@ def finish_resolution(
         "match_edges": edges,
         "edges_refused_by_guard": edges - int(scored["linked"].sum()),
         "cannot_link_pairs": int(scored["cannot_link"].sum()),
-        "clusters": result.clusters["cluster_key"].drop_nulls().n_unique(),
+        "clusters": result.profiles["cluster"].drop_nulls().n_unique(),
         "ambiguous_profiles": ambiguous,
         "em_iterations": result.params.em_iterations,
         "prior": result.params.prior,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from cdm_pipeline.resolve.blocking import BlockingRule, candidate_pairs, oversized_blocks
+from cdm_pipeline.resolve.blocking import BlockingRule, candidate_pairs
 from cdm_pipeline.resolve.comparisons import Comparison, compare_pairs, default_comparisons
 from cdm_pipeline.resolve.engine import (
     Resolution,
@@ -99,12 +99,8 @@ def plan_incremental(
     limit = settings["max_block_size"]
 
     identity = [*MATCH_FIELDS, *DERIVED_KEYS]
-    changed = pl.concat(
-        [
-            profiles.filter(pl.col("profile_id").is_in(new_ids.implode())).select(identity),
-            old.filter(pl.col("profile_id").is_in(gone_ids.implode())).select(identity),
-        ]
-    )
+    arrived = profiles.filter(pl.col("profile_id").is_in(new_ids.implode())).select(identity)
+    departed = old.filter(pl.col("profile_id").is_in(gone_ids.implode())).select(identity)
     # New profiles against everyone: which existing components do they reach?
     probe, _ = candidate_pairs(profiles, rules, limit, focus=new_ids)
     probe = score(
@@ -122,7 +118,7 @@ def plan_incremental(
             reached["ids"],
             gone_ids,
             _override_profiles(overrides, membership),
-            _crossing_block_profiles(profiles, old, changed, rules, limit),
+            _crossing_block_profiles(profiles, old, arrived, departed, rules, limit),
             _blocks_an_erasure_may_have_shrunk(profiles, old, gone_ids, rules, limit),
         ]
     )
@@ -174,21 +170,35 @@ def _override_profiles(overrides: pl.DataFrame | None, membership: pl.DataFrame)
 def _crossing_block_profiles(
     profiles: pl.DataFrame,
     old: pl.DataFrame,
-    changed: pl.DataFrame,
+    new: pl.DataFrame,
+    gone: pl.DataFrame,
     rules: list[BlockingRule],
     limit: int,
 ) -> pl.Series:
     """Profiles in a block that grew past its size limit (its pairs vanish) or shrank under it
-    (its pairs appear) since the last run; only blocks holding a ``changed`` profile can."""
+    (its pairs appear) since the last run. Only blocks holding a new or vanished profile can;
+    a block's size last night is its size now, less its new profiles, plus its vanished ones."""
     found = [pl.Series("profile_id", [], pl.Int64)]
     for rule in rules:
         keys = list(rule.keys)
-        touched = changed.select(keys).drop_nulls().unique()
-        now = oversized_blocks(profiles.join(touched, on=keys, how="semi"), rule, limit)
-        before = oversized_blocks(old.join(touched, on=keys, how="semi"), rule, limit)
-        crossed = pl.concat(
-            [now.join(before, on=keys, how="anti"), before.join(now, on=keys, how="anti")]
+        rule_limit = rule.max_block_size or limit
+        arrived = new.select(keys).drop_nulls().group_by(keys).len("arrived")
+        left = gone.select(keys).drop_nulls().group_by(keys).len("left")
+        touched = pl.concat([arrived.select(keys), left.select(keys)]).unique()
+        sizes = (
+            profiles.select(keys)
+            .join(touched, on=keys, how="semi")
+            .group_by(keys)
+            .len("now")
+            .join(touched, on=keys, how="right")
+            .join(arrived, on=keys, how="left")
+            .join(left, on=keys, how="left")
+            .with_columns(pl.col("now", "arrived", "left").fill_null(0))
+            .with_columns(before=pl.col("now") - pl.col("arrived") + pl.col("left"))
         )
+        crossed = sizes.filter(
+            (pl.col("now") > rule_limit) != (pl.col("before") > rule_limit)
+        ).select(keys)
         if crossed.height:
             for frame in (profiles, old):
                 found.append(frame.join(crossed, on=keys, how="semi")["profile_id"])

@@ -35,6 +35,7 @@ def build_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         .agg(
             *[pl.col(c).first() for c in (*signature, *DERIVED_KEYS)],
             pl.len().alias("record_count"),
+            pl.col("record_key").min().alias("first_record_key"),
             collided=pl.col("check").min() != pl.col("check").max(),
         )
         .sort("profile_id")

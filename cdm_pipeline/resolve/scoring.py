@@ -359,9 +359,11 @@ def _tf_adjust(
         how="left",
         maintain_order="left",
     )[c.name]
+    shares = params.tf_shares[c.name]
+    shares = shares.filter(pl.col("value").is_in(value.unique().implode()))
     share = (
         value.to_frame("value")
-        .join(params.tf_shares[c.name], on="value", how="left", maintain_order="left")["share"]
+        .join(shares, on="value", how="left", maintain_order="left")["share"]
         .fill_null(1.0 / params.tf_people[c.name])
     )
     m_exact = params.m[c.name][c.exact_level]
