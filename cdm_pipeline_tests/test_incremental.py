@@ -14,7 +14,12 @@ from cdm_pipeline.config import DEFAULTS
 from cdm_pipeline.definitions import parallel_job
 from cdm_pipeline.resolve.blocking import oversized_blocks
 from cdm_pipeline.resolve.engine import blocking_rules, resolve
-from cdm_pipeline.resolve.incremental import ResolverState, model_fingerprint, resolve_incremental
+from cdm_pipeline.resolve.incremental import (
+    ResolverState,
+    blocks_left_under_limit,
+    model_fingerprint,
+    resolve_incremental,
+)
 from cdm_pipeline.resolve.overrides import OVERRIDE_SCHEMA
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
 from cdm_pipeline.settings import PACKAGE_DATA
@@ -46,13 +51,18 @@ def _state(records: pl.DataFrame, settings: dict, overrides=None) -> ResolverSta
     )
 
 
-def _erase(state: ResolverState, profile_ids: pl.Series) -> ResolverState:
-    """What governance does to the stored state on erasure: identity blanked, id kept."""
+def _erase(state: ResolverState, profile_ids: pl.Series, settings: dict) -> ResolverState:
+    """What governance does to the stored state on erasure: blocks the erased profiles leave
+    under their limit marked for a recheck, identity blanked, ids kept."""
+    recheck = blocks_left_under_limit(
+        state.profiles, profile_ids, blocking_rules(settings), settings["max_block_size"]
+    )
     erased = pl.col("profile_id").is_in(profile_ids.implode())
     profiles = state.profiles.with_columns(
         *[pl.when(erased).then(None).otherwise(pl.col(c)).alias(c) for c in MATCH_FIELDS],
         *[pl.when(erased).then(None).otherwise(pl.col(c)).alias(c) for c in DERIVED_KEYS],
         erased=erased,
+        recheck=pl.col("profile_id").is_in(recheck.implode()),
     )
     return ResolverState(state.model, profiles, state.fingerprint, state.trained_records)
 
@@ -86,7 +96,7 @@ def test_incremental_equals_full_rebuild_with_the_same_model(person_records, set
     tonight = person_records.filter(~pl.col("record_key").is_in(erased_keys.implode()))
     _, membership = build_profiles(day_one)
     erased_profiles = membership.filter(pl.col("record_key").is_in(erased_keys.implode()))
-    state = _erase(state, erased_profiles["profile_id"].unique())
+    state = _erase(state, erased_profiles["profile_id"].unique(), settings)
 
     incremental = resolve_incremental(tonight, settings, state)
     full = resolve(tonight, settings, model=state.model)
@@ -94,9 +104,8 @@ def test_incremental_equals_full_rebuild_with_the_same_model(person_records, set
     _same_resolution(incremental, full)
     assert incremental.stats["new_profiles"] > 0
     assert incremental.stats["profiles_gone"] >= erased_profiles["profile_id"].n_unique()
-    if settings is not TIGHT:  # (with limits of 2 and 3 every block is near one after an erasure)
-        assert incremental.refreshed.len() < 0.25 * incremental.profiles.height
-    else:  # the tight limits did make blocks cross them between the nights
+    assert incremental.refreshed.len() < 0.25 * incremental.profiles.height
+    if settings is TIGHT:  # the tight limits did make blocks cross them between the nights
         before, _ = build_profiles(day_one)
         after, _ = build_profiles(tonight)
         crossed = 0
@@ -245,3 +254,13 @@ def test_the_parallel_job_with_shards_gives_the_single_process_customers(
             )
     assert outcomes["single"][0].equals(outcomes["parallel"][0])
     assert outcomes["single"][1].equals(outcomes["parallel"][1])
+
+
+def test_erasure_marks_the_blocks_it_takes_back_under_their_limit():
+    from cdm_pipeline.resolve.blocking import BlockingRule
+
+    profiles = pl.DataFrame({"profile_id": [1, 2, 3, 4, 5, 6, 7, 8, 9], "k": ["a"] * 4 + ["b"] * 5})
+    rules = [BlockingRule(("k",), max_block_size=3)]
+    # a: 4 -> 3 profiles, under the limit again; b: 5 -> 4, still over.
+    recheck = blocks_left_under_limit(profiles, pl.Series([1, 5]), rules, limit=100)
+    assert sorted(recheck.to_list()) == [2, 3, 4]

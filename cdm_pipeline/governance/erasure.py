@@ -25,6 +25,8 @@ from cdm_pipeline.governance.keys import (
 from cdm_pipeline.governance.retention import mark_purged_files
 from cdm_pipeline.governance.suppression import ensure_suppression_list
 from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.resolve.engine import blocking_rules
+from cdm_pipeline.resolve.incremental import blocks_left_under_limit
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS
 from cdm_pipeline.standardise.fields import email_match_key, standardise_email, standardise_phone
 from cdm_pipeline.warehouse import quote_ident, table_exists
@@ -143,6 +145,7 @@ def erase_customers(
     sources: dict[str, SourceSpec],
     now: datetime,
     run_id: str | None = None,
+    resolve_settings: dict | None = None,
 ) -> tuple[int, int]:
     """Remove the customers in ``erasures`` (``request_id, customer_id``) everywhere, set-based,
     and suppress their identifiers (call inside a transaction, then ``scrub_identifiers`` for stray
@@ -190,10 +193,7 @@ def erase_customers(
     conn.execute(
         f"delete from identity.match_pairs where profile_id_l in {profiles} or profile_id_r in {profiles}"
     )
-    if table_exists(conn, "identity", "profiles"):
-        conn.execute(
-            f"update identity.profiles set {_BLANK_PROFILE} where profile_id in {profiles}"
-        )
+    forget_profiles(conn, f"profile_id in {profiles}", {}, resolve_settings)
     conn.execute(
         "delete from identity.person_records where record_key in (select record_key from erased_keys)"
     )
@@ -239,6 +239,51 @@ def erase_customers(
 _BLANK_PROFILE = ", ".join(
     [*(f"{quote_ident(c)} = null" for c in (*MATCH_FIELDS, *DERIVED_KEYS)), "erased = true"]
 )
+
+
+def forget_profiles(
+    conn: duckdb.DuckDBPyConnection, where: str, params: dict, resolve_settings: dict | None
+) -> int:
+    """Blank the identity of the resolver-state profiles matching ``where`` (their ids stay, so
+    the next run knows they are gone). Blocks their removal takes back under a size limit are
+    marked ``recheck`` first, while their keys are still known."""
+    if not table_exists(conn, "identity", "profiles"):
+        return 0
+    leaving = conn.sql(
+        f"select profile_id from identity.profiles where {where}", params=params
+    ).pl()
+    if leaving.height == 0:
+        return 0
+    conn.execute(
+        "alter table identity.profiles add column if not exists recheck boolean default false"
+    )
+    if resolve_settings is not None:
+        rules = blocking_rules(resolve_settings)
+        keys = sorted({k for rule in rules for k in rule.keys})
+        profiles = conn.sql(
+            f"select profile_id, {', '.join(quote_ident(k) for k in keys)} from identity.profiles"
+        ).pl()
+        recheck = blocks_left_under_limit(
+            profiles, leaving["profile_id"], rules, resolve_settings["max_block_size"]
+        )
+        if recheck.len():
+            conn.register("_recheck", recheck.to_frame("profile_id").to_arrow())
+            try:
+                conn.execute(
+                    "update identity.profiles set recheck = true "
+                    "where profile_id in (select profile_id from _recheck)"
+                )
+            finally:
+                conn.unregister("_recheck")
+    conn.register("_leaving", leaving.to_arrow())
+    try:
+        conn.execute(
+            f"update identity.profiles set {_BLANK_PROFILE} "
+            "where profile_id in (select profile_id from _leaving)"
+        )
+    finally:
+        conn.unregister("_leaving")
+    return leaving.height
 
 
 def _erase_source_rows(
@@ -330,7 +375,11 @@ def _hit_condition(column: str) -> str:
     return _value_hit(c)
 
 
-def scrub_identifiers(conn: duckdb.DuckDBPyConnection, sources: dict[str, SourceSpec]) -> int:
+def scrub_identifiers(
+    conn: duckdb.DuckDBPyConnection,
+    sources: dict[str, SourceSpec],
+    resolve_settings: dict | None = None,
+) -> int:
     """Remove every remaining copy of a suppressed identifier outside the erased customer: an
     unlinked record, an old version, another customer's record sharing a family inbox.
 
@@ -346,16 +395,14 @@ def scrub_identifiers(conn: duckdb.DuckDBPyConnection, sources: dict[str, Source
         conn, ("raw", "staging", "quarantine", "identity", "mart")
     ):
         if (schema, table) == ("raw", "file_ledger") or (
-            schema == "identity" and table not in ("person_records", "profiles")
+            schema == "identity" and table != "person_records"
         ):
             continue
         name = f"{quote_ident(schema)}.{quote_ident(table)}"
         condition = _hit_condition(column)
         if schema == "raw":
             mark_purged_files(conn, name, condition, datetime.now(), {"key": key})
-        if (schema, table) == ("identity", "profiles"):
-            statement = f"update {name} set {_BLANK_PROFILE} where {condition}"
-        elif schema == "mart":
+        if schema == "mart":
             statement = f"update {name} set {quote_ident(column)} = null where {condition}"
         elif table in anonymised_sources and schema in ("raw", "staging"):
             sets = ", ".join(
@@ -366,6 +413,11 @@ def scrub_identifiers(conn: duckdb.DuckDBPyConnection, sources: dict[str, Source
             statement = f"delete from {name} where {condition}"
         result = conn.execute(statement, {"key": key}).fetchall()
         touched += result[0][0] if result else 0
+    if table_exists(conn, "identity", "profiles"):
+        columns = [c for _, t, c in _varchar_columns(conn, ("identity",)) if t == "profiles"]
+        if columns:
+            hit = " or ".join(_hit_condition(c) for c in columns)
+            touched += forget_profiles(conn, hit, {"key": key}, resolve_settings)
     if table_exists(conn, "mart", "customer_xref"):
         orphan = "record_key not in (select record_key from identity.person_records)"
         conn.execute(

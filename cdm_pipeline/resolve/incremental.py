@@ -91,8 +91,9 @@ def plan_incremental(
     old = state.profiles.with_columns(
         pl.col(c).cast(profiles.schema[c]) for c in (*MATCH_FIELDS, *DERIVED_KEYS)
     )
-    if "erased" not in old.columns:
-        old = old.with_columns(erased=pl.lit(False))
+    for flag in ("erased", "recheck"):
+        if flag not in old.columns:
+            old = old.with_columns(pl.lit(False).alias(flag))
     new_ids = profiles.join(old, on="profile_id", how="anti")["profile_id"]
     gone_ids = old.join(profiles, on="profile_id", how="anti")["profile_id"]
     rules = blocking_rules(settings)
@@ -119,7 +120,7 @@ def plan_incremental(
             gone_ids,
             _override_profiles(overrides, membership),
             _crossing_block_profiles(profiles, old, arrived, departed, rules, limit),
-            _blocks_an_erasure_may_have_shrunk(profiles, old, gone_ids, rules, limit),
+            old.filter(pl.col("recheck"))["profile_id"],  # blocks an erasure shrank
         ]
     )
     affected = old.filter(pl.col("profile_id").is_in(seeds.implode()))["component"].unique()
@@ -205,24 +206,32 @@ def _crossing_block_profiles(
     return pl.concat(found)
 
 
-def _blocks_an_erasure_may_have_shrunk(
-    profiles: pl.DataFrame,
-    old: pl.DataFrame,
-    gone_ids: pl.Series,
-    rules: list[BlockingRule],
-    limit: int,
+def blocks_left_under_limit(
+    profiles: pl.DataFrame, leaving: pl.Series, rules: list[BlockingRule], limit: int
 ) -> pl.Series:
-    """An erased profile's keys are blanked, so the block it left is unknown: every block now
-    within that many profiles of its limit may have just shrunk under it."""
-    erased = old.filter(pl.col("erased") & pl.col("profile_id").is_in(gone_ids.implode())).height
-    if erased == 0:
-        return pl.Series("profile_id", [], pl.Int64)
+    """Profiles in a block that the ``leaving`` profiles' removal takes from above its size limit
+    to within it (its pairs will appear). Erasure calls this before blanking the leaving
+    profiles' keys, so the next incremental run knows which components to look at again."""
     found = [pl.Series("profile_id", [], pl.Int64)]
+    is_leaving = pl.col("profile_id").is_in(leaving.implode())
     for rule in rules:
         keys = list(rule.keys)
         rule_limit = rule.max_block_size or limit
-        sizes = profiles.select(keys).drop_nulls().group_by(keys).len()
-        near = sizes.filter(pl.col("len").is_between(rule_limit - erased + 1, rule_limit))
-        if near.height:
-            found.append(profiles.join(near.select(keys), on=keys, how="semi")["profile_id"])
+        gone = profiles.filter(is_leaving).select(keys).drop_nulls().group_by(keys).len("leaving")
+        if gone.height == 0:
+            continue
+        crossed = (
+            profiles.select(keys)
+            .join(gone.select(keys), on=keys, how="semi")
+            .group_by(keys)
+            .len("now")
+            .join(gone, on=keys)
+            .filter(
+                (pl.col("now") > rule_limit) & (pl.col("now") - pl.col("leaving") <= rule_limit)
+            )
+            .select(keys)
+        )
+        if crossed.height:
+            staying = profiles.filter(~is_leaving)
+            found.append(staying.join(crossed, on=keys, how="semi")["profile_id"])
     return pl.concat(found)

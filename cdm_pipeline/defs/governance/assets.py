@@ -181,11 +181,13 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 single = set(counts.filter(pl.col("n") == 1)["request_id"])
                 erasures = matches.filter(pl.col("request_id").is_in(list(single)))
                 with transaction(conn):
-                    removed, anonymised = erase_customers(conn, erasures, sources, now, run_id)
+                    removed, anonymised = erase_customers(
+                        conn, erasures, sources, now, run_id, config["resolve"]
+                    )
                     forget_request_identifiers(
                         conn, [r for r in requests if r.request_id in single], sources
                     )
-                    stray = scrub_identifiers(conn, sources)
+                    stray = scrub_identifiers(conn, sources, config["resolve"])
                     n_of = dict(counts.iter_rows())
                     for request in requests:
                         n = n_of.get(request.request_id, 0)
@@ -247,7 +249,7 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             hits = identifier_hits(conn)
             if hits:  # a copy that got past ingest and standardisation: remove it, then prove it
                 with transaction(conn):
-                    stray = scrub_identifiers(conn, sources)
+                    stray = scrub_identifiers(conn, sources, config["resolve"])
                     audit(
                         conn, run_id, "scrubbed", "all schemas", stray, "stray erased identifiers"
                     )

@@ -491,7 +491,12 @@ def _write_state(
     run_id: str,
     now: datetime,
 ) -> None:
-    replace_table(conn, "identity", "profiles", result.profiles.with_columns(erased=pl.lit(False)))
+    replace_table(
+        conn,
+        "identity",
+        "profiles",
+        result.profiles.with_columns(erased=pl.lit(False), recheck=pl.lit(False)),
+    )
     if not trained:
         return
     replace_table(
