@@ -212,26 +212,9 @@ def blocks_left_under_limit(
     """Profiles in a block that the ``leaving`` profiles' removal takes from above its size limit
     to within it (its pairs will appear). Erasure calls this before blanking the leaving
     profiles' keys, so the next incremental run knows which components to look at again."""
-    found = [pl.Series("profile_id", [], pl.Int64)]
     is_leaving = pl.col("profile_id").is_in(leaving.implode())
-    for rule in rules:
-        keys = list(rule.keys)
-        rule_limit = rule.max_block_size or limit
-        gone = profiles.filter(is_leaving).select(keys).drop_nulls().group_by(keys).len("leaving")
-        if gone.height == 0:
-            continue
-        crossed = (
-            profiles.select(keys)
-            .join(gone.select(keys), on=keys, how="semi")
-            .group_by(keys)
-            .len("now")
-            .join(gone, on=keys)
-            .filter(
-                (pl.col("now") > rule_limit) & (pl.col("now") - pl.col("leaving") <= rule_limit)
-            )
-            .select(keys)
-        )
-        if crossed.height:
-            staying = profiles.filter(~is_leaving)
-            found.append(staying.join(crossed, on=keys, how="semi")["profile_id"])
-    return pl.concat(found)
+    staying = profiles.filter(~is_leaving)
+    crossed = _crossing_block_profiles(
+        staying, staying, profiles.clear(), profiles.filter(is_leaving), rules, limit
+    )
+    return crossed.unique()
