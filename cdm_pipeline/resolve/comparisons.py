@@ -254,6 +254,9 @@ def compare_pairs(
     """
     fields = [c.name for c in comparisons]
     side = profiles.select("profile_id", *fields)
+    if pairs.height < side.height // 4:  # a night's few pairs: sort only the profiles they name
+        named = pl.concat([pairs["id_l"], pairs["id_r"]]).unique()
+        side = side.filter(pl.col("profile_id").is_in(named.implode()))
     if not side["profile_id"].is_sorted():
         side = side.sort("profile_id")
     if pairs.height <= chunk_size:

@@ -110,7 +110,9 @@ def link(
         subset.join(labels.rename({"node": "profile_id"}), on="profile_id", how="left"), scored
     )
     if incremental:
-        profiles = pl.concat([plan.kept, profiles.select(plan.kept.columns)]).sort("profile_id")
+        if "cluster_key" in plan.kept.columns:
+            profiles = profiles.with_columns(cluster_key=pl.lit(None, pl.String))
+        profiles = pl.concat([plan.kept, profiles.select(plan.kept.columns)])
         scored = pl.concat([scored, plan.outside.select(scored.columns)])
     result = Resolution(
         profiles, plan.membership, scored, model, plan.report, pl.DataFrame(), mode=plan.mode
@@ -233,16 +235,10 @@ def finish_resolution(
     gone: pl.Series | None = None,
 ) -> Resolution:
     """Record-level clusters and run statistics."""
-    # A cluster's key is its smallest record key: the smallest of its profiles' first keys.
-    keyed = result.profiles.select(
-        "profile_id",
-        cluster_key=pl.when(pl.col("cluster").is_not_null()).then(
-            pl.col("first_record_key").min().over("cluster")
-        ),
-    )
-    record_clusters = result.membership.join(keyed, on="profile_id", how="left").select(
-        "record_key", "profile_id", "cluster_key"
-    )
+    result.profiles = with_cluster_keys(result.profiles)
+    record_clusters = result.membership.join(
+        result.profiles.select("profile_id", "cluster_key"), on="profile_id", how="left"
+    ).select("record_key", "profile_id", "cluster_key")
     result.clusters = pl.concat(
         [
             record_clusters,
@@ -274,6 +270,24 @@ def finish_resolution(
         "global_prior": result.params.global_prior,
     }
     return result
+
+
+def with_cluster_keys(profiles: pl.DataFrame) -> pl.DataFrame:
+    """A cluster's key is its smallest record key: the smallest of its profiles' first keys.
+    Keys an incremental run kept (``cluster_key`` present) stand; a cluster with any profile
+    lacking one is keyed again, over its profiles only."""
+    if "cluster_key" not in profiles.columns:
+        profiles = profiles.with_columns(cluster_key=pl.lit(None, pl.String))
+    todo = profiles.filter(pl.col("cluster_key").is_null())["cluster"].drop_nulls().unique()
+    keyed = (
+        profiles.filter(pl.col("cluster").is_in(todo.implode()))
+        .group_by("cluster")
+        .agg(pl.col("first_record_key").min())
+    )
+    fresh = pl.col("cluster").replace_strict(
+        keyed["cluster"], keyed["first_record_key"], default=None, return_dtype=pl.String
+    )
+    return profiles.with_columns(cluster_key=pl.coalesce(fresh, "cluster_key"))
 
 
 def _detach_ambiguous(

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from cdm_pipeline.resolve.blocking import BlockingRule, candidate_pairs
+from cdm_pipeline.resolve.blocking import (
+    BlockingRule,
+    block_column,
+    block_keys,
+    candidate_pairs,
+)
 from cdm_pipeline.resolve.comparisons import Comparison, compare_pairs, default_comparisons
 from cdm_pipeline.resolve.engine import (
     Resolution,
@@ -87,23 +92,18 @@ def plan_incremental(
     profile, a steward override or a block crossing its limit touch; plan to re-resolve those."""
     comparisons = comparisons or default_comparisons()
     records, unresolvable = split_resolvable(records)
-    profiles, membership = build_profiles(records)
-    old = state.profiles.with_columns(
-        pl.col(c).cast(profiles.schema[c]) for c in (*MATCH_FIELDS, *DERIVED_KEYS)
-    )
-    for flag in ("erased", "recheck"):
-        if flag not in old.columns:
-            old = old.with_columns(pl.lit(False).alias(flag))
-    new_ids = profiles.join(old, on="profile_id", how="anti")["profile_id"]
+    old = _stored_profiles(state.profiles, records.schema)
+    # An erased profile's identity is blanked: if it comes back it is resolved as new.
+    live = old.filter(~pl.col("erased")).drop("erased", "recheck")
+    profiles, membership = build_profiles(records, known=live)
+    new_ids = profiles.join(live, on="profile_id", how="anti")["profile_id"]
     gone_ids = old.join(profiles, on="profile_id", how="anti")["profile_id"]
     rules = blocking_rules(settings)
     limit = settings["max_block_size"]
+    blocks = block_keys(profiles, rules).sort("profile_id")
 
-    identity = [*MATCH_FIELDS, *DERIVED_KEYS]
-    arrived = profiles.filter(pl.col("profile_id").is_in(new_ids.implode())).select(identity)
-    departed = old.filter(pl.col("profile_id").is_in(gone_ids.implode())).select(identity)
     # New profiles against everyone: which existing components do they reach?
-    probe, _ = candidate_pairs(profiles, rules, limit, focus=new_ids)
+    probe, _ = candidate_pairs(profiles, rules, limit, focus=new_ids, blocks=blocks)
     probe = score(
         compare_pairs(probe, profiles, comparisons),
         profiles,
@@ -114,33 +114,32 @@ def plan_incremental(
         None,
     )
     reached = probe.filter(is_edge()).select(ids=pl.concat_list("id_l", "id_r")).explode("ids")
+    departed = block_keys(old.filter(pl.col("profile_id").is_in(gone_ids.implode())), rules)
+    arrived = blocks.filter(pl.col("profile_id").is_in(new_ids.implode()))
     seeds = pl.concat(
         [
             reached["ids"],
             gone_ids,
             _override_profiles(overrides, membership),
-            _crossing_block_profiles(profiles, old, arrived, departed, rules, limit),
+            _crossing_block_profiles(blocks, arrived, departed, rules, limit),
             old.filter(pl.col("recheck"))["profile_id"],  # blocks an erasure shrank
         ]
     )
     affected = old.filter(pl.col("profile_id").is_in(seeds.implode()))["component"].unique()
-    staying = profiles.join(old.select("profile_id", *STATE_COLUMNS), on="profile_id")
     refreshed = pl.concat(
-        [
-            new_ids,
-            staying.filter(pl.col("component").is_in(affected.implode()))["profile_id"],
-        ]
+        [new_ids, profiles.filter(pl.col("component").is_in(affected.implode()))["profile_id"]]
     ).sort()
     in_plan = pl.col("profile_id").is_in(refreshed.implode())
-    pairs, report = candidate_pairs(profiles, rules, limit, within=refreshed)
+    pairs, report = candidate_pairs(profiles, rules, limit, within=refreshed, blocks=blocks)
     # Pairs of a new profile with an untouched one are no match edges (else the untouched one's
     # component would be affected); they are kept for match_pairs all the same.
     outside = probe.filter(
         ~(pl.col("id_l").is_in(refreshed.implode()) & pl.col("id_r").is_in(refreshed.implode()))
     ).with_columns(linked=pl.lit(False))
+    stored = [c for c in (*STATE_COLUMNS, "cluster_key") if c in profiles.columns]
     return ResolvePlan(
         mode="incremental",
-        profiles=profiles,
+        profiles=profiles.drop(stored),
         membership=membership,
         unresolvable=unresolvable,
         pairs=pairs,
@@ -148,10 +147,19 @@ def plan_incremental(
         model=state.model,
         refreshed=refreshed,
         gone=gone_ids,
-        kept=staying.filter(~in_plan),
+        kept=profiles.filter(~in_plan),
         outside=outside,
         stats={"new_profiles": new_ids.len(), "probe_pairs": probe.height},
     )
+
+
+def _stored_profiles(stored: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    """Last night's profiles with tonight's column types and both erasure flags."""
+    old = stored.with_columns(pl.col(c).cast(schema[c]) for c in (*MATCH_FIELDS, *DERIVED_KEYS))
+    for flag in ("erased", "recheck"):
+        if flag not in old.columns:
+            old = old.with_columns(pl.lit(False).alias(flag))
+    return old.with_columns(pl.col("erased", "recheck").fill_null(False))
 
 
 def _override_profiles(overrides: pl.DataFrame | None, membership: pl.DataFrame) -> pl.Series:
@@ -169,40 +177,38 @@ def _override_profiles(overrides: pl.DataFrame | None, membership: pl.DataFrame)
 
 
 def _crossing_block_profiles(
-    profiles: pl.DataFrame,
-    old: pl.DataFrame,
-    new: pl.DataFrame,
-    gone: pl.DataFrame,
+    blocks: pl.DataFrame,
+    arrived: pl.DataFrame,
+    departed: pl.DataFrame,
     rules: list[BlockingRule],
     limit: int,
 ) -> pl.Series:
     """Profiles in a block that grew past its size limit (its pairs vanish) or shrank under it
-    (its pairs appear) since the last run. Only blocks holding a new or vanished profile can;
-    a block's size last night is its size now, less its new profiles, plus its vanished ones."""
+    (its pairs appear) since the last run. All three frames are ``block_keys`` of, in turn, the
+    profiles now, the new ones and the vanished ones. Only blocks holding a new or vanished
+    profile can cross; a block's size last night is its size now, less its new profiles, plus
+    its vanished ones."""
     found = [pl.Series("profile_id", [], pl.Int64)]
-    for rule in rules:
-        keys = list(rule.keys)
+    for number, rule in enumerate(rules):
+        column = block_column(number)
         rule_limit = rule.max_block_size or limit
-        arrived = new.select(keys).drop_nulls().group_by(keys).len("arrived")
-        left = gone.select(keys).drop_nulls().group_by(keys).len("left")
-        touched = pl.concat([arrived.select(keys), left.select(keys)]).unique()
+        came = arrived.select(block=column).drop_nulls().group_by("block").len("arrived")
+        left = departed.select(block=column).drop_nulls().group_by("block").len("left")
+        touched = pl.concat([came.select("block"), left.select("block")]).unique()
+        now = blocks.select("profile_id", block=column)
         sizes = (
-            profiles.select(keys)
-            .join(touched, on=keys, how="semi")
-            .group_by(keys)
+            now.join(touched, on="block", how="semi")
+            .group_by("block")
             .len("now")
-            .join(touched, on=keys, how="right")
-            .join(arrived, on=keys, how="left")
-            .join(left, on=keys, how="left")
+            .join(touched, on="block", how="right")
+            .join(came, on="block", how="left")
+            .join(left, on="block", how="left")
             .with_columns(pl.col("now", "arrived", "left").fill_null(0))
             .with_columns(before=pl.col("now") - pl.col("arrived") + pl.col("left"))
         )
-        crossed = sizes.filter(
-            (pl.col("now") > rule_limit) != (pl.col("before") > rule_limit)
-        ).select(keys)
+        crossed = sizes.filter((pl.col("now") > rule_limit) != (pl.col("before") > rule_limit))
         if crossed.height:
-            for frame in (profiles, old):
-                found.append(frame.join(crossed, on=keys, how="semi")["profile_id"])
+            found.append(now.join(crossed, on="block", how="semi")["profile_id"])
     return pl.concat(found)
 
 
@@ -212,9 +218,9 @@ def blocks_left_under_limit(
     """Profiles in a block that the ``leaving`` profiles' removal takes from above its size limit
     to within it (its pairs will appear). Erasure calls this before blanking the leaving
     profiles' keys, so the next incremental run knows which components to look at again."""
+    blocks = block_keys(profiles, rules).sort("profile_id")
     is_leaving = pl.col("profile_id").is_in(leaving.implode())
-    staying = profiles.filter(~is_leaving)
     crossed = _crossing_block_profiles(
-        staying, staying, profiles.clear(), profiles.filter(is_leaving), rules, limit
+        blocks.filter(~is_leaving), blocks.clear(), blocks.filter(is_leaving), rules, limit
     )
     return crossed.unique()

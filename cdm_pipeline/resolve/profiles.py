@@ -19,30 +19,73 @@ MATCH_FIELDS = (
     "birth_date",
 )
 DERIVED_KEYS = ("first_name_group", "first_initial", "last_name_soundex", "email_local")
+IDENTITY = (*MATCH_FIELDS, *DERIVED_KEYS)
 
 
-def build_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Return (profiles with ``profile_id`` and ``record_count``, record_key -> profile_id).
+def build_profiles(
+    records: pl.DataFrame, known: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return (profiles with ``profile_id``, ``record_count`` and ``first_record_key``,
+    record_key -> profile_id).
 
     A profile id is a 64-bit hash of the identity itself, so the same identity has the same id
     tonight, tomorrow and in a full rebuild: an incremental run recognises what it has already
-    resolved without storing the records again.
+    resolved without storing the records again. ``known`` (last night's profiles) saves that
+    run from gathering the identity of every profile again: only new ones are gathered, and
+    known ones keep the columns ``known`` carries besides (their stored cluster and so on;
+    ``cluster_key`` only while the profile's first record key is the one it was stored with).
     """
-    signature = list(MATCH_FIELDS)
     keyed = records.with_columns(profile_id=profile_hash(), check=profile_hash(seed=1))
-    profiles = (
-        keyed.group_by("profile_id")
-        .agg(
-            *[pl.col(c).first() for c in (*signature, *DERIVED_KEYS)],
-            pl.len().alias("record_count"),
-            pl.col("record_key").min().alias("first_record_key"),
-            collided=pl.col("check").min() != pl.col("check").max(),
+    if known is None:
+        profiles = (
+            keyed.group_by("profile_id")
+            .agg(*[pl.col(c).first() for c in IDENTITY], *_membership_aggregates())
+            .sort("profile_id")
         )
-        .sort("profile_id")
-    )
+    else:
+        profiles = _extend(keyed, known)
     if profiles["collided"].any():  # two identities, one 64-bit id: about 1 in 10^7 at 10^6
         raise RuntimeError("profile hash collision: two identities share one profile id")
-    return profiles.drop("collided"), keyed.select("record_key", "profile_id")
+    profiles = profiles.rename({"check_min": "identity_check"}).drop("collided")
+    return profiles, keyed.select("record_key", "profile_id")
+
+
+def _extend(keyed: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
+    """Tonight's profiles from last night's and the identities not seen before, moving the wide
+    identity columns of a million profiles as little as possible: one filter, no sort (the
+    steps after this sort the narrow columns they need)."""
+    # Lazily: polars' lazy group-by is about twice as fast here as the eager one (measured).
+    members = keyed.lazy().group_by("profile_id").agg(*_membership_aggregates()).collect()
+    if "identity_check" not in known.columns:
+        known = known.with_columns(identity_check=profile_hash(seed=1))
+    known = known.rename({"first_record_key": "stored_first"}).drop("record_count", strict=False)
+    kept = known.filter(pl.col("profile_id").is_in(members["profile_id"].implode()))
+    arrived = (
+        keyed.join(kept.select("profile_id"), on="profile_id", how="anti")
+        .group_by("profile_id")
+        .agg(*[pl.col(c).first() for c in IDENTITY])
+    )
+    profiles = pl.concat([kept, arrived], how="diagonal_relaxed").join(
+        members, on="profile_id", how="left", maintain_order="left"
+    )
+    collided = pl.col("collided") | (pl.col("identity_check") != pl.col("check_min"))
+    if "cluster_key" in profiles.columns:
+        moved = (pl.col("first_record_key") != pl.col("stored_first")).fill_null(True)
+        profiles = profiles.with_columns(
+            cluster_key=pl.when(moved).then(None).otherwise("cluster_key")
+        )
+    return profiles.with_columns(collided=collided.fill_null(False)).drop(
+        "stored_first", "identity_check"
+    )
+
+
+def _membership_aggregates() -> list[pl.Expr]:
+    return [
+        pl.len().alias("record_count"),
+        pl.col("record_key").min().alias("first_record_key"),
+        pl.col("check").min().alias("check_min"),
+        (pl.col("check").min() != pl.col("check").max()).alias("collided"),
+    ]
 
 
 def profile_hash(seed: int = 0) -> pl.Expr:

@@ -308,6 +308,12 @@ def score_pairs(
     params: ModelParameters,
 ) -> pl.DataFrame:
     """Add ``<field>_weight`` per comparison, ``match_weight`` and ``match_probability``."""
+    tf_fields = [c.name for c in comparisons if c.tf_adjusted and c.name in params.tf_shares]
+    if tf_fields and levels.height < profiles.height // 4:  # a night's pairs: look up few values
+        named = levels["id_l"].unique().implode()
+        profiles = profiles.select("profile_id", *tf_fields).filter(
+            pl.col("profile_id").is_in(named)
+        )
     weights = []
     for c in comparisons:
         table = pl.DataFrame(
