@@ -50,7 +50,9 @@ class ResolvePlan:
     model: ModelParameters | None  # None: learn it from the compared pairs first
     refreshed: pl.Series  # profiles to cluster (all of them in a full run)
     gone: pl.Series = field(default_factory=lambda: pl.Series("profile_id", [], pl.Int64))
-    kept: pl.DataFrame | None = None  # incremental: profiles keeping their stored state
+    # Incremental: ``profile_id`` and stored state of the profiles that keep it (not re-clustered),
+    # in ``profiles``' order; their identity columns are in ``profiles``.
+    kept: pl.DataFrame | None = None
     outside: pl.DataFrame | None = None  # incremental: scored pairs of new x untouched profiles
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -110,9 +112,13 @@ def link(
         subset.join(labels.rename({"node": "profile_id"}), on="profile_id", how="left"), scored
     )
     if incremental:
-        if "cluster_key" in plan.kept.columns:
+        kept = plan.profiles.filter(~in_plan)  # in the order plan.kept was taken
+        if not kept["profile_id"].equals(plan.kept["profile_id"]):
+            raise RuntimeError("the plan's kept profiles are out of step with its profiles")
+        kept = kept.hstack(plan.kept.drop("profile_id"))
+        if "cluster_key" in kept.columns:
             profiles = profiles.with_columns(cluster_key=pl.lit(None, pl.String))
-        profiles = pl.concat([plan.kept, profiles.select(plan.kept.columns)])
+        profiles = pl.concat([kept, profiles.select(kept.columns)])
         scored = pl.concat([scored, plan.outside.select(scored.columns)])
     result = Resolution(
         profiles, plan.membership, scored, model, plan.report, pl.DataFrame(), mode=plan.mode

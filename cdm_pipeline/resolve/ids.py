@@ -36,82 +36,109 @@ def assign_customer_ids(
     Returns:
         (``cluster_key, customer_id``, history events with ``HISTORY_SCHEMA``).
     """
-    linked = clusters.filter(pl.col("cluster_key").is_not_null())
+    linked = clusters.filter(pl.col("cluster_key").is_not_null()).select(
+        "record_key", "cluster_key"
+    )
     overlap = (
         linked.join(
-            previous.filter(pl.col("customer_id").is_not_null()), on="record_key", how="inner"
+            previous.filter(pl.col("customer_id").is_not_null()).select(
+                "record_key", "customer_id"
+            ),
+            on="record_key",
+            how="inner",
         )
         .group_by("cluster_key", "customer_id")
         .len("overlap")
-        .sort(["overlap", "customer_id", "cluster_key"], descending=[True, False, False])
     )
-    taken_clusters: set[str] = set()
-    taken_ids: set[str] = set()
-    inherited: dict[str, str] = {}
-    for cluster_key, customer_id, _ in overlap.iter_rows():
-        if cluster_key in taken_clusters or customer_id in taken_ids:
-            continue
-        inherited[cluster_key] = customer_id
-        taken_clusters.add(cluster_key)
-        taken_ids.add(customer_id)
+    inherited = _inherit(overlap)
     sizes = linked.group_by("cluster_key").len("record_count")
-    assignment = sizes.with_columns(
-        customer_id=pl.col("cluster_key").map_elements(
-            lambda k: inherited.get(k) or mint_id(k), return_dtype=pl.String
-        )
+    assignment = sizes.join(inherited, on="cluster_key", how="left")
+    fresh = assignment.filter(pl.col("customer_id").is_null())
+    assignment = pl.concat(
+        [
+            assignment.filter(pl.col("customer_id").is_not_null()),
+            fresh.with_columns(
+                customer_id=pl.col("cluster_key").map_elements(mint_id, return_dtype=pl.String)
+            ),
+        ]
     )
-    events: list[dict] = []
-    cluster_of_id = {cid: ck for ck, cid in inherited.items()}
-    id_of_cluster = dict(zip(assignment["cluster_key"], assignment["customer_id"], strict=True))
-    count_of_cluster = dict(zip(sizes["cluster_key"], sizes["record_count"], strict=True))
-    previous_ids = set(previous["customer_id"].drop_nulls().unique().to_list())
+    ranked = _ranked(overlap)
     # Old ids that lost their records to other clusters: merged into where most of them went.
-    best_target = overlap.group_by("customer_id", maintain_order=True).first()
-    for customer_id, cluster_key, n in best_target.select(
-        "customer_id", "cluster_key", "overlap"
-    ).iter_rows():
-        if customer_id not in cluster_of_id:
-            events.append(
-                {
-                    "event": "merged",
-                    "customer_id": customer_id,
-                    "related_customer_id": id_of_cluster[cluster_key],
-                    "record_count": n,
-                }
-            )
-    # New clusters: a split when they hold records of an existing id, else a creation.
-    source_id = overlap.group_by("cluster_key", maintain_order=True).first()
-    split_from = dict(zip(source_id["cluster_key"], source_id["customer_id"], strict=True))
-    for cluster_key, customer_id in id_of_cluster.items():
-        if cluster_key in inherited:
-            continue
-        parent = split_from.get(cluster_key)
-        events.append(
-            {
-                "event": "split" if parent else "created",
-                "customer_id": customer_id,
-                "related_customer_id": parent,
-                "record_count": count_of_cluster[cluster_key],
-            }
+    merged = (
+        ranked.join(inherited, on="customer_id", how="anti")
+        .group_by("customer_id", maintain_order=True)
+        .first()
+        .join(assignment.select("cluster_key", related_customer_id="customer_id"), on="cluster_key")
+        .select(
+            event=pl.lit("merged"),
+            customer_id="customer_id",
+            related_customer_id="related_customer_id",
+            record_count=pl.col("overlap").cast(pl.Int64),
         )
-    # Ids whose records all disappeared (erased or purged) are closed, not silently dropped.
-    gone = (
-        previous_ids
-        - set(id_of_cluster.values())
-        - {e["customer_id"] for e in events if e["event"] == "merged"}
     )
-    for customer_id in sorted(gone):
-        events.append(
-            {
-                "event": "retired",
-                "customer_id": customer_id,
-                "related_customer_id": None,
-                "record_count": 0,
-            }
+    # New clusters: a split when they hold records of an existing id, else a creation.
+    parent = (
+        ranked.join(inherited, on="cluster_key", how="anti")
+        .group_by("cluster_key", maintain_order=True)
+        .first()
+        .select("cluster_key", related_customer_id="customer_id")
+    )
+    new = (
+        assignment.join(inherited, on="cluster_key", how="anti")
+        .join(parent, on="cluster_key", how="left")
+        .select(
+            event=pl.when(pl.col("related_customer_id").is_not_null())
+            .then(pl.lit("split"))
+            .otherwise(pl.lit("created")),
+            customer_id="customer_id",
+            related_customer_id="related_customer_id",
+            record_count=pl.col("record_count").cast(pl.Int64),
         )
-    history = (
-        pl.DataFrame(events, schema=HISTORY_SCHEMA)
-        if events
-        else pl.DataFrame(schema=HISTORY_SCHEMA)
+    )
+    # Ids whose records all disappeared (erased or purged) are closed, not silently dropped.
+    retired = (
+        previous.select("customer_id")
+        .drop_nulls()
+        .unique()
+        .join(assignment, on="customer_id", how="anti")
+        .join(merged, on="customer_id", how="anti")
+        .select(
+            event=pl.lit("retired"),
+            customer_id="customer_id",
+            related_customer_id=pl.lit(None, pl.String),
+            record_count=pl.lit(0, pl.Int64),
+        )
+    )
+    history = pl.concat(
+        [frame.sort("customer_id").cast(HISTORY_SCHEMA) for frame in (merged, new, retired)]
     )
     return assignment.select("cluster_key", "customer_id"), history
+
+
+def _ranked(overlap: pl.DataFrame) -> pl.DataFrame:
+    """Largest overlap first, ties to the smaller id, then to the smaller cluster key."""
+    return overlap.sort(["overlap", "customer_id", "cluster_key"], descending=[True, False, False])
+
+
+def _inherit(overlap: pl.DataFrame) -> pl.DataFrame:
+    """``cluster_key, customer_id``: one id per cluster, one cluster per id, taken greedily in
+    ``_ranked`` order. A cluster that met one old id which met no other cluster (nearly all of
+    them, night after night) inherits it without a contest; only the rest go through the greedy
+    loop, which gives the same answer as running it over everything."""
+    alone = (pl.len().over("cluster_key") == 1) & (pl.len().over("customer_id") == 1)
+    uncontested = overlap.filter(alone).select("cluster_key", "customer_id")
+    taken_clusters: set[str] = set()
+    taken_ids: set[str] = set()
+    won: list[tuple[str, str]] = []
+    for cluster_key, customer_id in (
+        _ranked(overlap.filter(~alone)).select("cluster_key", "customer_id").iter_rows()
+    ):
+        if cluster_key in taken_clusters or customer_id in taken_ids:
+            continue
+        won.append((cluster_key, customer_id))
+        taken_clusters.add(cluster_key)
+        taken_ids.add(customer_id)
+    contested = pl.DataFrame(
+        won, schema={"cluster_key": pl.String, "customer_id": pl.String}, orient="row"
+    )
+    return pl.concat([uncontested, contested])

@@ -147,7 +147,7 @@ def plan_incremental(
         model=state.model,
         refreshed=refreshed,
         gone=gone_ids,
-        kept=profiles.filter(~in_plan),
+        kept=profiles.filter(~in_plan).select("profile_id", *stored),
         outside=outside,
         stats={"new_profiles": new_ids.len(), "probe_pairs": probe.height},
     )

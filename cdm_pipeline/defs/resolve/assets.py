@@ -20,6 +20,7 @@ from cdm_pipeline.resolve.engine import Resolution, link, plan_full
 from cdm_pipeline.resolve.ids import assign_customer_ids
 from cdm_pipeline.resolve.incremental import ResolverState, model_fingerprint, plan_incremental
 from cdm_pipeline.resolve.overrides import read_overrides
+from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS
 from cdm_pipeline.resolve.scoring import ModelParameters
 from cdm_pipeline.resolve.shards import compare_shard, read_plan, write_plan
 from cdm_pipeline.warehouse import append_table, audit, replace_table, table_exists, transaction
@@ -76,7 +77,8 @@ def plan_resolution(
 ):
     settings = pipeline.config()["resolve"]
     with warehouse.get_connection() as conn:
-        records = conn.sql("select * from identity.person_records").pl()
+        columns = ", ".join(("record_key", *MATCH_FIELDS, *DERIVED_KEYS))  # what it resolves on
+        records = conn.sql(f"select {columns} from identity.person_records").pl()
         state = None if config.mode is ResolveMode.RETRAIN else _load_state(conn, settings)
     retrain = state is None or records.height > state.trained_records * (
         1 + settings["retrain_growth"]
@@ -413,14 +415,17 @@ def _xref(
 
 
 def _pairs_table(result: Resolution, floor: float, run_id: str) -> pl.DataFrame:
-    keys = result.membership.group_by("profile_id").agg(
-        pl.col("record_key").min().alias("record_key")
-    )
     kept = result.pairs.filter(
         (pl.col("match_weight") >= floor)
         | pl.col("linked")
         | pl.col("cannot_link")
         | pl.col("must_link")
+    )
+    named = pl.concat([kept["id_l"], kept["id_r"]]).unique().implode()
+    keys = (
+        result.membership.filter(pl.col("profile_id").is_in(named))
+        .group_by("profile_id")
+        .agg(pl.col("record_key").min().alias("record_key"))
     )
     return (
         kept.join(
