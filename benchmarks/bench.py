@@ -36,7 +36,13 @@ from cdm_pipeline.config import load_config  # noqa: E402
 from cdm_pipeline.defs.build import build_definitions  # noqa: E402
 from cdm_pipeline.defs.jobs import NIGHTLY_JOB  # noqa: E402
 from cdm_pipeline.demo.generator import generate  # noqa: E402
-from cdm_pipeline.evaluation import accuracy, blocking_recall  # noqa: E402
+from cdm_pipeline.evaluation import (  # noqa: E402
+    NAME_EVIDENCE,
+    STRONG_EVIDENCE,
+    accuracy,
+    blocking_recall,
+    evidence_ceiling,
+)
 from cdm_pipeline.resolve.engine import resolve  # noqa: E402
 from cdm_pipeline.resolve.incremental import (  # noqa: E402
     ResolverState,
@@ -290,6 +296,11 @@ def main() -> int:
         times.append(figures["ours_resolve"]["seconds"])
     figures["ours_resolve"]["median_seconds"] = statistics.median(times)
     figures["ours_accuracy"] = vars(accuracy(assigned, in_scope))
+    # What exact shared evidence allows a linker that knows the truth: the recall ceiling.
+    figures["evidence_ceiling_accuracy"] = vars(evidence_ceiling(records, in_scope))
+    figures["evidence_ceiling_with_names_accuracy"] = vars(
+        evidence_ceiling(records, in_scope, STRONG_EVIDENCE + NAME_EVIDENCE)
+    )
     figures["blocking"] = {
         "candidate_pairs": result.stats["candidate_pairs"],
         "blocking_recall": round(blocking_recall(result.pairs, result.membership, in_scope), 4),
@@ -347,11 +358,17 @@ def report(f: dict) -> None:
             print(f"  {step:<36} {seconds:>7.2f} s")
     print(f"rows: {f['rows']}")
     print(f"customers vs truth: {f['customers_vs_true_people']}")
-    for name in ("pipeline_accuracy", "ours_accuracy", "splink_accuracy"):
+    for name in (
+        "pipeline_accuracy",
+        "ours_accuracy",
+        "splink_accuracy",
+        "evidence_ceiling_accuracy",
+        "evidence_ceiling_with_names_accuracy",
+    ):
         if name in f:
             a = f[name]
             print(
-                f"{name:<18} pairwise P {a['pairwise_precision']:.4f} R {a['pairwise_recall']:.4f} F1 {a['pairwise_f1']:.4f}"
+                f"{name:<36} pairwise P {a['pairwise_precision']:.4f} R {a['pairwise_recall']:.4f} F1 {a['pairwise_f1']:.4f}"
                 f" | B-cubed P {a['bcubed_precision']:.4f} R {a['bcubed_recall']:.4f} F1 {a['bcubed_f1']:.4f}"
             )
     print(

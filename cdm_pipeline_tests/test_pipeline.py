@@ -6,7 +6,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from cdm_pipeline.evaluation import accuracy
+from cdm_pipeline.evaluation import accuracy, evidence_ceiling
 from cdm_pipeline_tests.conftest import run_pipeline
 
 
@@ -149,3 +149,28 @@ def test_customer_ids_are_unique_per_record(materialised, column):
             "select count(*) - count(distinct record_key) from mart.customer_xref"
         ).fetchall()[0][0]
     assert dupes == 0
+
+
+UNUSED_FIELDS = [
+    "phone_e164",
+    "first_name_key",
+    "last_name_key",
+    "birth_date",
+    "street_key",
+    "postal_code",
+]
+
+
+def test_evidence_ceiling_links_only_through_shared_exact_values():
+    """Three records of one person: two share an email, the third shares nothing exactly (a typo'd
+    email): the ceiling links the two and no more; another person's records never join them."""
+    records = pl.DataFrame(
+        {
+            "record_key": ["a", "b", "c", "d"],
+            "email_norm": ["ann@x.org", "ann@x.org", "anm@x.org", "ann@x.org"],
+        }
+    ).with_columns(pl.lit(None, pl.String).alias(c) for c in UNUSED_FIELDS)
+    truth = pl.DataFrame({"record_key": ["a", "b", "c", "d"], "person": [1, 1, 1, 2]})
+    ceiling = evidence_ceiling(records, truth)
+    assert ceiling.pairwise_precision == 1.0
+    assert ceiling.pairwise_recall == pytest.approx(1 / 3)
