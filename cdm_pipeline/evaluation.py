@@ -103,19 +103,29 @@ NAME_EVIDENCE = (
 
 
 def evidence_ceiling(
-    records: pl.DataFrame, truth: pl.DataFrame, evidence=STRONG_EVIDENCE
+    records: pl.DataFrame,
+    truth: pl.DataFrame,
+    evidence=STRONG_EVIDENCE,
+    attributable_only: bool = False,
 ) -> Accuracy:
     """Accuracy of the truth-aware linker above: the recall no matcher can pass without linking
-    on weaker evidence (or guessing), since nothing else in the records ties the rest together."""
+    on weaker evidence (or guessing), since nothing else in the records ties the rest together.
+    ``attributable_only`` leaves out what only the truth can attribute: a record with no name
+    whose email or phone several people share (a family inbox) could be any of them."""
     import numpy as np
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     known = records.join(truth, on="record_key").with_row_index("ix")
+    nameless = pl.col("first_name_key").is_null() & pl.col("last_name_key").is_null()
     edges = []
     for keys in evidence:
+        usable = known.drop_nulls(list(keys))
+        if attributable_only and len(keys) == 1:
+            shared = pl.col("person").n_unique().over(keys[0]) > 1
+            usable = usable.filter(~(nameless & shared))
         first = pl.col("ix").min().over(["person", *keys])
-        edges.append(known.drop_nulls(list(keys)).select("ix", root=first))
+        edges.append(usable.select("ix", root=first))
     pairs = pl.concat(edges)
     n = known.height
     graph = coo_matrix(

@@ -174,3 +174,18 @@ def test_evidence_ceiling_links_only_through_shared_exact_values():
     ceiling = evidence_ceiling(records, truth)
     assert ceiling.pairwise_precision == 1.0
     assert ceiling.pairwise_recall == pytest.approx(1 / 3)
+
+
+def test_evidence_ceiling_leaves_a_shared_inbox_unattributed_when_asked():
+    """A nameless survey answer from a family inbox: the truth knows whose it is, no matcher can."""
+    records = pl.DataFrame(
+        {
+            "record_key": ["ann", "bob", "survey"],
+            "email_norm": ["fam@x.org", "fam@x.org", "fam@x.org"],
+            "first_name_key": ["ann", "bob", None],
+            "last_name_key": ["lee", "lee", None],
+        }
+    ).with_columns(pl.lit(None, pl.String).alias(c) for c in [*UNUSED_FIELDS[3:], "phone_e164"])
+    truth = pl.DataFrame({"record_key": ["ann", "bob", "survey"], "person": [1, 2, 1]})
+    assert evidence_ceiling(records, truth).pairwise_recall == 1.0
+    assert evidence_ceiling(records, truth, attributable_only=True).pairwise_recall == 0.0
