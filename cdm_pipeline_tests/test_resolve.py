@@ -14,7 +14,12 @@ import pytest
 
 from cdm_pipeline.resolve.blocking import BlockingRule, candidate_pairs
 from cdm_pipeline.resolve.clustering import guarded_clusters
-from cdm_pipeline.resolve.comparisons import Comparison, SimilarityComparison, default_comparisons
+from cdm_pipeline.resolve.comparisons import (
+    Comparison,
+    SimilarityComparison,
+    compare_pairs,
+    default_comparisons,
+)
 from cdm_pipeline.resolve.ids import assign_customer_ids, mint_id
 from cdm_pipeline.resolve.scoring import estimate_m
 
@@ -49,6 +54,35 @@ def test_comparison_levels(field, left, right, label):
     dtype = pl.Date if field == "birth_date" else pl.String
     level = comparison.levels(pl.Series([left], dtype=dtype), pl.Series([right], dtype=dtype))[0]
     assert comparison.label(level) == f"{field}: {label}"
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "first_label", "last_label"),
+    [
+        (("deborah", "ball"), ("ball", "deboah"), "Jaro-Winkler >= 0.92", "exact"),
+        (("charles", "spencer"), ("spencer", "chuck"), "nickname", "exact"),
+        (("william", "fleming"), ("fleming", "bill"), "nickname", "exact"),
+        (("sam", "smith"), ("sara", "smith"), "Jaro-Winkler >= 0.70", "exact"),  # not swapped
+        (("smith", "sam"), ("sam", "smith"), "exact", "exact"),
+    ],
+)
+def test_names_entered_the_wrong_way_round_are_compared_swapped_back(
+    left, right, first_label, last_label
+):
+    fields = [c.name for c in default_comparisons()]
+    profiles = pl.DataFrame({"profile_id": [1, 2]}).with_columns(
+        pl.lit(None, pl.String).alias(f) for f in fields
+    )
+    profiles = profiles.with_columns(
+        first_name_key=pl.Series([left[0], right[0]]),
+        last_name_key=pl.Series([left[1], right[1]]),
+        birth_date=pl.lit(None, pl.Date),
+    )
+    pairs = pl.DataFrame({"id_l": [1], "id_r": [2]})
+    levels = compare_pairs(pairs, profiles, default_comparisons()).row(0, named=True)
+    first, last = COMPARISONS["first_name_key"], COMPARISONS["last_name_key"]
+    assert first.labels[levels["first_name_key_level"]] == first_label
+    assert last.labels[levels["last_name_key_level"]] == last_label
 
 
 def test_a_comparison_checks_its_thresholds():

@@ -271,14 +271,17 @@ SWAP_SIMILARITY = 0.88
 
 
 def _names_swapped(joined: pl.DataFrame) -> pl.Series:
-    """First and last name entered the wrong way round, typos allowed (Deborah Ball / Ball
-    Deboah): each name is close to the other side's other name and not to its own. Only pairs
-    whose initials cross are scored, so this costs little."""
+    """First and last name entered the wrong way round, typos and nicknames allowed (Deborah Ball
+    / Ball Deboah, Charles Spencer / Spencer Chuck): each name is close to (or a nickname of) the
+    other side's other name and not to its own. Only pairs with one crossing initial are scored,
+    so this costs little."""
     first, last = pl.col("first_name_key"), pl.col("last_name_key")
     first_r, last_r = pl.col("first_name_key_r"), pl.col("last_name_key_r")
     crossing = (
-        (first.str.slice(0, 1) == last_r.str.slice(0, 1))
-        & (last.str.slice(0, 1) == first_r.str.slice(0, 1))
+        (
+            (first.str.slice(0, 1) == last_r.str.slice(0, 1))
+            | (last.str.slice(0, 1) == first_r.str.slice(0, 1))
+        )
         & (first != first_r)
         & (first != last)
     ).fill_null(False)
@@ -287,12 +290,31 @@ def _names_swapped(joined: pl.DataFrame) -> pl.Series:
     if candidates.height == 0:
         return swapped
     jw = JaroWinkler.normalized_similarity
+    nicknames = nickname_pairs().with_columns(nick=pl.lit(True))
 
-    def score(a: str, b: str) -> pl.Series:
-        return _pair_scores(candidates[a], candidates[b], jw, "s").fill_null(1.0)
+    def score(a: str, b: str, nickname_aware: bool = False) -> pl.Series:
+        similarity = _pair_scores(candidates[a], candidates[b], jw, "s").fill_null(1.0)
+        if not nickname_aware:
+            return similarity
+        nick = (
+            candidates.select(a, b)
+            .join(
+                nicknames,
+                left_on=[a, b],
+                right_on=["name_l", "name_r"],
+                how="left",
+                maintain_order="left",
+            )["nick"]
+            .fill_null(False)
+        )
+        return pl.select(pl.when(nick).then(1.0).otherwise(similarity)).to_series()
 
-    cross = score("first_name_key", "last_name_key_r") + score("last_name_key", "first_name_key_r")
-    direct = score("first_name_key", "first_name_key_r") + score("last_name_key", "last_name_key_r")
+    cross = score("first_name_key", "last_name_key_r", nickname_aware=True) + score(
+        "last_name_key", "first_name_key_r", nickname_aware=True
+    )
+    direct = score("first_name_key", "first_name_key_r", nickname_aware=True) + score(
+        "last_name_key", "last_name_key_r"
+    )
     rows = candidates["row"].filter((cross >= 2 * SWAP_SIMILARITY) & (cross > direct))
     return swapped.scatter(rows.to_numpy().astype(np.int64), True)
 
