@@ -206,7 +206,9 @@ def splink(frame: pl.DataFrame, figures: dict) -> pl.DataFrame:
     return assigned.select(record_key="unique_id", cluster=pl.col("cluster_id").cast(pl.String))
 
 
-def incremental(records: pl.DataFrame, config: dict, truth: pl.DataFrame, figures: dict) -> None:
+def incremental(
+    records: pl.DataFrame, config: dict, truth: pl.DataFrame, figures: dict, repeat: int = 1
+) -> None:
     """A night that brings 1 % new people: the model and clusters of the other 99 % are stored
     (resolved untimed), then the incremental run is timed against the full run above, and its
     customers compared with a full rebuild by the same model."""
@@ -221,8 +223,12 @@ def incremental(records: pl.DataFrame, config: dict, truth: pl.DataFrame, figure
     )
     del before
     gc.collect()
-    with timed("ours_incremental", figures):
-        tonight = resolve_incremental(records, settings, state)
+    times = []
+    for _ in range(repeat):  # the same night again from the same stored state
+        with timed("ours_incremental", figures):
+            tonight = resolve_incremental(records, settings, state)
+        times.append(figures["ours_incremental"]["seconds"])
+    figures["ours_incremental"]["median_seconds"] = statistics.median(times)
     rebuilt = resolve(records, settings, model=state.model)
     same = (
         tonight.clusters.select("record_key", "cluster_key")
@@ -237,7 +243,8 @@ def incremental(records: pl.DataFrame, config: dict, truth: pl.DataFrame, figure
             "profiles": tonight.profiles.height,
             "same_customers_as_full_rebuild": same,
             "share_of_full_resolve_time": round(
-                figures["ours_incremental"]["seconds"] / figures["ours_resolve"]["median_seconds"],
+                figures["ours_incremental"]["median_seconds"]
+                / figures["ours_resolve"]["median_seconds"],
                 4,
             ),
         }
@@ -262,7 +269,12 @@ def main() -> int:
     parser.add_argument(
         "--rerun", action="store_true", help="run the job a second time with no new landing file"
     )
-    parser.add_argument("--repeat", type=int, default=1, help="resolver runs to take the median of")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="full and incremental resolver runs to take medians of",
+    )
     args = parser.parse_args()
     figures: dict = {"people": args.people}
     workdir = Path(tempfile.mkdtemp(prefix="cdm-bench-"))
@@ -315,7 +327,7 @@ def main() -> int:
     }
     del result
     gc.collect()
-    incremental(records, config, truth, figures)
+    incremental(records, config, truth, figures, args.repeat)
     del pipeline_xref, truth
     gc.collect()
     if not args.no_splink:
@@ -386,7 +398,7 @@ def report(f: dict) -> None:
     if "ours_incremental" in f:
         i = f["ours_incremental"]
         print(
-            f"ours incremental   {i['seconds']:>8.2f} s  peak +{i['peak_above_start_mb']:,} MB  "
+            f"ours incremental   {i['median_seconds']:>8.2f} s (median)  peak +{i['peak_above_start_mb']:,} MB  "
             f"({i['share_of_full_resolve_time']:.1%} of the full resolve; {i['new_people']:,} new people, "
             f"{i['profiles_reclustered']:,} of {i['profiles']:,} profiles re-clustered; "
             f"same customers as a full rebuild: {i['same_customers_as_full_rebuild']})"

@@ -249,7 +249,7 @@ def test_an_erased_phone_is_found_in_national_and_international_formats(tmp_path
         conn.execute("create table t (p varchar)")
         conn.executemany("insert into t values (?)", [[v] for v in values])
         hits = conn.execute(
-            f"select p from t where {_hit_condition('p')} order by p", {"key": key}
+            f"select p from t where {_hit_condition('p', 't')} order by p", {"key": key}
         ).fetchall()
         assert [h[0] for h in hits] == sorted(values[:3])
 

@@ -43,7 +43,7 @@ NOT_IN_MODEL = (
     "retrain_growth",
     "shards",
 )  # settings that change no score or cluster
-MODEL_VERSION = 1  # bump when scoring or clustering changes meaning: stored state is then stale
+MODEL_VERSION = 2  # bump when scoring or clustering changes meaning: stored state is then stale
 
 
 @dataclass
@@ -94,10 +94,11 @@ def plan_incremental(
     records, unresolvable = split_resolvable(records)
     old = _stored_profiles(state.profiles, records.schema)
     # An erased profile's identity is blanked: if it comes back it is resolved as new.
-    live = old.filter(~pl.col("erased")).drop("erased", "recheck")
+    live = (old.filter(~pl.col("erased")) if old["erased"].any() else old).drop("erased", "recheck")
     profiles, membership = build_profiles(records, known=live)
-    new_ids = profiles.join(live, on="profile_id", how="anti")["profile_id"]
-    gone_ids = old.join(profiles, on="profile_id", how="anti")["profile_id"]
+    ids = profiles.select("profile_id")  # narrow frames from here: a wide filter copies text
+    new_ids = ids.join(live.select("profile_id"), on="profile_id", how="anti")["profile_id"]
+    gone_ids = old.select("profile_id").join(ids, on="profile_id", how="anti")["profile_id"]
     rules = blocking_rules(settings)
     limit = settings["max_block_size"]
     blocks = block_keys(profiles, rules).sort("profile_id")
@@ -125,9 +126,11 @@ def plan_incremental(
             old.filter(pl.col("recheck"))["profile_id"],  # blocks an erasure shrank
         ]
     )
-    affected = old.filter(pl.col("profile_id").is_in(seeds.implode()))["component"].unique()
+    components = old.select("profile_id", "component")
+    affected = components.filter(pl.col("profile_id").is_in(seeds.implode()))["component"].unique()
+    staying = profiles.select("profile_id", "component")
     refreshed = pl.concat(
-        [new_ids, profiles.filter(pl.col("component").is_in(affected.implode()))["profile_id"]]
+        [new_ids, staying.filter(pl.col("component").is_in(affected.implode()))["profile_id"]]
     ).sort()
     in_plan = pl.col("profile_id").is_in(refreshed.implode())
     pairs, report = candidate_pairs(profiles, rules, limit, within=refreshed, blocks=blocks)
@@ -147,7 +150,7 @@ def plan_incremental(
         model=state.model,
         refreshed=refreshed,
         gone=gone_ids,
-        kept=profiles.filter(~in_plan).select("profile_id", *stored),
+        kept=profiles.select("profile_id", *stored).filter(~in_plan),
         outside=outside,
         stats={"new_profiles": new_ids.len(), "probe_pairs": probe.height},
     )

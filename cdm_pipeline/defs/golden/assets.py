@@ -282,7 +282,6 @@ class _MartRejected(Exception):
 def _build_facts(conn, sources: dict[str, SourceSpec]) -> dict[str, int]:
     counts = {}
     for fact, (_, queries) in FACTS.items():
-        conn.execute(f"delete from mart.{quote_ident(fact)}")
         for query in queries:
             source = FACT_SOURCES.get(query) or FACTS[fact][0]
             if source in sources and table_exists(conn, "staging", source):
