@@ -229,7 +229,7 @@ def test_retention_purges_old_interactions_and_logs_it(materialised, days):
 def test_an_erased_phone_is_found_in_national_and_international_formats(tmp_path):
     """Erasing +44 7911 123456 must also catch '07911 123456' (UK trunk zero) and
     '0044 7911 123456' (international prefix), in SQL scans and in person records."""
-    from cdm_pipeline.governance.erasure import _hit_condition
+    from cdm_pipeline.governance.erasure import _find_hit_values, _hit_condition
     from cdm_pipeline.governance.keys import fingerprint, secret_key
     from cdm_pipeline.governance.suppression import (
         ensure_suppression_list,
@@ -248,9 +248,8 @@ def test_an_erased_phone_is_found_in_national_and_international_formats(tmp_path
         values = ["07911 123456", "0044 7911 123456", "+44 7911 123456", "07911 123457"]
         conn.execute("create table t (p varchar)")
         conn.executemany("insert into t values (?)", [[v] for v in values])
-        hits = conn.execute(
-            f"select p from t where {_hit_condition('p', 't')} order by p", {"key": key}
-        ).fetchall()
+        _find_hit_values(conn, key, [("main", "t", "p")])
+        hits = conn.execute(f"select p from t where {_hit_condition('p')} order by p").fetchall()
         assert [h[0] for h in hits] == sorted(values[:3])
 
         records = standardise_records(
@@ -270,3 +269,40 @@ def test_an_erased_phone_is_found_in_national_and_international_formats(tmp_path
         )
         assert records["phone_e164"].to_list() == ["+447911123456", "+447911123457"]
         assert suppressed_person_records(conn, records).to_list() == [True, False]
+
+
+def test_the_completeness_scan_finds_a_stray_copy_in_any_column_and_scrub_removes_it(tmp_path):
+    """An erased email typed differently in a mart table and inside a quarantined raw row (JSON)
+    is found by the scan, column by column, and is gone after scrubbing; other values stay."""
+    from cdm_pipeline.governance.erasure import identifier_hits, scrub_identifiers
+    from cdm_pipeline.governance.keys import fingerprint, secret_key
+    from cdm_pipeline.governance.suppression import ensure_suppression_list
+    from cdm_pipeline.warehouse import ensure_schemas
+
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        ensure_schemas(conn)
+        ensure_suppression_list(conn)
+        key = secret_key(conn)
+        conn.execute(
+            "insert into governance.suppression_list values ('email', ?, 'r1', now())",
+            [fingerprint(key, "gone@example.org")],
+        )
+        conn.execute("create table mart.notes (note_id varchar, contact varchar)")
+        conn.execute(
+            "insert into mart.notes values ('n1', '  Gone@Example.org '), ('n2', 'kept@example.org')"
+        )
+        conn.execute("create table quarantine.rejected_rows (raw_row varchar)")
+        conn.execute(
+            "insert into quarantine.rejected_rows values "
+            """('{"email": "gone@example.org", "id": "7"}'), ('{"email": "kept@example.org"}')"""
+        )
+        hits = {(h["table"], h["column"]): h["rows"] for h in identifier_hits(conn)}
+        assert hits == {("mart.notes", "contact"): 1, ("quarantine.rejected_rows", "raw_row"): 1}
+
+        scrub_identifiers(conn, {})
+        assert identifier_hits(conn) == []
+        assert conn.execute("select note_id, contact from mart.notes order by 1").fetchall() == [
+            ("n1", None),
+            ("n2", "kept@example.org"),
+        ]
+        assert conn.execute("select count(*) from quarantine.rejected_rows").fetchall()[0][0] == 1
