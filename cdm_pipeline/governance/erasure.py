@@ -412,8 +412,8 @@ def scrub_identifiers(
 
     Source rows (raw, staging, quarantine, identity.person_records) carrying one are deleted, or
     emptied of identity for ``on_erasure: anonymise`` sources; in the mart only the value itself is
-    blanked, so the other customer keeps their record. (Column by column: a single filter per
-    column lets DuckDB skip the hashing for most rows; one OR over all columns is 4x slower.)
+    blanked, so the other customer keeps their record. The suppressed values are found once for
+    all columns (``_find_hit_values``), then each column is cleaned by looking them up.
     """
     key = secret_key(conn)
     touched = 0
