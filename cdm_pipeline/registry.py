@@ -37,6 +37,9 @@ COLUMN_TYPES = (
     "enum",
     "boolean",
 )
+# Identity fields that may be put together from several columns, in order, joined by a space
+# (a street number and a street name, a given name in two parts).
+COMBINABLE_FIELDS = ("first_name", "last_name", "full_name", "street", "city")
 FORMATS = ("csv", "jsonl", "parquet")
 ROLES = ("person", "consent", "privacy_request")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -67,7 +70,10 @@ class SourceSpec:
     trust_rank: int
     role: str
     columns: tuple[ColumnSpec, ...]
-    identity: dict[str, str] = field(default_factory=dict)
+    # canonical field -> column, or for ``COMBINABLE_FIELDS`` a tuple of columns joined by a space
+    identity: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
+    # identifier kind (national_id, loyalty_number, ...) -> column: ids the customer gave
+    identifiers: dict[str, str] = field(default_factory=dict)
     consent: dict[str, str] = field(default_factory=dict)
     attributes: dict[str, str] = field(default_factory=dict)
     encoding: str = "utf-8"
@@ -78,6 +84,16 @@ class SourceSpec:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def identity_columns(self) -> list[str]:
+        """Every column that identifies a person (names, contacts, address, identifiers)."""
+        columns = [
+            c
+            for value in self.identity.values()
+            for c in (value if isinstance(value, tuple) else (value,))
+        ]
+        return sorted({*columns, *self.identifiers.values()})
 
     @property
     def required_columns(self) -> list[str]:
@@ -117,12 +133,27 @@ def _parse_source(name: str, body: dict) -> SourceSpec:
     for key, column in (("record_id", record_id), ("event_at", event_at)):
         if column not in names:
             raise RegistryError(f"{where}: {key} column '{column}' is not declared in columns")
-    identity = dict(body.get("identity") or {})
-    for canonical, column in identity.items():
+    identity = {}
+    for canonical, column in (body.get("identity") or {}).items():
         if canonical not in IDENTITY_FIELDS:
             raise RegistryError(f"{where}: unknown identity field '{canonical}'")
+        if isinstance(column, list):
+            if canonical not in COMBINABLE_FIELDS:
+                raise RegistryError(
+                    f"{where}: identity field '{canonical}' takes one column; only "
+                    f"{', '.join(COMBINABLE_FIELDS)} may combine several"
+                )
+            column = tuple(column)
+        for part in column if isinstance(column, tuple) else (column,):
+            if part not in names:
+                raise RegistryError(f"{where}: identity column '{part}' is not declared in columns")
+        identity[canonical] = column
+    identifiers = dict(body.get("identifiers") or {})
+    for kind, column in identifiers.items():
+        if not isinstance(kind, str) or not _NAME.match(kind):
+            raise RegistryError(f"{where}: identifier kind '{kind}' must be lower snake_case")
         if column not in names:
-            raise RegistryError(f"{where}: identity column '{column}' is not declared in columns")
+            raise RegistryError(f"{where}: identifier column '{column}' is not declared in columns")
     attributes = dict(body.get("attributes") or {})
     for attribute, column in attributes.items():
         if column not in names:
@@ -139,7 +170,7 @@ def _parse_source(name: str, body: dict) -> SourceSpec:
         raise RegistryError(
             f"{where}: a privacy_request source needs a request type column ('{request_type_column}')"
         )
-    if role == "person" and not identity:
+    if role == "person" and not (identity or identifiers):
         raise RegistryError(f"{where}: a person source needs an identity mapping")
     return SourceSpec(
         name=name,
@@ -151,6 +182,7 @@ def _parse_source(name: str, body: dict) -> SourceSpec:
         role=role,
         columns=columns,
         identity=identity,
+        identifiers=identifiers,
         consent=dict(body.get("consent") or {}),
         attributes=attributes,
         encoding=body.get("encoding", "utf-8"),

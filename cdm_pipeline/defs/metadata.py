@@ -23,7 +23,7 @@ LOAD_COLUMNS = {
 
 
 def pii_columns(source: SourceSpec) -> set[str]:
-    return set(source.identity.values())
+    return set(source.identity_columns)
 
 
 def source_column_schema(source: SourceSpec, typed: bool) -> dg.TableSchema:

@@ -204,7 +204,9 @@ def _name_pool(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.nda
     return np.array(firsts), weights / weights.sum(), gender, (np.array(lasts), last_weights)
 
 
-def _people(n: int, rng: np.random.Generator, seed: int) -> pl.DataFrame:
+def _people(
+    n: int, rng: np.random.Generator, seed: int, household_share: float = 0.12
+) -> pl.DataFrame:
     firsts, first_w, genders, (lasts, last_w) = _name_pool(rng)
     first_idx = rng.choice(len(firsts), size=n, p=first_w)
     last = lasts[rng.choice(len(lasts), size=n, p=last_w)]
@@ -232,7 +234,7 @@ def _people(n: int, rng: np.random.Generator, seed: int) -> pl.DataFrame:
             "phone_national": _phones(country, rng),
         }
     )
-    frame = _households(frame, rng)
+    frame = _households(frame, rng, household_share)
     frame = frame.with_columns(email=_emails(frame, rng))
     # People who changed email (old one stays in the CRM) or moved house (old address in the CRM).
     changed = rng.random(n) < 0.08
@@ -299,10 +301,10 @@ def _phones(country: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.select([country == "US", country == "GB", country == "DE"], [us, gb, de], fr)
 
 
-def _households(frame: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
-    """Make ~12% of people members of another person's household (the hard negatives)."""
+def _households(frame: pl.DataFrame, rng: np.random.Generator, share: float) -> pl.DataFrame:
+    """Make a share of people members of another person's household (the hard negatives)."""
     n = frame.height
-    members = np.flatnonzero(rng.random(n) < 0.12)
+    members = np.flatnonzero(rng.random(n) < share)
     heads = rng.integers(0, n, size=len(members))
     keep = ~np.isin(heads, members) & (heads != members)
     members, heads = members[keep], heads[keep]
@@ -312,6 +314,10 @@ def _households(frame: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
         cols[col][members] = cols[col][heads]
     share_phone = rng.random(len(members)) < 0.6
     cols["phone_national"][members[share_phone]] = cols["phone_national"][heads[share_phone]]
+    # A member who moved in keeps a number of their own, but one of the household's country.
+    own = members[~share_phone]
+    if len(own):
+        cols["phone_national"][own] = _phones(cols["country"][own], rng)
     twins = rng.random(len(members)) < 0.2
     cols["birth_date"][members[twins]] = cols["birth_date"][heads[twins]]
     household[members] = household[heads]

@@ -303,9 +303,7 @@ def _erase_source_rows(
         if not table_exists(conn, schema, source.name):
             continue
         if source.on_erasure == "anonymise":
-            sets = ", ".join(
-                f"{quote_ident(c)} = null" for c in sorted(set(source.identity.values()))
-            )
+            sets = ", ".join(f"{quote_ident(c)} = null" for c in source.identity_columns)
             extra = ", _extra = null" if schema == "raw" else ""
             conn.execute(
                 f"update {table} set {sets}{extra} where {record_id} in (select id from erased_ids)"
@@ -322,7 +320,7 @@ def forget_request_identifiers(
     """Keep processed erasure requests as evidence (id, type, dates) but not the identifiers on them."""
     for source_name in {r.source for r in requests}:
         source = sources[source_name]
-        columns = sorted(set(source.identity.values()))
+        columns = source.identity_columns
         if not columns:
             continue
         ids = [r.request_id for r in requests if r.source == source_name]
@@ -437,9 +435,7 @@ def scrub_identifiers(
         if schema == "mart":
             statement = f"update {name} set {quote_ident(column)} = null where {condition}"
         elif table in anonymised_sources and schema in ("raw", "staging"):
-            sets = ", ".join(
-                f"{quote_ident(c)} = null" for c in sorted(set(sources[table].identity.values()))
-            )
+            sets = ", ".join(f"{quote_ident(c)} = null" for c in sources[table].identity_columns)
             statement = f"update {name} set {sets} where {condition}"
         else:
             statement = f"delete from {name} where {condition}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 from rapidfuzz import process
-from rapidfuzz.distance import JaroWinkler, Levenshtein
+from rapidfuzz.distance import OSA, JaroWinkler
 
 from cdm_pipeline.standardise.fields import nickname_pairs
 
@@ -39,12 +39,18 @@ def _pair_scores(left: pl.Series, right: pl.Series, scorer, name: str) -> pl.Ser
 
 @dataclass(frozen=True)
 class Comparison:
-    """A field comparison: ``name`` is the field, ``labels[level]`` describes each level >= 0."""
+    """A field comparison: ``name`` is the field, ``labels[level]`` describes each level >= 0.
+
+    ``location``: part of where someone lives (street, postal code, city), counted as one fact.
+    ``household``: a value the members of one household often share (surname, the family phone
+    or inbox, and every location field): agreement on it cannot outweigh a personal conflict.
+    """
 
     name: str
     labels: tuple[str, ...]
     tf_adjusted: bool = False
     location: bool = False
+    household: bool = False
 
     def __post_init__(self) -> None:
         if len(self.labels) < 2:
@@ -139,12 +145,13 @@ class FirstNameComparison(Comparison):
 
 @dataclass(frozen=True)
 class EditComparison(Comparison):
-    """Exact, within one edit (a typo), or a shared part (``prefix``/``suffix``/``local`` part)."""
+    """Exact, within one edit (a typo: one character inserted, dropped, changed, or two
+    neighbours swapped), or a shared part (``prefix3``/``suffix7``)."""
 
     part: str = "none"
 
     def _closeness(self, frame: pl.DataFrame) -> pl.Series:
-        distance = _pair_scores(frame["l"], frame["r"], Levenshtein.distance, "d")
+        distance = _pair_scores(frame["l"], frame["r"], OSA.distance, "d")
         if self.part == "suffix7":
             shared = frame["l"].str.slice(-7) == frame["r"].str.slice(-7)
         elif self.part == "prefix3":
@@ -161,7 +168,8 @@ class EditComparison(Comparison):
 
 @dataclass(frozen=True)
 class DateComparison(Comparison):
-    """Dates: exact, or one slip (day/month swapped, or only one of year/month/day differs)."""
+    """Dates: exact, or one slip (day/month swapped, only one of year/month/day differs, or one
+    typed digit changed or two swapped: 1951-06-12 / 1915-06-12)."""
 
     def levels(self, left: pl.Series, right: pl.Series) -> pl.Series:
         frame = pl.DataFrame({"l": left, "r": right})
@@ -176,12 +184,16 @@ class DateComparison(Comparison):
             & (left_date.dt.month() == right_date.dt.day())
             & (left_date.dt.day() == right_date.dt.month())
         )
+        typed = _pair_scores(
+            frame["l"].dt.to_string("%Y%m%d"), frame["r"].dt.to_string("%Y%m%d"), OSA.distance, "d"
+        )
+        frame = frame.with_columns(typo=typed <= 1)
         return frame.select(
             pl.when(left_date.is_null() | right_date.is_null())
             .then(NULL_LEVEL)
             .when(left_date == right_date)
             .then(self.exact_level)
-            .when(swapped | (same == 2))
+            .when(swapped | (same == 2) | pl.col("typo"))
             .then(1)
             .otherwise(DIFFERENT)
             .cast(pl.Int8)
@@ -210,11 +222,15 @@ def default_comparisons() -> list[Comparison]:
             ("different", "Jaro-Winkler >= 0.80", "Jaro-Winkler >= 0.92", "exact"),
             tf_adjusted=True,
             thresholds=(0.80, 0.92),
+            household=True,
         ),
         # No fuzzy email level: "amber.davis@" at two providers is two people as often as one.
-        Comparison("email_norm", ("different", "exact")),
+        Comparison("email_norm", ("different", "exact"), household=True),
         EditComparison(
-            "phone_e164", ("different", "last 7 digits or one edit", "exact"), part="suffix7"
+            "phone_e164",
+            ("different", "last 7 digits or one edit", "exact"),
+            part="suffix7",
+            household=True,
         ),
         DateComparison(
             "birth_date", ("different", "day/month swapped or one part differs", "exact")
@@ -224,19 +240,25 @@ def default_comparisons() -> list[Comparison]:
             ("different", "Jaro-Winkler >= 0.88", "exact"),
             thresholds=(0.88,),
             location=True,
+            household=True,
         ),
         EditComparison(
             "postal_code",
             ("different", "same first 3 characters", "exact"),
             part="prefix3",
             location=True,
+            household=True,
         ),
+        # Ids the customer gave (national id, loyalty number): a typed id with one slip is the
+        # same id far more often than another person's.
+        EditComparison("identifier_key", ("different", "one edit or two digits swapped", "exact")),
         SimilarityComparison(
             "city_key",
             ("different", "Jaro-Winkler >= 0.90", "exact"),
             thresholds=(0.90,),
             tf_adjusted=True,
             location=True,
+            household=True,
         ),
     ]
 

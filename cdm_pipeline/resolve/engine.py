@@ -159,8 +159,9 @@ def score(
     overrides: pl.DataFrame | None,
 ) -> pl.DataFrame:
     """Weights, probability, cannot-link evidence, steward overrides and the decision per pair."""
-    scored = score_pairs(levels, profiles, comparisons, model).with_columns(
-        cannot_link=cannot_link(levels)
+    scored = score_pairs(levels, profiles, comparisons, model)
+    scored = scored.with_columns(
+        cannot_link(scored, comparisons, model, settings["match_threshold"])
     )
     scored = _apply_overrides(scored, membership, overrides)
     return scored.with_columns(
@@ -172,13 +173,12 @@ def cluster_profiles(profiles: pl.DataFrame, scored: pl.DataFrame) -> tuple[pl.D
     """``node, component, cluster`` for every profile (cluster null: detached as ambiguous)."""
     edges = scored.filter(is_edge()).select("id_l", "id_r", "match_weight")
     judged = scored.filter(judgeable() & ~pl.col("must_link")).select("id_l", "id_r", "cannot_link")
-    # A wholly different birth date is a veto; a different first name is one vote among many
-    # (a typo'd record should not split a customer, see clustering._GuardedUnion).
-    hard = scored.filter(
-        pl.col("steward_cannot_link") | ((pl.col("birth_date_level") == 0) & ~pl.col("must_link"))
-    ).select("id_l", "id_r")
+    # Only a steward's cannot-link is a veto; the model's is one vote among many (a typo'd
+    # record should not split a customer, see clustering._GuardedUnion).
+    hard = scored.filter(pl.col("steward_cannot_link")).select("id_l", "id_r")
     labels = guarded_clusters(profiles["profile_id"].to_numpy(), edges, judged, hard)
-    return _detach_ambiguous(labels, edges, profiles)
+    steward = scored.filter(pl.col("must_link")).select("id_l", "id_r")
+    return _detach_ambiguous(labels, edges, profiles, steward)
 
 
 def is_edge() -> pl.Expr:
@@ -297,12 +297,15 @@ def with_cluster_keys(profiles: pl.DataFrame) -> pl.DataFrame:
 
 
 def _detach_ambiguous(
-    labels: pl.DataFrame, edges: pl.DataFrame, profiles: pl.DataFrame
+    labels: pl.DataFrame, edges: pl.DataFrame, profiles: pl.DataFrame, steward: pl.DataFrame
 ) -> tuple[pl.DataFrame, int]:
     """A profile with no name (an email-only survey answer) that matches two customers the guard
-    kept apart (a shared family inbox) cannot be attributed: it stays unlinked, not guessed."""
+    kept apart (a shared family inbox) cannot be attributed: it stays unlinked, not guessed,
+    unless a steward said where it belongs."""
     nameless = profiles.filter(
-        pl.col("first_name_key").is_null() & pl.col("last_name_key").is_null()
+        pl.col("first_name_key").is_null()
+        & pl.col("last_name_key").is_null()
+        & ~pl.col("profile_id").is_in(pl.concat([steward["id_l"], steward["id_r"]]).implode())
     )["profile_id"]
     if nameless.len() == 0 or edges.height == 0:
         return labels, 0
@@ -359,13 +362,16 @@ def _decision(threshold: float, name_only_threshold: float) -> pl.Expr:
 
 
 def corroborated() -> pl.Expr:
-    """Names alone never link two records: at least one of email, phone, birth date or street
-    must agree too. Two "Stephanie Pacheco"s with nothing else in common stay two customers."""
+    """Names alone never link two records: something that is not a name must agree too (email,
+    phone, birth date, an identifier, street or postal code). Two "Stephanie Pacheco"s with
+    nothing else in common stay two customers."""
     agree = [
         pl.col("email_norm_level") >= 1,
         pl.col("phone_e164_level") >= 1,
         pl.col("birth_date_level") >= 1,
+        pl.col("identifier_key_level") >= 1,
         pl.col("street_key_level") >= 1,
+        pl.col("postal_code_level") == 2,
     ]
     return pl.any_horizontal(agree).fill_null(False)
 
@@ -384,13 +390,20 @@ LINKING_DECISIONS = [
 
 
 def resolvable() -> pl.Expr:
-    """A record can be linked only with an identifier or a full name; one with neither (say, a
-    consent event whose only phone number is invalid) stays unlinked rather than pooling with
-    every other empty record."""
+    """A record can be linked when it carries something the model can weigh: an identifier
+    (email, phone, a customer-given id), or a name with one more personal or location fact
+    (surname + birth date + postcode is evidence). One with less (a consent event whose only
+    phone number is invalid) stays unlinked rather than pooling with every other thin record."""
+    name = pl.col("first_name_key").is_not_null() | pl.col("last_name_key").is_not_null()
+    facts = pl.sum_horizontal(
+        pl.col(c).is_not_null().cast(pl.Int8)
+        for c in ("first_name_key", "last_name_key", "birth_date", "street_key", "postal_code")
+    )
     return (
         pl.col("email_norm").is_not_null()
         | pl.col("phone_e164").is_not_null()
-        | (pl.col("first_name_key").is_not_null() & pl.col("last_name_key").is_not_null())
+        | pl.col("identifier_key").is_not_null()
+        | (name & (facts >= 2))
     )
 
 

@@ -43,7 +43,7 @@ NOT_IN_MODEL = (
     "retrain_growth",
     "shards",
 )  # settings that change no score or cluster
-MODEL_VERSION = 2  # bump when scoring or clustering changes meaning: stored state is then stale
+MODEL_VERSION = 3  # bump when scoring or clustering changes meaning: stored state is then stale
 
 
 @dataclass

@@ -17,6 +17,7 @@ MATCH_FIELDS = (
     "postal_code",
     "city_key",
     "birth_date",
+    "identifier_key",
 )
 DERIVED_KEYS = ("first_name_group", "first_initial", "last_name_soundex", "email_local")
 IDENTITY = (*MATCH_FIELDS, *DERIVED_KEYS)

@@ -211,7 +211,7 @@ def identifier_u(
     records repeat it; this counts only sharing between people who are evidently different.
     """
     all_pairs = max(profiles * (profiles - 1) / 2, 1.0)
-    different = cannot_link(levels)
+    different = personal_conflict(levels)
     judged = pl.lit(False)
     for column in ("first_name_key_level", "birth_date_level"):
         if column in levels.columns:
@@ -381,12 +381,34 @@ def _tf_adjust(
 FIRST_NAME_CONFLICT_LEVELS = (0, 2)  # different, or only Jaro-Winkler 0.70-0.80 (Evan / Ethan)
 
 
-def cannot_link(levels: pl.DataFrame) -> pl.Series:
-    """Strong evidence that two records are different people: a different first name (not a
-    nickname, a close typo or an initial) or a birth date that is not a slip of the same date."""
+def personal_conflict(levels: pl.DataFrame) -> pl.Series:
+    """Personal fields that disagree: a different first name (not a nickname, a close typo or an
+    initial) or a birth date that is not a slip of the same date. Strong evidence against a
+    match, but evidence: a pair whose other fields outweigh it still links (``cannot_link``)."""
     evidence = pl.lit(False)
     if "first_name_key_level" in levels.columns:
         evidence = evidence | pl.col("first_name_key_level").is_in(FIRST_NAME_CONFLICT_LEVELS)
     if "birth_date_level" in levels.columns:
         evidence = evidence | (pl.col("birth_date_level") == DIFFERENT)
-    return levels.select(evidence.alias("cannot_link"))["cannot_link"]
+    return levels.select(evidence.alias("conflict"))["conflict"]
+
+
+def cannot_link(
+    scored: pl.DataFrame, comparisons: list[Comparison], params: ModelParameters, threshold: float
+) -> pl.Series:
+    """Different people, as far as the evidence says: personal fields disagree, and what a
+    household does not share (first name, birth date, ids the person gave) plus at most
+    ``LOCATION_WEIGHT_CAP`` bits of what it does share (surname, family phone and inbox,
+    address) stays below the match threshold. So a typo'd birth date is overcome by a matching
+    national id, but twins with one phone, inbox and address are not one person. The guard keeps
+    such pairs out of one cluster."""
+    personal = [f"{c.name}_weight" for c in comparisons if not c.household]
+    shared = [f"{c.name}_weight" for c in comparisons if c.household]
+    prior = params.global_prior or params.prior
+    weight = (
+        math.log2(prior / (1 - prior))
+        + pl.sum_horizontal(personal)
+        + pl.min_horizontal(pl.sum_horizontal(shared), pl.lit(LOCATION_WEIGHT_CAP))
+    )
+    low = scored.select((1.0 / (1.0 + 2.0 ** (-weight))) < threshold).to_series()
+    return (personal_conflict(scored) & low).alias("cannot_link")

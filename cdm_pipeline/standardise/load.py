@@ -1,11 +1,16 @@
-"""Read every person-bearing source's current staged rows as canonical identity columns."""
+"""Read every person-bearing source's current staged rows as canonical identity columns.
+
+A source's declared identifiers (national id, loyalty number, ...) become one column,
+``identifier``, as ``kind:value`` (the first one present, in declared order): an id is evidence
+only against an id of the same kind.
+"""
 
 from __future__ import annotations
 
 import duckdb
 import polars as pl
 
-from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.registry import IDENTITY_FIELDS, SourceSpec
 from cdm_pipeline.standardise.records import CANONICAL_INPUT
 from cdm_pipeline.warehouse import quote_ident, table_exists
 
@@ -22,18 +27,28 @@ def canonical_records(
         if source.role not in IDENTITY_ROLES or not table_exists(conn, "staging", source.name):
             continue
         selected = ", ".join(
-            f"cast({quote_ident(source.identity[f])} as varchar) as {f}"
-            if f in source.identity
-            else f"null::varchar as {f}"
-            for f in CANONICAL_INPUT
+            f"{_column_text(source.identity.get(f))} as {f}" for f in IDENTITY_FIELDS
+        )
+        kinds = list(source.identifiers)
+        identifier = (
+            "coalesce("
+            + ", ".join(
+                f"? || ':' || nullif(trim(cast({quote_ident(source.identifiers[k])} as varchar)), '')"
+                for k in kinds
+            )
+            + ")"
+            if kinds
+            else "null::varchar"
         )
         query = (
             f"select ? || ':' || {quote_ident(source.record_id)} as record_key, ? as source, "
             f"{quote_ident(source.record_id)} as source_record_id, ?::integer as trust_rank, "
-            f"cast({quote_ident(source.event_at)} as timestamp) as event_at, {selected} "
+            f"try_cast({quote_ident(source.event_at)} as timestamp) as event_at, {selected}, "
+            f"{identifier} as identifier "
             f"from staging.{quote_ident(source.name + '_current')}"
         )
-        frames.append(conn.sql(query, params=[source.name, source.name, source.trust_rank]).pl())
+        params = [source.name, source.name, source.trust_rank, *kinds]
+        frames.append(conn.sql(query, params=params).pl())
     if not frames:
         schema = {
             "record_key": pl.String,
@@ -44,3 +59,13 @@ def canonical_records(
         } | {f: pl.String for f in CANONICAL_INPUT}
         return pl.DataFrame(schema=schema)
     return pl.concat(frames, how="vertical_relaxed")
+
+
+def _column_text(column: str | tuple[str, ...] | None) -> str:
+    """One column as text, several joined by a space (empty parts skipped), or null."""
+    if column is None:
+        return "null::varchar"
+    if isinstance(column, str):
+        return f"cast({quote_ident(column)} as varchar)"
+    parts = ", ".join(f"cast({quote_ident(c)} as varchar)" for c in column)
+    return f"nullif(concat_ws(' ', {parts}), '')"

@@ -14,7 +14,8 @@ from cdm_pipeline.registry import IDENTITY_FIELDS
 from cdm_pipeline.standardise import fields
 from cdm_pipeline.validate.parsing import parse_date
 
-CANONICAL_INPUT = IDENTITY_FIELDS  # every canonical identity field a source may map
+# every canonical identity field a source may map, and its identifiers as one ``kind:value``
+CANONICAL_INPUT = (*IDENTITY_FIELDS, "identifier")
 
 
 def display_name(text: str) -> str | None:
@@ -25,12 +26,16 @@ def display_name(text: str) -> str | None:
     return cleaned.title() if cleaned.isupper() or cleaned.islower() else cleaned
 
 
-STANDARDISE_VERSION = 1  # bump when a change here alters standardised values
+STANDARDISE_VERSION = 2  # bump when a change here alters standardised values
 LIBRARIES = ("phonenumbers", "email-validator", "nicknames", "usaddress-scourgify", "pycountry")
 
 
 def clean_inputs(frame: pl.DataFrame) -> pl.DataFrame:
-    """Trim text inputs; empty text is missing. Kept as the ``*_raw`` originals."""
+    """Trim text inputs; empty text is missing; a field the frame lacks is missing everywhere.
+    Kept as the ``*_raw`` originals."""
+    frame = frame.with_columns(
+        pl.lit(None, pl.String).alias(c) for c in CANONICAL_INPUT if c not in frame.columns
+    )
     text_cols = [c for c in CANONICAL_INPUT if c != "birth_date"]
     return frame.with_columns(
         [
@@ -137,8 +142,23 @@ def standardise_records(
         ),
         country=country,
         birth_date=_birth_dates(frame["birth_date"]),
+        identifier_key=_identifier_keys(frame["identifier"]),
     )
     return out
+
+
+def _identifier_keys(values: pl.Series) -> pl.Series:
+    """``kind:VALUE`` with the value's letters and digits only, upper case (``123-45-678`` and
+    ``12345678`` are one id); null when the value has none."""
+    kind = values.str.extract(r"^([^:]*):", 1)
+    value = (
+        values.str.replace(r"^[^:]*:", "").str.to_uppercase().str.replace_all(r"[^\p{L}\p{N}]", "")
+    )
+    return (
+        pl.select(pl.when(value.str.len_chars() > 0).then(kind + ":" + value))
+        .to_series()
+        .alias("identifier_key")
+    )
 
 
 def _names(frame: pl.DataFrame) -> tuple[pl.Series, pl.Series]:

@@ -302,7 +302,7 @@ def _attributes(conn, sources: dict[str, SourceSpec], xref: pl.DataFrame) -> pl.
             frames.append(
                 conn.sql(
                     f"select ? || ':' || {quote_ident(source.record_id)} as record_key, ? as attribute, "
-                    f"cast({quote_ident(column)} as varchar) as value, cast({quote_ident(source.event_at)} as timestamp) as event_at "
+                    f"cast({quote_ident(column)} as varchar) as value, try_cast({quote_ident(source.event_at)} as timestamp) as event_at "
                     f"from staging.{quote_ident(source.name + '_current')} where {quote_ident(column)} is not null",
                     params=[source.name, attribute],
                 ).pl()

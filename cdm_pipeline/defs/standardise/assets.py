@@ -40,6 +40,10 @@ PERSON_RECORD_COLUMNS = {
     "postal_code": ("varchar", "postal code"),
     "country": ("varchar", "ISO 3166-1 alpha-2"),
     "birth_date": ("date", "birth date"),
+    "identifier_key": (
+        "varchar",
+        "the first declared identifier as kind:VALUE (letters and digits)",
+    ),
     "email_valid": ("boolean", "false when an email was given but is not valid"),
     "phone_valid": ("boolean", "false when a phone was given but is not valid"),
 }
@@ -54,6 +58,7 @@ PII = {
     "street_key",
     "unit",
     "birth_date",
+    "identifier_key",
 }
 
 

@@ -1,0 +1,157 @@
+"""One partner-style CSV of person records with duplicates, in the generator's other profiles.
+
+The demo (``generator.generate``) is seven channels of one company with households, twins and
+shared inboxes. Accuracy measured only there would say little about other data, so the same
+people can also be written as one flat export, the shape a partner or a public benchmark set has:
+
+- ``clean``: no households; every record carries email and phone (typos, nicknames, swapped
+  names, reformatted phones, changed emails, moved house, birth-date slips, blanks).
+- ``classic``: the same records without email and phone: names, address and birth date only.
+- ``households``: as ``clean``, but 12% of people live in another person's household (shared
+  surname, address, often phone, sometimes birth date and inbox).
+
+Columns use names of their own (``given``, ``family``, ``dob``, ...), not the canonical ones, so a
+sources file has to map them as a user's would. The truth (``record_id, person_id``) is written
+beside the landing folder, never inside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from cdm_pipeline.demo.generator import (
+    _blank,
+    _country_spelling,
+    _formatted_phone,
+    _messy_birth,
+    _messy_email,
+    _messy_names,
+    _messy_street,
+    _people,
+    _timestamps,
+    _typo,
+)
+
+PROFILES = ("clean", "classic", "households")
+SOURCE = "partner_people"
+
+
+def generate_person_file(
+    records: int, profile: str, out: Path, seed: int = 11, duplicate_share: float = 0.5
+) -> tuple[Path, Path]:
+    """Write ``out/landing/partner_people/people.csv`` with about ``records`` rows and
+    ``out/truth.csv``; return both paths. Half of the people have 1-3 more records."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}")
+    rng = np.random.default_rng(seed)
+    people = max(int(records / (1 + duplicate_share * 1.8)), 2)
+    persons = _people(people, rng, seed, household_share=0.12 if profile == "households" else 0.0)
+    extra = np.where(rng.random(people) < duplicate_share, rng.integers(1, 4, people), 0)
+    rows = persons[np.repeat(np.arange(people), 1 + extra)]
+    # The first record of a person is the one we know best; later ones carry the mess.
+    first_of_person = np.r_[
+        True, rows["person_id"].to_numpy()[1:] != rows["person_id"].to_numpy()[:-1]
+    ]
+    frame = _records(rows, rng, first_of_person)
+    if profile == "classic":
+        frame = frame.drop("email", "mobile")
+    order = rng.permutation(frame.height)
+    frame = frame[order]
+    ids = rows["person_id"].to_numpy()[order]
+    landing = out / "landing" / SOURCE
+    landing.mkdir(parents=True, exist_ok=True)
+    path = landing / "people.csv"
+    frame.write_csv(path)
+    truth = out / "truth.csv"
+    pl.DataFrame(
+        {
+            "source": [SOURCE] * frame.height,
+            "source_record_id": frame["ref"],
+            "entity_id": ids,
+        }
+    ).write_csv(truth)
+    return path, truth
+
+
+def _records(p: pl.DataFrame, rng: np.random.Generator, pristine: np.ndarray) -> pl.DataFrame:
+    n = p.height
+    first, last = _messy_names(p, rng)
+    first = np.where(pristine, p["first_name"].to_numpy(), first)
+    last = np.where(pristine, p["last_name"].to_numpy(), last)
+    moved = p["old_street"].is_not_null().to_numpy() & ~pristine & (rng.random(n) < 0.5)
+    changed = p["old_email"].is_not_null().to_numpy() & ~pristine & (rng.random(n) < 0.5)
+    pick = lambda col: np.where(moved, p[f"old_{col}"].to_numpy(), p[col].to_numpy())  # noqa: E731
+    email = np.where(changed, p["old_email"].to_numpy(), p["email"].to_numpy())
+    birth = p["birth_date"].to_numpy().astype("datetime64[D]")
+    blank = lambda values, rate: _blank(values, np.where(pristine, 0.0, rate), rng)  # noqa: E731
+    return pl.DataFrame(
+        {
+            "ref": [f"P{i:08d}" for i in range(1, n + 1)],
+            "given": blank(first, 0.03),
+            "family": blank(last, 0.01),
+            "email": blank(_messy_email(email, rng), 0.05),
+            "mobile": blank(
+                _formatted_phone(p["phone_national"].to_numpy(), p["country"].to_numpy(), rng),
+                0.08,
+            ),
+            "address": blank(_messy_street(pick("street"), rng), 0.05),
+            "town": blank(_typo(pick("city"), 0.02, rng), 0.03),
+            "region": pick("state"),
+            "zip": blank(pick("postal_code"), 0.04),
+            "country": _country_spelling(p["country"].to_numpy(), rng),
+            "dob": blank(_messy_birth(birth, rng), 0.10),
+            "captured_at": _timestamps(n, rng, 1500).astype(str),
+        },
+        schema_overrides={
+            c: pl.String
+            for c in ("given", "family", "email", "mobile", "address", "town", "zip", "dob")
+        },
+        strict=False,
+    )
+
+
+SOURCES_YAML = """\
+# A partner's person export ({profile} profile), declared by configuration alone.
+sources:
+  partner_people:
+    path: partner_people/*.csv
+    format: csv
+    record_id: ref
+    event_at: captured_at
+    role: person
+    identity:
+      first_name: given
+      last_name: family
+{contacts}      street: address
+      city: town
+      state: region
+      postal_code: zip
+      country: country
+      birth_date: dob
+    columns:
+      ref: {{type: id}}
+      given: {{type: string}}
+      family: {{type: string}}
+{contact_columns}      address: {{type: string}}
+      town: {{type: string}}
+      region: {{type: string}}
+      zip: {{type: string}}
+      country: {{type: string}}
+      dob: {{type: string}}
+      captured_at: {{type: timestamp}}
+"""
+
+
+def sources_yaml(profile: str) -> str:
+    """The sources file a user would write for this profile's export."""
+    contacts = profile != "classic"
+    return SOURCES_YAML.format(
+        profile=profile,
+        contacts="      email: email\n      phone: mobile\n" if contacts else "",
+        contact_columns="      email: {type: string}\n      mobile: {type: string}\n"
+        if contacts
+        else "",
+    )
