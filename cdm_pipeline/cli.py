@@ -66,6 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     _location_args(analyst)
 
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score the warehouse's customers against your labelled sample (pairwise and "
+        "B-cubed precision/recall/F1, link methods, precision/recall by threshold)",
+    )
+    evaluate.add_argument(
+        "--truth",
+        type=Path,
+        required=True,
+        help="CSV with source, source_record_id and one entity id column",
+    )
+    _location_args(evaluate)
+
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
@@ -76,7 +89,27 @@ def main(argv: list[str] | None = None) -> int:
         return _export_subject(args)
     if args.command == "export-analyst-db":
         return _export_analyst_db(args)
+    if args.command == "evaluate":
+        return _evaluate(args.truth)
     return _ui(args)
+
+
+def _evaluate(truth_path: Path) -> int:
+    import duckdb
+
+    from cdm_pipeline.evaluation import evaluate_warehouse, read_truth
+    from cdm_pipeline.settings import load_settings
+
+    settings = load_settings()
+    try:
+        truth = read_truth(truth_path)
+    except (OSError, ValueError) as exc:
+        print(f"cdm evaluate: {exc}", file=sys.stderr)
+        return 2
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        report = evaluate_warehouse(conn, truth)
+    print("\n".join(report.lines()))
+    return 0
 
 
 def _export_subject(args: argparse.Namespace) -> int:

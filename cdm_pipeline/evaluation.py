@@ -134,3 +134,122 @@ def evidence_ceiling(
     _, label = connected_components(graph, directed=False)
     linked = known.select("record_key", cluster=pl.Series(label).cast(pl.String))
     return accuracy(linked, truth)
+
+
+# --------------------------------------------------------------------------- a user's labels
+
+THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How the warehouse's customers compare with a user's labelled sample."""
+
+    labelled: int
+    found: int  # labelled records present in mart.customer_xref
+    accuracy: Accuracy
+    link_methods: pl.DataFrame  # link_method, records, in_impure_customers
+    thresholds: pl.DataFrame  # threshold, predicted_pairs, true_pairs, precision, recall
+
+    def lines(self) -> list[str]:
+        out = [
+            f"labelled records       {self.labelled:,} ({self.found:,} found in mart.customer_xref)",
+            *self.accuracy.lines()[1:],
+            "",
+            "records by link method (impure: the customer also holds another entity's records)",
+        ]
+        out += [
+            f"  {method:<52} {n:>9,}  impure {impure:>7,}"
+            for method, n, impure in self.link_methods.iter_rows()
+        ]
+        out += ["", "scored pairs at a threshold (match_probability >= t), record pairs:"]
+        out += ["  threshold   predicted        true   precision   recall"]
+        out += [
+            f"  {t:>9}  {p:>10,}  {tp:>10,}   {pr:>9.4f}   {r:>6.4f}"
+            for t, p, tp, pr, r in self.thresholds.iter_rows()
+        ]
+        return out
+
+
+def read_truth(path) -> pl.DataFrame:
+    """A labels CSV: ``source, source_record_id`` and one more column naming the entity (any
+    name). Returns ``record_key, person``."""
+    frame = pl.read_csv(path, infer_schema=False)
+    others = [c for c in frame.columns if c not in ("source", "source_record_id")]
+    if {"source", "source_record_id"} - set(frame.columns) or len(others) != 1:
+        raise ValueError(
+            f"{path}: expected the columns source, source_record_id and one entity id column, "
+            f"got {', '.join(frame.columns)}"
+        )
+    return frame.drop_nulls().select(
+        record_key=pl.col("source") + ":" + pl.col("source_record_id"), person=others[0]
+    )
+
+
+def evaluate_warehouse(conn, truth: pl.DataFrame) -> Evaluation:
+    """Score ``mart.customer_xref`` and ``identity.match_pairs`` against ``record_key, person``.
+
+    Records of the sample missing from the warehouse (quarantined, erased) count as unlinked.
+    The threshold table counts record pairs: two records of one profile are always a pair; two
+    profiles form a pair when their scored pair reaches the threshold (before clustering)."""
+    xref = conn.sql(
+        "select record_key, customer_id, profile_id, link_method from mart.customer_xref"
+    ).pl()
+    labelled = xref.join(truth, on="record_key", how="inner")
+    result = accuracy(labelled.select("record_key", cluster="customer_id"), truth)
+    impure = labelled.filter(pl.col("customer_id").is_not_null()).with_columns(
+        impure=pl.col("person").n_unique().over("customer_id") > 1
+    )
+    methods = (
+        labelled.join(impure.select("record_key", "impure"), on="record_key", how="left")
+        .group_by("link_method")
+        .agg(records=pl.len(), in_impure_customers=pl.col("impure").fill_null(False).sum())
+        .sort("records", descending=True)
+    )
+    return Evaluation(
+        truth.height, labelled.height, result, methods, _threshold_table(conn, labelled, truth)
+    )
+
+
+def _threshold_table(conn, labelled: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
+    counts = labelled.drop_nulls("profile_id").group_by("profile_id", "person").len("n")
+    sizes = counts.group_by("profile_id").agg(pl.col("n").sum().alias("size"))
+    within_predicted = int((sizes["size"] * (sizes["size"] - 1) // 2).sum())
+    within_true = int((counts["n"] * (counts["n"] - 1) // 2).sum())
+    actual = _pairs(truth, ["person"])
+    pairs = conn.sql(
+        "select profile_id_l as id_l, profile_id_r as id_r, match_probability "
+        "from identity.match_pairs"
+    ).pl()
+    pairs = pairs.join(sizes.rename({"profile_id": "id_l", "size": "size_l"}), on="id_l").join(
+        sizes.rename({"profile_id": "id_r", "size": "size_r"}), on="id_r"
+    )
+    shared = (
+        pairs.select("id_l", "id_r")
+        .join(counts.rename({"profile_id": "id_l", "n": "n_l"}), on="id_l")
+        .join(counts.rename({"profile_id": "id_r", "n": "n_r"}), on=["id_r", "person"])
+        .group_by("id_l", "id_r")
+        .agg(true_pairs=(pl.col("n_l") * pl.col("n_r")).sum())
+    )
+    pairs = pairs.join(shared, on=["id_l", "id_r"], how="left").with_columns(
+        predicted=pl.col("size_l") * pl.col("size_r"), true_pairs=pl.col("true_pairs").fill_null(0)
+    )
+    rows = []
+    for t in THRESHOLDS:
+        above = pairs.filter(pl.col("match_probability") >= t)
+        predicted = within_predicted + int(above["predicted"].sum())
+        true = within_true + int(above["true_pairs"].sum())
+        rows.append(
+            (
+                t,
+                predicted,
+                true,
+                true / predicted if predicted else 1.0,
+                true / actual if actual else 1.0,
+            )
+        )
+    return pl.DataFrame(
+        rows,
+        schema=["threshold", "predicted_pairs", "true_pairs", "precision", "recall"],
+        orient="row",
+    )
