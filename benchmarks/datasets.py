@@ -8,6 +8,9 @@ pipeline sees only the landing folder and the sources file, as it would see anyo
   Names, address, birth date and a social security id, with typos; febrl4 is two files to link.
 - ``clean``, ``classic``, ``households``: the demo generator's person export in three profiles
   (``cdm_pipeline.demo.person_file``).
+- ``demo``: the demo itself, seven channels with households, twins and shared inboxes (``cdm
+  demo``), with the shipped sources file. Its truth leaves out the rows planted bad (they are
+  quarantined by design) and the privacy requests (not person records).
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from pathlib import Path
 
 import polars as pl
 
+from cdm_pipeline.demo.generator import generate
 from cdm_pipeline.demo.person_file import generate_person_file, sources_yaml
+from cdm_pipeline.settings import PACKAGE_DATA
+
+DATASETS = ("febrl1", "febrl2", "febrl3", "febrl4", "clean", "classic", "households", "demo")
 
 
 @dataclass(frozen=True)
@@ -93,9 +100,25 @@ def build_generated(profile: str, records: int, out: Path, seed: int = 11) -> Da
     return Dataset(f"{profile}_{records // 1000}k", out / "landing", out / "sources.yaml", truth)
 
 
+def build_demo(records: int, out: Path, seed: int = 7) -> Dataset:
+    """The demo at about ``records`` landed person rows (3.3 per person)."""
+    paths = generate(people=max(records * 10 // 33, 10), seed=seed, out=out)
+    truth = (
+        pl.read_parquet(paths.truth / "records.parquet")
+        .filter(~pl.col("planted_bad") & (pl.col("source") != "privacy_requests"))
+        .select("source", source_record_id="record_id", entity_id="person_id")
+    )
+    truth.write_csv(out / "truth.csv")
+    return Dataset(
+        f"demo_{records // 1000}k", paths.landing, PACKAGE_DATA / "sources.yaml", out / "truth.csv"
+    )
+
+
 def build(name: str, out: Path, records: int = 20_000) -> Dataset:
-    """A dataset by name: febrl1..febrl4, clean, classic, households."""
+    """A dataset by name (``DATASETS``)."""
     out.mkdir(parents=True, exist_ok=True)
     if name.startswith("febrl"):
         return build_febrl(int(name[-1]), out)
+    if name == "demo":
+        return build_demo(records, out)
     return build_generated(name, records, out)

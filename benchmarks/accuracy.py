@@ -1,0 +1,247 @@
+"""Accuracy side by side: our pipeline and Splink 5 on the same records of several datasets.
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python benchmarks/accuracy.py [--datasets febrl1,febrl2,...] [--records 20000]
+
+Every dataset reaches us as a user's would: landing files and a sources file (``datasets.py``),
+run through the whole Dagster job (``cdm run``'s job), scored from ``mart.customer_xref`` by
+``cdm evaluate``'s code. Splink gets the records we standardised (identity.person_records), so
+both sides start from the same cleaned values, and is configured as its own examples do for
+person data (febrl3 and deduplicate_50k_synthetic in Splink's docs):
+
+- comparisons from ``splink.comparison_library``: forename+surname with term frequencies,
+  date of birth, email, phone, the customer-given id by Damerau-Levenshtein, and the address as
+  one comparison (street and postcode together, postcode, city), not three independent ones;
+- the prior from deterministic rules (``estimate_probability_two_random_records_match``);
+- u by random sampling; m by EM on a name block and a birth-date block (not on email or phone,
+  which shared family contacts pollute), without term frequencies;
+- blocking rules each of which Splink can afford alone (the first+surname block only below
+  200,000 records); clusters at 0.95, as its docs do.
+
+Our figures: time and peak RSS of the whole night (ingest to analyst database), and of its resolve
+steps; Splink's: train, predict and cluster. Peak RSS is measured above the phase's start in
+this process. One table out, and ``benchmarks/out/accuracy.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import timed  # noqa: E402
+from datasets import DATASETS, Dataset, build  # noqa: E402
+
+from cdm_pipeline.defs.build import build_definitions  # noqa: E402
+from cdm_pipeline.defs.jobs import NIGHTLY_JOB  # noqa: E402
+from cdm_pipeline.evaluation import accuracy, evaluate_warehouse, read_truth  # noqa: E402
+from cdm_pipeline.settings import PACKAGE_DATA, Settings  # noqa: E402
+
+RESOLVE_STEPS = ("identity__pair_comparisons", "identity__match_pairs", "resolve")
+
+
+def run_ours(dataset: Dataset, workdir: Path, figures: dict) -> Path:
+    """The whole nightly job on the dataset's landing folder and sources file."""
+    settings = Settings(
+        landing_dir=dataset.landing,
+        warehouse_path=workdir / "cdm.duckdb",
+        sources_path=dataset.sources,
+        pipeline_config_path=PACKAGE_DATA / "pipeline.yaml",
+        overrides_path=workdir / "none.csv",
+        exports_dir=workdir / "exports",
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    with timed("ours_night", figures):
+        result = (
+            build_definitions(settings)
+            .resolve_job_def(NIGHTLY_JOB)
+            .execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            )
+        )
+    if not result.success:
+        raise RuntimeError(f"{dataset.name}: the pipeline run failed")
+    figures["ours_resolve_seconds"] = round(
+        sum(
+            (s.end_time or 0) - (s.start_time or 0)
+            for s in instance.get_run_step_stats(result.run_id)
+            if any(part in s.step_key for part in RESOLVE_STEPS)
+        ),
+        2,
+    )
+    return settings.warehouse_path
+
+
+def splink_input(warehouse: Path) -> pl.DataFrame:
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        records = conn.sql("select * from identity.person_records").pl()
+    frame = records.select(
+        unique_id=pl.col("record_key"),
+        first_name=pl.col("first_name_key"),
+        surname=pl.col("last_name_key"),
+        dob=pl.col("birth_date").cast(pl.String),
+        email=pl.col("email_norm"),
+        phone=pl.col("phone_e164"),
+        identifier=pl.col("identifier_key"),
+        street=pl.col("street_key"),
+        postcode=pl.col("postal_code"),
+        city=pl.col("city_key"),
+    )
+    return frame.with_columns(
+        first_name_surname=pl.concat_str(["first_name", "surname"], separator=" ")
+    )
+
+
+def run_splink(frame: pl.DataFrame, figures: dict) -> pl.DataFrame:
+    """Splink 5 as its documented examples configure it; returns ``record_key, cluster``."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+    from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+
+    present = {c for c in frame.columns if frame[c].null_count() < frame.height}
+    comparisons = [
+        cl.ForenameSurnameComparison(
+            "first_name", "surname", forename_surname_concat_col_name="first_name_surname"
+        ),
+        cl.DateOfBirthComparison("dob", input_is_string=True),
+    ]
+    if "email" in present:
+        comparisons.append(cl.EmailComparison("email"))
+    if "phone" in present:
+        comparisons.append(cl.ExactMatch("phone").configure(term_frequency_adjustments=True))
+    if "identifier" in present:
+        comparisons.append(cl.DamerauLevenshteinAtThresholds("identifier", [2]))
+    comparisons.append(
+        cl.CustomComparison(
+            output_column_name="address",
+            comparison_levels=[
+                cll.And(cll.NullLevel("street"), cll.NullLevel("postcode")).configure(
+                    is_null_level=True
+                ),
+                cll.And(cll.ExactMatchLevel("street"), cll.ExactMatchLevel("postcode")),
+                cll.And(cll.LevenshteinLevel("street", 2), cll.ExactMatchLevel("postcode")),
+                cll.ExactMatchLevel("postcode"),
+                cll.ExactMatchLevel("city"),
+                cll.ElseLevel(),
+            ],
+        )
+    )
+    rules = [block_on(c) for c in ("email", "phone", "identifier") if c in present] + [
+        block_on("surname", "dob"),
+        block_on("first_name", "dob"),
+        block_on("postcode", "first_name"),
+        block_on("postcode", "surname"),
+        block_on("postcode", "dob"),
+    ]
+    if frame.height < 200_000:
+        rules.insert(0, block_on("first_name", "surname"))
+    deterministic = [block_on("first_name", "surname", "dob")] + [
+        block_on(c, "first_name") for c in ("email", "phone") if c in present
+    ]
+    if "identifier" in present:
+        deterministic.append(block_on("identifier"))
+    with timed("splink_run", figures):
+        db_api = DuckDBAPI()
+        linker = Linker(
+            db_api.register(frame.to_arrow()),
+            SettingsCreator(
+                link_type="dedupe_only",
+                comparisons=comparisons,
+                blocking_rules_to_generate_predictions=rules,
+                retain_intermediate_calculation_columns=False,
+            ),
+            log_level=40,
+        )
+        linker.training.estimate_probability_two_random_records_match(deterministic, recall=0.8)
+        linker.training.estimate_u_using_random_sampling(
+            max_pairs=1e7 if frame.height > 50_000 else 1e6
+        )
+        for rule in (block_on("first_name", "surname"), block_on("dob")):
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                rule, estimate_without_term_frequencies=True
+            )
+        predictions = linker.inference.predict(threshold_match_probability=0.5)
+        clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
+            predictions, threshold_match_probability=0.95
+        )
+        assigned = pl.from_arrow(
+            clusters.as_duckdbpyrelation().select("unique_id, cluster_id").to_arrow_table()
+        )
+    return assigned.select(record_key="unique_id", cluster=pl.col("cluster_id").cast(pl.String))
+
+
+def measure(name: str, records: int, splink: bool, workdir: Path) -> dict:
+    dataset = build(name, workdir / "data", records)
+    figures: dict = {"dataset": dataset.name}
+    warehouse = run_ours(dataset, workdir, figures)
+    truth = read_truth(dataset.truth)
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        report = evaluate_warehouse(conn, truth)
+    figures["records"] = report.labelled
+    figures["ours"] = report.accuracy.__dict__
+    figures["ours_link_methods"] = dict(
+        report.link_methods.select("link_method", "records").iter_rows()
+    )
+    if splink:
+        frame = splink_input(warehouse)
+        figures["splink"] = accuracy(run_splink(frame, figures), truth).__dict__
+    return figures
+
+
+def _prf(a: dict) -> str:
+    return f"{a['pairwise_precision']:.4f} / {a['pairwise_recall']:.4f} / {a['pairwise_f1']:.4f}"
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        "| dataset | records | ours P / R / F1 | ours B-cubed F1 | Splink P / R / F1 | Splink B-cubed F1 "
+        "| ours night s (resolve s) / peak MB | Splink s / peak MB |\n|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for f in rows:
+        o, s = f["ours"], f.get("splink")
+        lines.append(
+            f"| {f['dataset']} | {f['records']:,} | {_prf(o)} | {o['bcubed_f1']:.4f} | "
+            + (f"{_prf(s)} | {s['bcubed_f1']:.4f} | " if s else "- | - | ")
+            + f"{f['ours_night']['seconds']} ({f['ours_resolve_seconds']}) / {f['ours_night']['peak_above_start_mb']} | "
+            + (f"{f['splink_run']['seconds']} / {f['splink_run']['peak_above_start_mb']} |" if s else "- |")
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated names")
+    parser.add_argument("--records", type=int, default=20_000, help="size of generated datasets")
+    parser.add_argument("--no-splink", action="store_true")
+    args = parser.parse_args()
+    rows = []
+    for name in args.datasets.split(","):
+        with tempfile.TemporaryDirectory(prefix=f"cdm-accuracy-{name}-") as tmp:
+            figures = measure(name, args.records, not args.no_splink, Path(tmp))
+        rows.append(figures)
+        print(table([figures]).splitlines()[-1], flush=True)
+    print()
+    print(table(rows))
+    out = ROOT / "benchmarks" / "out"
+    out.mkdir(exist_ok=True)
+    (out / f"accuracy_{args.records}.json").write_text(json.dumps(rows, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
