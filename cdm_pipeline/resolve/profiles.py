@@ -19,7 +19,13 @@ MATCH_FIELDS = (
     "birth_date",
     "identifier_key",
 )
-DERIVED_KEYS = ("first_name_group", "first_initial", "last_name_soundex", "email_local")
+DERIVED_KEYS = (
+    "first_name_group",
+    "first_initial",
+    "last_name_soundex",
+    "email_local",
+    "name_tokens",
+)
 IDENTITY = (*MATCH_FIELDS, *DERIVED_KEYS)
 
 

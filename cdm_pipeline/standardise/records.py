@@ -123,6 +123,12 @@ def standardise_records(
         first_initial=first_key.str.slice(0, 1),
         last_name_key=last_key.str.replace_all(" ", ""),
         last_name_soundex=fields.map_unique(last_key, fields.soundex, pl.String),
+        # Both names in alphabetical order: blocks "Sophie Snell" with "Snell Sophie".
+        name_tokens=pl.concat_list(first_key, last_key.str.replace_all(" ", ""))
+        .list.drop_nulls()
+        .list.sort()
+        .list.join(" ")
+        .replace("", None),
         email=email,
         email_norm=email_norm,
         email_local=email_norm.str.split("@").list.first(),
