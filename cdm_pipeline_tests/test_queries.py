@@ -6,6 +6,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from cdm_pipeline.resolve.comparisons import default_comparisons
 from cdm_pipeline.standardise.fields import email_match_key
 from cdm_pipeline.warehouse import SQL_DIR, sql_text
 
@@ -107,7 +108,7 @@ def test_why_same_customer_explains_a_linked_pair_field_by_field(conn):
     total = rows.filter(pl.col("comparison") == "total")
     assert "same customer" in total["evidence"][0]
     fields = rows.filter(pl.col("comparison") != "total")
-    assert fields.height == 8
+    assert fields.height == len(default_comparisons())
     assert total["match_weight"][0] > 0
 
 

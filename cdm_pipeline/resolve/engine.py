@@ -13,10 +13,10 @@ from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_prof
 from cdm_pipeline.resolve.scoring import (
     ModelParameters,
     cannot_link,
-    estimate_m,
     estimate_u,
     identifier_u,
     score_pairs,
+    train_m,
 )
 
 
@@ -143,7 +143,7 @@ def train(
     single_keys = [rule.keys[0] for rule in rules if len(rule.keys) == 1]
     u = identifier_u(u, levels, comparisons, single_keys, profiles.height)
     return (
-        estimate_m(levels, comparisons, u, iterations=settings["em_iterations"])
+        train_m(levels, comparisons, u, iterations=settings["em_iterations"])
         .with_global_prior(levels.height, profiles.height)
         .with_term_frequencies(profiles, comparisons)
     )

@@ -6,8 +6,9 @@
   their own (email, phone) from how many of the pairs sharing one show cannot-link evidence.
 - The prior is that of two random profiles (EM's share among candidates, scaled to all pairs):
   blocking chooses which pairs to score, it is not evidence that they match.
-- m (how often the level occurs between two records of the same person) comes from EM over the
-  candidate pairs, with guards from ER_NOTES: a differing birth date or first name may not look
+- m (how often the level occurs between two records of the same person) comes from EM on training
+  blocks (``train_m``: each comparison learnt where the block does not force it to agree), with
+  guards from ER_NOTES: a differing birth date or first name may not look
   like a common trait of true matches (their m is bounded), and location fields (street, postal
   code, city) count as one correlated fact, so their combined weight is capped.
 - Exact name and city matches are term-frequency adjusted: two "Smith"s are weaker evidence than
@@ -31,6 +32,10 @@ M_DIFFERENT_BOUNDS = {"birth_date": 0.02, "first_name_key": 0.05, "last_name_key
 LOCATION_WEIGHT_CAP = 8.0
 U_FLOOR = 1e-9
 M_FLOOR = 1e-6
+# A disagreement is never impossible for a true match: a sample where nobody changed phone says
+# little about the next person who did. The floor keeps it a strong vote against (about -9
+# bits), not a veto.
+M_DIFFERENT_FLOOR = 0.002
 
 
 @dataclass
@@ -246,14 +251,16 @@ def estimate_m(
     comparisons: list[Comparison],
     u: dict[str, list[float]],
     iterations: int = 25,
+    fixed_m: dict[str, list[float]] | None = None,
 ) -> ModelParameters:
-    """EM over the distinct level patterns of the candidate pairs, u held fixed."""
+    """EM over the distinct level patterns of the candidate pairs, u held fixed (and the m of
+    ``fixed_m``, when given: then only the prior is learnt)."""
     names = [c.name for c in comparisons]
     columns = [f"{n}_level" for n in names]
     patterns = levels.group_by(columns).len()
     counts = patterns["len"].to_numpy().astype(float)
     pattern_levels = {n: patterns[f"{n}_level"].to_numpy().astype(np.int64) for n in names}
-    m = {c.name: _initial_m(c) for c in comparisons}
+    m = dict(fixed_m) if fixed_m else {c.name: _initial_m(c) for c in comparisons}
     prior = 0.1
     converged = False
     done = 0
@@ -267,10 +274,10 @@ def estimate_m(
             log_u[present] += np.log(np.asarray(u[n])[lv[present]])
         posterior = 1.0 / (1.0 + np.exp(np.clip(log_u - log_m, -700, 700)))
         weighted = posterior * counts
-        new_prior = float(weighted.sum() / counts.sum())
+        new_prior = float(weighted.sum() / max(counts.sum(), 1.0))
         change = abs(new_prior - prior)
         prior = min(max(new_prior, 1e-6), 1 - 1e-6)
-        for c in comparisons:
+        for c in comparisons if not fixed_m else ():
             lv = pattern_levels[c.name]
             present = lv != NULL_LEVEL
             totals = np.bincount(lv[present], weights=weighted[present], minlength=len(c.labels))
@@ -283,6 +290,94 @@ def estimate_m(
     return ModelParameters(m=m, u=u, prior=prior, em_iterations=done, em_converged=converged)
 
 
+# Training blocks, as Splink trains: EM runs on the candidate pairs that agree exactly on a
+# block's fields, and learns m only for the other comparisons (the block's own always agree
+# there). Among pairs sharing a surname and birth date, two different people look like two random
+# people on the other fields, which is what u says; among all candidates they do not (every
+# candidate agrees on something), and EM over all of them takes nearly every pair for a match,
+# so that a different email or street would weigh almost nothing against. Blocks on a location
+# field hold out every location field (one street, one city); none is on email or phone, which
+# shared family contacts pollute.
+TRAINING_BLOCKS = (
+    ("last_name_key", "birth_date"),
+    ("first_name_key", "postal_code"),
+    ("identifier_key",),
+)
+MIN_TRAINING_PAIRS = 200
+
+
+def train_m(
+    levels: pl.DataFrame,
+    comparisons: list[Comparison],
+    u: dict[str, list[float]],
+    iterations: int = 25,
+) -> ModelParameters:
+    """m per comparison from EM on each training block it is not part of (averaged over the
+    blocks that estimated it), then the share of matches among all candidates with m held.
+
+    Location fields describe one fact, so EM would count a move (street, postal code and city
+    all different) as three independent disagreements and learn that people never move. They
+    are left out of EM and their m read off afterwards, weighted by how sure the other
+    comparisons are that a pair is one person. A comparison no block could estimate (the data
+    lacks the fields) keeps the m of EM over all candidates."""
+    location = [c for c in comparisons if c.location]
+    estimates: dict[str, list[list[float]]] = {c.name: [] for c in comparisons}
+    exact = {c.name: c.exact_level for c in comparisons}
+    for block in TRAINING_BLOCKS:
+        if any(f"{f}_level" not in levels.columns for f in block):
+            continue
+        inside = levels.filter(pl.all_horizontal(pl.col(f"{f}_level") == exact[f] for f in block))
+        if inside.height < MIN_TRAINING_PAIRS:
+            continue
+        free = [c for c in comparisons if c.name not in block and not c.location]
+        session = estimate_m(inside, free, u, iterations)
+        observed = [c for c in free if inside[f"{c.name}_level"].ne(NULL_LEVEL).sum() > 0]
+        for c in observed:
+            if inside[f"{c.name}_level"].ne(NULL_LEVEL).sum() >= MIN_TRAINING_PAIRS:
+                estimates[c.name].append(session.m[c.name])
+        if location and not {c.name for c in location} & set(block):
+            posterior = _posterior(inside, observed, session.m, u, session.prior)
+            for c in location:
+                lv = inside[f"{c.name}_level"].to_numpy().astype(np.int64)
+                present = lv != NULL_LEVEL
+                if present.sum() >= MIN_TRAINING_PAIRS:
+                    totals = np.bincount(
+                        lv[present], weights=posterior[present], minlength=len(c.labels)
+                    )
+                    estimates[c.name].append(list(totals / max(totals.sum(), 1e-12)))
+    fallback = estimate_m(levels, comparisons, u, iterations)
+    m = {
+        c.name: (
+            _bounded(c, np.mean(np.asarray(estimates[c.name]), axis=0))
+            if estimates[c.name]
+            else fallback.m[c.name]
+        )
+        for c in comparisons
+    }
+    params = estimate_m(levels, comparisons, u, iterations, fixed_m=m)
+    params.em_iterations = fallback.em_iterations
+    params.em_converged = fallback.em_converged
+    return params
+
+
+def _posterior(
+    levels: pl.DataFrame,
+    comparisons: list[Comparison],
+    m: dict[str, list[float]],
+    u: dict[str, list[float]],
+    prior: float,
+) -> np.ndarray:
+    """Probability that each pair is a match, under these comparisons only."""
+    log_ratio = np.full(levels.height, math.log(prior / (1 - prior)))
+    for c in comparisons:
+        lv = levels[f"{c.name}_level"].to_numpy().astype(np.int64)
+        present = lv != NULL_LEVEL
+        log_ratio[present] += np.log(np.asarray(m[c.name])[lv[present]]) - np.log(
+            np.asarray(u[c.name])[lv[present]]
+        )
+    return 1.0 / (1.0 + np.exp(-np.clip(log_ratio, -700, 700)))
+
+
 def _initial_m(c: Comparison) -> list[float]:
     k = len(c.labels)
     values = [0.05] + [0.15 / max(k - 2, 1)] * (k - 2) + [0.8]
@@ -291,6 +386,7 @@ def _initial_m(c: Comparison) -> list[float]:
 
 def _bounded(c: Comparison, m: np.ndarray) -> list[float]:
     m = np.maximum(np.asarray(m, dtype=float), M_FLOOR)
+    m[DIFFERENT] = max(m[DIFFERENT], M_DIFFERENT_FLOOR)
     bound = M_DIFFERENT_BOUNDS.get(c.name)
     if bound is not None and m[DIFFERENT] > bound:
         excess = m[DIFFERENT] - bound

@@ -31,7 +31,10 @@ PERSON_RECORD_COLUMNS = {
     "last_name": ("varchar", "display last name"),
     "first_name_key": ("varchar", "folded first name for matching"),
     "last_name_key": ("varchar", "folded surname for matching"),
-    "name_tokens": ("varchar", "first and last name key in alphabetical order (blocks swapped names)"),
+    "name_tokens": (
+        "varchar",
+        "first and last name key in alphabetical order (blocks swapped names)",
+    ),
     "email": ("varchar", "valid, lower-cased email"),
     "email_norm": ("varchar", "provider-aware email match key (no dots/+tags where ignored)"),
     "phone_e164": ("varchar", "E.164 phone"),
