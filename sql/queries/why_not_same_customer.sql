@@ -1,6 +1,6 @@
 -- Why are these two source records NOT the same customer? The fields that argued against the
 -- link (negative match weight) and the decision: 'cannot-link' (a different first name or birth
--- date), 'no match' (probability under the threshold), or linked=false after the clustering
+-- date that what a household does not share could not outweigh), 'no match' (probability under the threshold), or linked=false after the clustering
 -- guard refused to join their customers. Parameters: $source_l, $record_id_l, $source_r, $record_id_r.
 with
 records as (
