@@ -11,6 +11,7 @@ from cdm_pipeline.resolve.clustering import guarded_clusters
 from cdm_pipeline.resolve.comparisons import Comparison, compare_pairs, default_comparisons
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
 from cdm_pipeline.resolve.scoring import (
+    HOUSEHOLD_EVIDENCE_CAP,
     ModelParameters,
     cannot_link,
     estimate_u,
@@ -159,9 +160,10 @@ def score(
     overrides: pl.DataFrame | None,
 ) -> pl.DataFrame:
     """Weights, probability, cannot-link evidence, steward overrides and the decision per pair."""
-    scored = score_pairs(levels, profiles, comparisons, model)
+    cap = settings.get("household_evidence_cap", HOUSEHOLD_EVIDENCE_CAP)
+    scored = score_pairs(levels, profiles, comparisons, model, cap)
     scored = scored.with_columns(
-        cannot_link(scored, comparisons, model, settings["match_threshold"])
+        cannot_link(scored, comparisons, model, settings["match_threshold"], cap)
     )
     scored = _apply_overrides(scored, membership, overrides)
     return scored.with_columns(

@@ -10,7 +10,8 @@
   blocks (``train_m``: each comparison learnt where the block does not force it to agree), with
   guards from ER_NOTES: a differing birth date or first name may not look
   like a common trait of true matches (their m is bounded), and location fields (street, postal
-  code, city) count as one correlated fact, so their combined weight is capped.
+  code, city) count as one correlated fact, so their combined weight is capped (the resolve
+  setting ``household_evidence_cap``).
 - Exact name and city matches are term-frequency adjusted: two "Smith"s are weaker evidence than
   two "Zwicky"s.
 """
@@ -29,7 +30,7 @@ from cdm_pipeline.resolve.comparisons import DIFFERENT, NULL_LEVEL, Comparison, 
 # Upper bounds on m for "different": a true match rarely has a wholly different birth date or
 # first name. Without them EM absorbs households into its match class (ER_NOTES.md).
 M_DIFFERENT_BOUNDS = {"birth_date": 0.02, "first_name_key": 0.05, "last_name_key": 0.10}
-LOCATION_WEIGHT_CAP = 8.0
+HOUSEHOLD_EVIDENCE_CAP = 8.0  # bits; the resolve setting ``household_evidence_cap``
 U_FLOOR = 1e-9
 M_FLOOR = 1e-6
 # A disagreement is never impossible for a true match: a sample where nobody changed phone says
@@ -402,8 +403,10 @@ def score_pairs(
     profiles: pl.DataFrame,
     comparisons: list[Comparison],
     params: ModelParameters,
+    household_cap: float = HOUSEHOLD_EVIDENCE_CAP,
 ) -> pl.DataFrame:
-    """Add ``<field>_weight`` per comparison, ``match_weight`` and ``match_probability``."""
+    """Add ``<field>_weight`` per comparison, ``match_weight`` and ``match_probability``; the
+    location fields together count for at most ``household_cap`` bits."""
     tf_fields = [c.name for c in comparisons if c.tf_adjusted and c.name in params.tf_shares]
     if tf_fields and levels.height < profiles.height // 4:  # a night's pairs: look up few values
         named = levels["id_l"].unique().implode()
@@ -436,7 +439,7 @@ def score_pairs(
     total = (
         prior_weight
         + pl.sum_horizontal(personal)
-        + pl.min_horizontal(location_sum, pl.lit(LOCATION_WEIGHT_CAP))
+        + pl.min_horizontal(location_sum, pl.lit(household_cap))
     )
     return scored.with_columns(match_weight=total).with_columns(
         match_probability=1.0 / (1.0 + (2.0 ** (-pl.col("match_weight"))))
@@ -490,11 +493,15 @@ def personal_conflict(levels: pl.DataFrame) -> pl.Series:
 
 
 def cannot_link(
-    scored: pl.DataFrame, comparisons: list[Comparison], params: ModelParameters, threshold: float
+    scored: pl.DataFrame,
+    comparisons: list[Comparison],
+    params: ModelParameters,
+    threshold: float,
+    household_cap: float = HOUSEHOLD_EVIDENCE_CAP,
 ) -> pl.Series:
     """Different people, as far as the evidence says: personal fields disagree, and what a
     household does not share (first name, birth date, ids the person gave) plus at most
-    ``LOCATION_WEIGHT_CAP`` bits of what it does share (surname, family phone and inbox,
+    ``household_cap`` bits of what it does share (surname, family phone and inbox,
     address) stays below the match threshold. So a typo'd birth date is overcome by a matching
     national id, but twins with one phone, inbox and address are not one person. The guard keeps
     such pairs out of one cluster."""
@@ -504,7 +511,7 @@ def cannot_link(
     weight = (
         math.log2(prior / (1 - prior))
         + pl.sum_horizontal(personal)
-        + pl.min_horizontal(pl.sum_horizontal(shared), pl.lit(LOCATION_WEIGHT_CAP))
+        + pl.min_horizontal(pl.sum_horizontal(shared), pl.lit(household_cap))
     )
     low = scored.select((1.0 / (1.0 + 2.0 ** (-weight))) < threshold).to_series()
     return (personal_conflict(scored) & low).alias("cannot_link")
