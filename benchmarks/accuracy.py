@@ -3,7 +3,7 @@
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/accuracy.py [--datasets febrl1,febrl2,...] [--records 20000]
 
-Every dataset reaches us as a user's would: landing files and a sources file (``datasets.py``),
+Every dataset reaches us as a user's would: landing files and a sources file (``cdm_pipeline.demo.datasets``),
 run through the whole Dagster job (``cdm run``'s job), scored from ``mart.customer_xref`` by
 ``cdm evaluate``'s code. Splink gets the records we standardised (identity.person_records), so
 both sides start from the same cleaned values, and is configured as its own examples do for
@@ -40,10 +40,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import timed  # noqa: E402
-from datasets import DATASETS, Dataset, build  # noqa: E402
 
 from cdm_pipeline.defs.build import build_definitions  # noqa: E402
 from cdm_pipeline.defs.jobs import NIGHTLY_JOB  # noqa: E402
+from cdm_pipeline.demo.datasets import DATASETS, Dataset, build  # noqa: E402
 from cdm_pipeline.evaluation import accuracy, evaluate_warehouse, read_truth  # noqa: E402
 from cdm_pipeline.settings import PACKAGE_DATA, Settings  # noqa: E402
 
@@ -190,6 +190,7 @@ def measure(name: str, records: int, splink: bool, workdir: Path) -> dict:
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         report = evaluate_warehouse(conn, truth)
     figures["records"] = report.labelled
+    figures["records_in_warehouse"] = report.found
     figures["ours"] = report.accuracy.__dict__
     figures["ours_link_methods"] = dict(
         report.link_methods.select("link_method", "records").iter_rows()
@@ -216,7 +217,11 @@ def table(rows: list[dict]) -> str:
             f"| {f['dataset']} | {f['records']:,} | {_prf(o)} | {o['bcubed_f1']:.4f} | "
             + (f"{_prf(s)} | {s['bcubed_f1']:.4f} | " if s else "- | - | ")
             + f"{f['ours_night']['seconds']} ({f['ours_resolve_seconds']}) / {f['ours_night']['peak_above_start_mb']} | "
-            + (f"{f['splink_run']['seconds']} / {f['splink_run']['peak_above_start_mb']} |" if s else "- |")
+            + (
+                f"{f['splink_run']['seconds']} / {f['splink_run']['peak_above_start_mb']} |"
+                if s
+                else "- |"
+            )
         )
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "resolve": {
         "match_threshold": 0.95,
         "name_only_threshold": 0.99,
-        "household_evidence_cap": 8.0,
+        "household_evidence_cap": 12.0,
         "floor_weight": 0.0,
         "max_block_size": 5000,
         "em_iterations": 25,

@@ -30,7 +30,7 @@ from cdm_pipeline.resolve.comparisons import DIFFERENT, NULL_LEVEL, Comparison, 
 # Upper bounds on m for "different": a true match rarely has a wholly different birth date or
 # first name. Without them EM absorbs households into its match class (ER_NOTES.md).
 M_DIFFERENT_BOUNDS = {"birth_date": 0.02, "first_name_key": 0.05, "last_name_key": 0.10}
-HOUSEHOLD_EVIDENCE_CAP = 8.0  # bits; the resolve setting ``household_evidence_cap``
+HOUSEHOLD_EVIDENCE_CAP = 12.0  # bits; the resolve setting ``household_evidence_cap``
 U_FLOOR = 1e-9
 M_FLOOR = 1e-6
 # A disagreement is never impossible for a true match: a sample where nobody changed phone says
@@ -499,19 +499,30 @@ def cannot_link(
     threshold: float,
     household_cap: float = HOUSEHOLD_EVIDENCE_CAP,
 ) -> pl.Series:
-    """Different people, as far as the evidence says: personal fields disagree, and what a
-    household does not share (first name, birth date, ids the person gave) plus at most
-    ``household_cap`` bits of what it does share (surname, family phone and inbox,
-    address) stays below the match threshold. So a typo'd birth date is overcome by a matching
-    national id, but twins with one phone, inbox and address are not one person. The guard keeps
-    such pairs out of one cluster."""
-    personal = [f"{c.name}_weight" for c in comparisons if not c.household]
-    shared = [f"{c.name}_weight" for c in comparisons if c.household]
+    """Different people, as far as the evidence says: a personal field disagrees, and what a
+    household cannot share outweighs it too little to reach the threshold, with what it can
+    share counting for at most ``household_cap`` bits. Twins share a surname, address, phone,
+    inbox and birth date, so a different first name is overcome only by an id the person gave
+    (a national id); a different birth date also by an agreeing first name (a father and son
+    may share one, which is why the cap holds). So a typo'd birth date with the same name and
+    national id links, and twins stay two people. The guard keeps such pairs apart."""
     prior = params.global_prior or params.prior
-    weight = (
-        math.log2(prior / (1 - prior))
-        + pl.sum_horizontal(personal)
-        + pl.min_horizontal(pl.sum_horizontal(shared), pl.lit(household_cap))
+    prior_weight = math.log2(prior / (1 - prior))
+    names = {c.name for c in comparisons}
+
+    def outweighed(own: list[str]) -> pl.Expr:
+        own = [f for f in own if f in names]
+        rest = [f"{c.name}_weight" for c in comparisons if c.name not in own]
+        weight = (
+            prior_weight
+            + pl.sum_horizontal([pl.lit(0.0), *(pl.col(f"{f}_weight") for f in own)])
+            + pl.min_horizontal(pl.sum_horizontal(rest), pl.lit(household_cap))
+        )
+        return (1.0 / (1.0 + 2.0 ** (-weight))) < threshold
+
+    first = pl.col("first_name_key_level").is_in(FIRST_NAME_CONFLICT_LEVELS)
+    birth = pl.col("birth_date_level") == DIFFERENT
+    verdict = (first & outweighed(["first_name_key", "identifier_key"])) | (
+        birth & outweighed(["birth_date", "first_name_key", "identifier_key"])
     )
-    low = scored.select((1.0 / (1.0 + 2.0 ** (-weight))) < threshold).to_series()
-    return (personal_conflict(scored) & low).alias("cannot_link")
+    return scored.select(verdict.fill_null(False).alias("cannot_link"))["cannot_link"]

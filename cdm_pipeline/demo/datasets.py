@@ -1,5 +1,7 @@
 """Accuracy datasets as a user would bring them: landing files, a sources file, and the truth.
 
+Read by the accuracy benchmark (``benchmarks/accuracy.py``) and the tests, never by the pipeline.
+
 Each ``build_*`` writes ``<out>/landing/<source>/...``, ``<out>/sources.yaml`` and
 ``<out>/truth.csv`` (``source, source_record_id, entity_id``) and returns a ``Dataset``. The
 pipeline sees only the landing folder and the sources file, as it would see anyone's export.
