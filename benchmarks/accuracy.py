@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import timed  # noqa: E402
+from bench import splink_frame, timed  # noqa: E402
 
 from cdm_pipeline.defs.build import build_definitions  # noqa: E402
 from cdm_pipeline.defs.jobs import NIGHTLY_JOB  # noqa: E402
@@ -85,22 +85,13 @@ def run_ours(dataset: Dataset, workdir: Path, figures: dict) -> Path:
 
 
 def splink_input(warehouse: Path) -> pl.DataFrame:
+    """Our standardised person records in Splink's column names, with the id and the
+    forename+surname column its name comparison takes term frequencies on."""
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         records = conn.sql("select * from identity.person_records").pl()
-    frame = records.select(
-        unique_id=pl.col("record_key"),
-        first_name=pl.col("first_name_key"),
-        surname=pl.col("last_name_key"),
-        dob=pl.col("birth_date").cast(pl.String),
-        email=pl.col("email_norm"),
-        phone=pl.col("phone_e164"),
-        identifier=pl.col("identifier_key"),
-        street=pl.col("street_key"),
-        postcode=pl.col("postal_code"),
-        city=pl.col("city_key"),
-    )
-    return frame.with_columns(
-        first_name_surname=pl.concat_str(["first_name", "surname"], separator=" ")
+    return splink_frame(records).with_columns(
+        identifier=records["identifier_key"],
+        first_name_surname=pl.concat_str(["first_name", "surname"], separator=" "),
     )
 
 
