@@ -3,8 +3,12 @@
 A request names an email or a phone; the customer is found through every record that carries it,
 and then *all* of that customer's linked records are removed (or, for sources declared
 ``on_erasure: anonymise``, emptied of identity) from raw, staging, quarantine, identity and mart,
-in one transaction. Their identifiers go on the suppression list. A request that matches no one or
-several customers is not guessed at: it waits for a steward, with the reason.
+in one transaction. Records of other customers are never touched, even when they share the
+requester's phone, inbox or address (a household). The requester's identifiers go on the
+suppression list as salted hashes: emails and phones no one else holds as ``email``/``phone``
+(scanned for and scrubbed everywhere), shared ones as ``household_email``/``household_phone``
+(they stop a row only with the requester's name), and the record keys as ``record``. A request
+that matches no one or several customers is not guessed at: it waits for a steward.
 """
 
 from __future__ import annotations
@@ -124,14 +128,20 @@ def match_requests(
     conn.register("request_keys", keys.to_arrow())
     try:
         found = conn.sql(
-            "select k.request_id, x.customer_id from request_keys k "
+            "select k.request_id, x.customer_id, "
+            "coalesce(bool_or(p.email_norm = k.email_key), false) "
+            "and coalesce(bool_or(p.phone_e164 = k.phone), false) as holds_both "
+            "from request_keys k "
             "left join identity.person_records p on p.email_norm = k.email_key or p.phone_e164 = k.phone "
             "left join mart.customer_xref x on x.record_key = p.record_key and x.customer_id is not null "
             "group by all"
         ).pl()
     finally:
         conn.unregister("request_keys")
-    return found
+    # A request naming an email and a phone is the customer holding both, when one does: the
+    # phone may be the household's, which the requester's family holds too.
+    both = pl.col("holds_both").any().over("request_id")
+    return found.filter(~both | pl.col("holds_both")).select("request_id", "customer_id")
 
 
 def _email_key(raw: str | None) -> str | None:
@@ -152,21 +162,35 @@ def erase_customers(
     copies). Returns (removed, anonymised) source records."""
     key = secret_key(conn)
     ensure_suppression_list(conn)
+    erasures = erasures.drop_nulls("customer_id")  # ``not in`` a list holding null is never true
     conn.register("erased_customers", erasures.select("request_id", "customer_id").to_arrow())
     records = conn.sql(
         "select e.request_id, x.customer_id, p.* from identity.person_records p "
         "join mart.customer_xref x using (record_key) join erased_customers e using (customer_id)"
     ).pl()
+    forms_of = {
+        row["record_key"]: (
+            email_forms(row["email_raw"]) | ({row["email_norm"]} if row["email_norm"] else set()),
+            phone_forms(row["phone_raw"], row["phone_e164"]),
+        )
+        for row in records.iter_rows(named=True)
+    }
+    shared = _held_by_others(
+        conn,
+        {f for emails, _ in forms_of.values() for f in emails},
+        {f for _, phones in forms_of.values() for f in phones},
+    )
     fingerprints = set()
     for row in records.iter_rows(named=True):
-        forms = [
-            ("email", f)
-            for f in email_forms(row["email_raw"])
-            | ({row["email_norm"]} if row["email_norm"] else set())
-        ]
-        forms += [("phone", f) for f in phone_forms(row["phone_raw"], row["phone_e164"])]
+        # A value another living customer holds too (a household phone, a family inbox) is
+        # theirs as much as the requester's: it is kept where they hold it, and suppresses a
+        # later row only together with the requester's name (``suppression``).
+        emails, phones = forms_of[row["record_key"]]
+        forms = [("household_email" if f in shared else "email", f) for f in emails]
+        forms += [("household_phone" if f in shared else "phone", f) for f in phones]
         name = name_form(row["first_name"], row["last_name"])
         forms += [("name", name)] if name else []
+        forms += [("record", row["record_key"])]
         fingerprints |= {(kind, fingerprint(key, form), row["request_id"]) for kind, form in forms}
     if fingerprints:
         conn.executemany(
@@ -232,6 +256,32 @@ def erase_customers(
     conn.unregister("erased_keys")
     conn.unregister("erased_customers")
     return removed, anonymised
+
+
+def _held_by_others(
+    conn: duckdb.DuckDBPyConnection, emails: set[str], phones: set[str]
+) -> set[str]:
+    """The forms of the requester's emails and phones that a customer not being erased holds
+    in any of their records (``erased_customers`` is registered), normalised as the
+    completeness scan normalises what it finds (``_value_hit``): lower-cased emails, phone
+    digits with and without leading zeros. Only what no one else holds is scrubbed."""
+    digits = "regexp_replace({c}, '[^0-9]', '', 'g')"
+    phone_forms_sql = [f"{digits.format(c=c)}" for c in ("phone_raw", "phone_e164")] + [
+        f"ltrim({digits.format(c=c)}, '0')" for c in ("phone_raw", "phone_e164")
+    ]
+    email_forms_sql = ["lower(trim(email_raw))", "email", "email_norm"]
+    union = " union all ".join(
+        f"select {form} as f from others" for form in (*email_forms_sql, *phone_forms_sql)
+    )
+    rows = conn.execute(
+        "with others as (select p.* from identity.person_records p "
+        "join mart.customer_xref x using (record_key) where x.customer_id is not null "
+        "and x.customer_id not in "
+        "(select customer_id from erased_customers where customer_id is not null)) "
+        f"select distinct f from ({union}) where f in (select unnest($forms))",
+        {"forms": sorted(emails | phones)},
+    ).fetchall()
+    return {value for (value,) in rows}
 
 
 # The resolver's state keeps an erased profile's id and cluster (the next run must know it is

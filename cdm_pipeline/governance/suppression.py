@@ -1,7 +1,8 @@
-"""The suppression list: salted hashes of erased people's emails and phone numbers.
+"""The suppression list: salted hashes of erased people's emails, phones, names and record keys.
 
-Rows carrying a suppressed identifier are not landed again (ingest drops them and counts them),
-so an old file or a new export cannot bring an erased person back.
+Rows that would bring an erased person back are not landed again (ingest drops them and counts
+them; standardising checks again with the record's own country), so an old file or a new export
+cannot bring them back, while their household's records still land (``person_suppressed``).
 """
 
 from __future__ import annotations
@@ -9,14 +10,20 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-from cdm_pipeline.governance.keys import email_forms, fingerprint, phone_forms, secret_key
+from cdm_pipeline.governance.keys import (
+    email_forms,
+    fingerprint,
+    name_form,
+    phone_forms,
+    secret_key,
+)
 from cdm_pipeline.registry import SourceSpec
-from cdm_pipeline.standardise.fields import map_unique, standardise_phone
+from cdm_pipeline.standardise.fields import map_unique, split_full_name, standardise_phone
 from cdm_pipeline.warehouse import ensure_schemas
 
 DDL = """
 create table if not exists governance.suppression_list (
-    kind varchar not null,          -- email | phone | name
+    kind varchar not null,          -- email | phone | household_email | household_phone | name | record
     fingerprint varchar not null,   -- sha256(secret key || normalised value)
     request_id varchar,
     added_at timestamp not null
@@ -31,12 +38,15 @@ def ensure_suppression_list(conn: duckdb.DuckDBPyConnection) -> None:
 
 def suppressed(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
     ensure_suppression_list(conn)
-    out: dict[str, set[str]] = {"email": set(), "phone": set(), "name": set()}
+    out: dict[str, set[str]] = {kind: set() for kind in KINDS}
     for kind, value in conn.execute(
         "select kind, fingerprint from governance.suppression_list"
     ).fetchall():
         out.setdefault(kind, set()).add(value)
     return out
+
+
+KINDS = ("email", "phone", "household_email", "household_phone", "name", "record")
 
 
 def suppressed_rows(
@@ -45,55 +55,124 @@ def suppressed_rows(
     source: SourceSpec,
     phone_regions: tuple[str, ...],
 ) -> pl.Series:
-    """True for rows whose email or phone (in any form) is on the suppression list."""
+    """True for rows that would bring an erased person back (``person_suppressed``). The frame
+    holds the source's own columns (or canonical ones, with ``record_key``)."""
     hashes = suppressed(conn)
-    flags = pl.Series([False] * frame.height, dtype=pl.Boolean)
-    if not (hashes["email"] or hashes["phone"]) or frame.height == 0:
-        return flags
+    if frame.height == 0 or not any(hashes.values()):
+        return pl.repeat(False, frame.height, dtype=pl.Boolean, eager=True)
     key = secret_key(conn)
-    email_column = source.identity.get("email")
-    if email_column and hashes["email"]:
-        hit = map_unique(
-            frame[email_column],
-            lambda v: any(fingerprint(key, f) in hashes["email"] for f in email_forms(v)),
-            pl.Boolean,
-        ).fill_null(False)
-        flags = flags | hit
-    phone_column = source.identity.get("phone")
-    if phone_column and hashes["phone"]:
-        hit = map_unique(
-            frame[phone_column],
-            lambda v: any(
-                fingerprint(key, f) in hashes["phone"]
-                for f in phone_forms(v, standardise_phone(f"{v}|{phone_regions[0]}", phone_regions))
-            ),
-            pl.Boolean,
-        ).fill_null(False)
-        flags = flags | hit
-    return flags
+    first, last = _names(frame, source)
+    if "record_key" in frame.columns:
+        record_key = frame["record_key"]
+    else:
+        record_key = (source.name + ":" + frame[source.record_id].cast(pl.String)).alias("k")
+    email = _column(frame, source.identity.get("email"))
+    phone = _column(frame, source.identity.get("phone"))
+    return person_suppressed(
+        key,
+        hashes,
+        emails=email,
+        phones=(phone + "|" + phone_regions[0]).alias("phone"),  # read as its first region
+        phone_forms_of=lambda v: phone_forms(
+            v.rsplit("|", 1)[0], standardise_phone(v, phone_regions)
+        ),
+        first=first,
+        last=last,
+        record_keys=record_key,
+    )
 
 
 def suppressed_person_records(conn: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl.Series:
-    """True for standardised person records carrying a suppressed email or phone in any form,
-    the phone as standardised from the record's own country (a UK number typed '07911 123456'
-    reads as +447911123456 only when the record says UK)."""
+    """``person_suppressed`` for standardised person records, the phone as standardised from the
+    record's own country (a UK number typed '07911 123456' reads as +447911123456 only when the
+    record says UK)."""
     hashes = suppressed(conn)
-    flags = pl.repeat(False, records.height, dtype=pl.Boolean, eager=True)
-    if not (hashes["email"] or hashes["phone"]) or records.height == 0:
-        return flags
+    if records.height == 0 or not any(hashes.values()):
+        return pl.repeat(False, records.height, dtype=pl.Boolean, eager=True)
     key = secret_key(conn)
-    for column, kind, forms in (
-        ("email_raw", "email", email_forms),
-        ("phone_e164", "phone", lambda v: phone_forms(None, v)),
-        ("phone_raw", "phone", phone_forms),
-    ):
-        if hashes[kind]:
-            hit = map_unique(
-                records[column],
-                lambda v, forms=forms, kind=kind: any(
-                    fingerprint(key, f) in hashes[kind] for f in forms(v)
-                ),
-                pl.Boolean,
-            ).fill_null(False)
-            flags = flags | hit
-    return flags
+    phones = pl.concat_str(
+        [records["phone_raw"].fill_null(""), records["phone_e164"].fill_null("")], separator="|"
+    )
+    phones = pl.select(
+        pl.when(records["phone_raw"].is_null() & records["phone_e164"].is_null())
+        .then(None)
+        .otherwise(phones)
+    ).to_series()
+    return person_suppressed(
+        key,
+        hashes,
+        emails=records["email_raw"],
+        phones=phones,
+        phone_forms_of=lambda v: phone_forms(*(part or None for part in v.split("|", 1))),
+        first=records["first_name"],
+        last=records["last_name"],
+        record_keys=records["record_key"],
+    )
+
+
+def person_suppressed(
+    key: str,
+    hashes: dict[str, set[str]],
+    emails: pl.Series,
+    phones: pl.Series,
+    phone_forms_of,
+    first: pl.Series,
+    last: pl.Series,
+    record_keys: pl.Series,
+) -> pl.Series:
+    """Would this row bring an erased person back? Yes when it carries an email or phone only
+    the erased person held; or a value they shared with their household, or the record id of
+    one of their records, *and* their name (or no name, but an email or phone). So a re-landed copy, a changed
+    email under the same contact id, or a new record with their own phone stay out, while
+    another member's record with the family phone, or a new person reusing a record id, lands."""
+
+    def hit(values: pl.Series, kind: str, forms) -> pl.Series:
+        if not hashes.get(kind):
+            return pl.repeat(False, values.len(), dtype=pl.Boolean, eager=True)
+        return map_unique(
+            values, lambda v: any(fingerprint(key, f) in hashes[kind] for f in forms(v)), pl.Boolean
+        ).fill_null(False)
+
+    own = hit(emails, "email", email_forms) | hit(phones, "phone", phone_forms_of)
+    shared = (
+        hit(emails, "household_email", email_forms)
+        | hit(phones, "household_phone", phone_forms_of)
+        | hit(record_keys, "record", lambda v: {v})
+    )
+    names = pl.DataFrame({"f": first, "l": last}).select(
+        pl.when(pl.col("f").is_not_null() & pl.col("l").is_not_null()).then(
+            pl.concat_str(["f", "l"], separator="\u0000")
+        )
+    )["f"]
+    named = names.is_not_null()
+    same_name = hit(names, "name", lambda v: {name_form(*v.split("\u0000", 1))} - {None})
+    # A row with no name, email or phone (an order anonymised at erasure) carries no one back.
+    contact = emails.is_not_null() | phones.is_not_null()
+    return own | (shared & (same_name | (~named & contact)))
+
+
+def _column(frame: pl.DataFrame, column: str | tuple[str, ...] | None) -> pl.Series:
+    """A mapped column as text (several joined by a space), or all null."""
+    if column is None:
+        return pl.repeat(None, frame.height, dtype=pl.String, eager=True)
+    if isinstance(column, str):
+        return frame[column].cast(pl.String)
+    return frame.select(
+        pl.concat_str([pl.col(c).cast(pl.String) for c in column], separator=" ", ignore_nulls=True)
+    ).to_series()
+
+
+def _names(frame: pl.DataFrame, source: SourceSpec) -> tuple[pl.Series, pl.Series]:
+    """First and last name as given, else split from the full name."""
+    first = _column(frame, source.identity.get("first_name"))
+    last = _column(frame, source.identity.get("last_name"))
+    full = _column(frame, source.identity.get("full_name"))
+    if full.null_count() < full.len():
+        split = map_unique(
+            full,
+            lambda v: dict(zip(("first", "last"), split_full_name(v), strict=True)),
+            pl.Struct({"first": pl.String, "last": pl.String}),
+        )
+        first = first.fill_null(split.struct.field("first"))
+        last = last.fill_null(split.struct.field("last"))
+    return first, last

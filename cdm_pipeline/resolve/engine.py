@@ -161,7 +161,7 @@ def score(
 ) -> pl.DataFrame:
     """Weights, probability, cannot-link evidence, steward overrides and the decision per pair."""
     cap = settings.get("household_evidence_cap", HOUSEHOLD_EVIDENCE_CAP)
-    scored = score_pairs(levels, profiles, comparisons, model, cap)
+    scored = score_pairs(levels, profiles, comparisons, model)
     scored = scored.with_columns(
         cannot_link(scored, comparisons, model, settings["match_threshold"], cap)
     )

@@ -10,8 +10,7 @@
   blocks (``train_m``: each comparison learnt where the block does not force it to agree), with
   guards from ER_NOTES: a differing birth date or first name may not look
   like a common trait of true matches (their m is bounded), and location fields (street, postal
-  code, city) count as one correlated fact, so their combined weight is capped (the resolve
-  setting ``household_evidence_cap``).
+  code, city) count as one correlated fact, so their combined weight is capped.
 - Exact name and city matches are term-frequency adjusted: two "Smith"s are weaker evidence than
   two "Zwicky"s.
 """
@@ -30,7 +29,10 @@ from cdm_pipeline.resolve.comparisons import DIFFERENT, NULL_LEVEL, Comparison, 
 # Upper bounds on m for "different": a true match rarely has a wholly different birth date or
 # first name. Without them EM absorbs households into its match class (ER_NOTES.md).
 M_DIFFERENT_BOUNDS = {"birth_date": 0.02, "first_name_key": 0.05, "last_name_key": 0.10}
-HOUSEHOLD_EVIDENCE_CAP = 12.0  # bits; the resolve setting ``household_evidence_cap``
+# Bits: the street, postal code and city together (one fact, where someone lives) ...
+LOCATION_WEIGHT_CAP = 8.0
+# ... and all a household can share, when judging a personal conflict (``household_evidence_cap``)
+HOUSEHOLD_EVIDENCE_CAP = 12.0
 U_FLOOR = 1e-9
 M_FLOOR = 1e-6
 # A disagreement is never impossible for a true match: a sample where nobody changed phone says
@@ -403,10 +405,9 @@ def score_pairs(
     profiles: pl.DataFrame,
     comparisons: list[Comparison],
     params: ModelParameters,
-    household_cap: float = HOUSEHOLD_EVIDENCE_CAP,
 ) -> pl.DataFrame:
     """Add ``<field>_weight`` per comparison, ``match_weight`` and ``match_probability``; the
-    location fields together count for at most ``household_cap`` bits."""
+    location fields together count for at most ``LOCATION_WEIGHT_CAP`` bits."""
     tf_fields = [c.name for c in comparisons if c.tf_adjusted and c.name in params.tf_shares]
     if tf_fields and levels.height < profiles.height // 4:  # a night's pairs: look up few values
         named = levels["id_l"].unique().implode()
@@ -439,7 +440,7 @@ def score_pairs(
     total = (
         prior_weight
         + pl.sum_horizontal(personal)
-        + pl.min_horizontal(location_sum, pl.lit(household_cap))
+        + pl.min_horizontal(location_sum, pl.lit(LOCATION_WEIGHT_CAP))
     )
     return scored.with_columns(match_weight=total).with_columns(
         match_probability=1.0 / (1.0 + (2.0 ** (-pl.col("match_weight"))))

@@ -39,6 +39,7 @@ RETENTION_CHECK = "nothing_older_than_retention"
 ERASURE_COMPLETE_CHECK = "erasure_complete"
 STEWARD_QUEUE_CHECK = "requests_waiting_for_a_steward"
 SUPPRESSION_CHECK = "suppression_list_has_no_plain_identifiers"
+CUSTOMERS_HAVE_RECORDS_CHECK = "every_customer_has_records"
 ANALYTICS_PII_CHECK = "no_pii_columns_in_analytics"
 ANALYST_DB_PII_CHECK = "no_pii_in_analyst_database"
 ANALYTICS_TABLES = ("customers", "orders", "interactions", "survey_responses", "consent_ledger")
@@ -145,6 +146,14 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 blocking=True,
                 description="No table in raw, staging, quarantine, identity, mart or analytics holds "
                 "an erased email or phone (every text column scanned, JSON included).",
+            ),
+            dg.AssetCheckSpec(
+                CUSTOMERS_HAVE_RECORDS_CHECK,
+                asset=PRIVACY_LOG,
+                blocking=True,
+                description="After erasure, every customer in mart.customers still has source records "
+                "in mart.customer_xref, and every linked record's customer is in mart.customers: the "
+                "published mart agrees with its records.",
             ),
             dg.AssetCheckSpec(
                 STEWARD_QUEUE_CHECK,
@@ -257,6 +266,7 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             malformed = conn.execute(
                 "select count(*) from governance.suppression_list where not regexp_full_match(fingerprint, '[0-9a-f]{64}')"
             ).fetchall()[0][0]
+            recordless, missing = mart_disagreements(conn)
             suppressed = conn.execute(
                 "select count(*) from governance.suppression_list"
             ).fetchall()[0][0]
@@ -282,6 +292,16 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             },
         )
         yield dg.AssetCheckResult(
+            check_name=CUSTOMERS_HAVE_RECORDS_CHECK,
+            asset_key=PRIVACY_LOG,
+            passed=recordless == 0 and missing == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "customers_without_records": recordless,
+                "linked_customers_missing_from_mart": missing,
+            },
+        )
+        yield dg.AssetCheckResult(
             check_name=STEWARD_QUEUE_CHECK,
             asset_key=PRIVACY_LOG,
             passed=steward == 0,
@@ -296,6 +316,21 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         )
 
     return _privacy
+
+
+def mart_disagreements(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(customers in mart.customers with no record in mart.customer_xref, customers records
+    are linked to that mart.customers lacks)."""
+    recordless = conn.execute(
+        "select count(*) from mart.customers c where not exists "
+        "(select 1 from mart.customer_xref x where x.customer_id = c.customer_id)"
+    ).fetchall()[0][0]
+    missing = conn.execute(
+        "select count(distinct x.customer_id) from mart.customer_xref x "
+        "where x.customer_id is not null and not exists "
+        "(select 1 from mart.customers c where c.customer_id = x.customer_id)"
+    ).fetchall()[0][0]
+    return recordless, missing
 
 
 def analytics_assets() -> dg.AssetsDefinition:

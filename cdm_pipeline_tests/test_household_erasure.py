@@ -1,0 +1,225 @@
+"""Erasure of one household member: the requester goes, everyone else stays whole.
+
+Three households of the demo get one requester each: by email only (the phone is the family's),
+by phone only (their own number), by email and the family phone. A night without the requests is
+the baseline; the next night carries them out; a third lands re-exports of the requesters and a
+new record of a family member carrying the shared phone.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from cdm_pipeline_tests.conftest import make_settings, run_pipeline
+
+REQUEST_COLUMNS = "request_id,request_type,email,phone,name,received_at,jurisdiction"
+
+
+def _truth(demo_data: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    persons = pl.read_parquet(demo_data / "demo" / "truth" / "persons.parquet")
+    records = pl.read_parquet(demo_data / "demo" / "truth" / "records.parquet").filter(
+        ~pl.col("planted_bad") & (pl.col("source") != "privacy_requests")
+    )
+    return persons, records.with_columns(record_key=pl.col("source") + ":" + pl.col("record_id"))
+
+
+def _customers(warehouse: Path) -> dict[str, str | None]:
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return dict(
+            conn.execute("select record_key, customer_id from mart.customer_xref").fetchall()
+        )
+
+
+def _phones_held(warehouse: Path, records: pl.DataFrame) -> dict[int, set[str]]:
+    """The E.164 phones each person's records carry in the warehouse."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        phones = conn.sql("select record_key, phone_e164 from identity.person_records").pl()
+    held = records.join(phones, on="record_key").drop_nulls("phone_e164")
+    return {p: set(v) for p, v in held.group_by("person_id").agg("phone_e164").iter_rows()}
+
+
+def _pick_households(persons, records, customers, phones) -> dict[str, tuple[dict, list[dict]]]:
+    """Requester and the rest of their household, for each way of asking. Each requester's
+    records are one customer in the baseline, not shared with anyone else's, and each has a CRM
+    record (re-exported on the third night). A shared phone is one the warehouse knows another
+    member holds (one of their records carries it)."""
+    keys = records.group_by("person_id").agg("record_key", "source")
+    keys_of = {p: (k, s) for p, k, s in keys.iter_rows()}
+
+    def single_customer(person_id):
+        ids = {customers.get(k) for k in keys_of.get(person_id, ([], []))[0]}
+        return len(ids) == 1 and None not in ids
+
+    members = persons.filter(pl.col("household_id") != pl.col("person_id"))
+    chosen, used = {}, set()
+    for member in members.filter(pl.col("country") == "US").iter_rows(named=True):
+        household = persons.filter(pl.col("household_id") == member["household_id"])
+        if member["household_id"] in used or household.height < 2:
+            continue
+        others = household.filter(pl.col("person_id") != member["person_id"]).to_dicts()
+        own_phone = f"+1{member['phone_national']}"
+        shares_phone = any(own_phone in phones.get(o["person_id"], set()) for o in others)
+        if not shares_phone and any(
+            o["phone_national"] == member["phone_national"] for o in others
+        ):
+            continue  # shared in life, but the warehouse cannot know it
+        shares_email = any(o["email"] == member["email"] for o in others)
+        if shares_email or "crm_contacts" not in keys_of.get(member["person_id"], ([], []))[1]:
+            continue
+        if not all(single_customer(p["person_id"]) for p in [member, *others]):
+            continue
+        member_customer = customers[keys_of[member["person_id"]][0][0]]
+        if any(customers[keys_of[o["person_id"]][0][0]] == member_customer for o in others):
+            continue
+        way = "phone" if not shares_phone else ("email" if "email" not in chosen else "both")
+        if way in chosen:
+            continue
+        chosen[way] = (member, others)
+        used.add(member["household_id"])
+        if len(chosen) == 3:
+            return chosen
+    pytest.skip(
+        f"the demo has no households for {sorted({'email', 'phone', 'both'} - set(chosen))}"
+    )
+
+
+def _request_file(path: Path, chosen) -> None:
+    lines = [REQUEST_COLUMNS]
+    for way, (member, _) in chosen.items():
+        email = member["email"] if way in ("email", "both") else ""
+        phone = f"+1{member['phone_national']}" if way in ("phone", "both") else ""
+        lines.append(f"HH-{way},erasure,{email},{phone},,2026-11-28 12:00:00,GDPR")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _rows_of(warehouse: Path, keys: set[str]) -> set[tuple]:
+    """Every raw and staged row (its whole content) of the given record keys."""
+    out = set()
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        id_columns = {
+            "crm_contacts": "contact_id",
+            "web_signups": "signup_id",
+            "orders": "order_id",
+            "support_interactions": "interaction_id",
+            "consent_events": "event_id",
+            "surveys": "response_id",
+        }
+        for source, column in id_columns.items():
+            for schema in ("raw", "staging"):
+                wanted = [k.split(":", 1)[1] for k in keys if k.startswith(source + ":")]
+                rows = conn.execute(
+                    f"select * exclude (_loaded_at, _run_id) from {schema}.{source} "
+                    f"where {column} in (select unnest(?))",
+                    [wanted],
+                ).fetchall()
+                out |= {(schema, source, *map(str, row)) for row in rows}
+    return out
+
+
+def test_erasing_one_household_member_touches_no_one_else(tmp_path, demo_data):
+    landing = tmp_path / "landing"
+    shutil.copytree(demo_data / "landing", landing)
+    settings = make_settings(tmp_path, landing)
+    assert run_pipeline(settings).success
+    persons, records = _truth(demo_data)
+    baseline = _customers(settings.warehouse_path)
+    phones = _phones_held(settings.warehouse_path, records)
+    chosen = _pick_households(persons, records, baseline, phones)
+    requester_ids = {m["person_id"] for m, _ in chosen.values()}
+    family_ids = {o["person_id"] for _, others in chosen.values() for o in others}
+    keys_of = lambda ids: set(  # noqa: E731
+        records.filter(pl.col("person_id").is_in(list(ids)))["record_key"]
+    )
+    family_keys = keys_of(family_ids)
+    family_rows = _rows_of(settings.warehouse_path, family_keys)
+    # Everyone but the requesters and people the demo's own requests erase keeps every record.
+    everyone_else = keys_of(set(persons["person_id"]) - requester_ids) & {
+        k for k, c in baseline.items() if c is not None
+    }
+
+    _request_file(landing / "privacy_requests" / "household_requests.csv", chosen)
+    second = run_pipeline(settings)
+    checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
+    assert checks["erasure_complete"] and checks["every_customer_has_records"]
+    after = _customers(settings.warehouse_path)
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        log = dict(
+            conn.execute(
+                "select request_id, status from governance.privacy_request_log where request_id like 'HH-%'"
+            ).fetchall()
+        )
+        person_records = {
+            k for (k,) in conn.execute("select record_key from identity.person_records").fetchall()
+        }
+        erased_by_demo = {
+            c
+            for (c,) in conn.execute(
+                "select customer_id from identity.customer_id_history where event = 'erased'"
+            ).fetchall()
+        }
+    assert log == {f"HH-{way}": "erased" for way in chosen}
+    # Gone, or (orders, kept for accounting) left with no identity and no customer.
+    requester_keys = keys_of(requester_ids)
+    assert not requester_keys & person_records
+    assert not {k for k in requester_keys if after.get(k) is not None}
+    assert _rows_of(settings.warehouse_path, family_keys) == family_rows
+    kept = {k for k in everyone_else if baseline[k] not in erased_by_demo}
+    assert {k: after.get(k) for k in family_keys} == {k: baseline[k] for k in family_keys}
+    assert kept <= set(after) and all(after[k] is not None for k in kept)
+
+    # Night three: the requesters' CRM records re-exported (as they were, with a new email, with
+    # no phone), and a new CRM record of a family member carrying the shared phone.
+    crm = pl.concat(
+        [
+            pl.read_csv(f, infer_schema=False)
+            for f in sorted((landing / "crm_contacts").glob("*.csv"))
+        ]
+    )
+    crm_of = lambda person_id: crm.filter(  # noqa: E731
+        pl.col("contact_id").is_in(
+            records.filter(
+                (pl.col("person_id") == person_id) & (pl.col("source") == "crm_contacts")
+            )["record_id"].implode()
+        )
+    ).head(1)
+    relanded = pl.concat(
+        [
+            crm_of(chosen["phone"][0]["person_id"]),
+            crm_of(chosen["email"][0]["person_id"]).with_columns(
+                email=pl.lit("brand.new@example.org")
+            ),
+            crm_of(chosen["both"][0]["person_id"]).with_columns(
+                email=pl.lit("another.new@example.org"), phone=pl.lit(None, pl.String)
+            ),
+        ]
+    )
+    member, others = chosen["email"]
+    sharer = next(
+        o for o in others if f"+1{member['phone_national']}" in phones.get(o["person_id"], ())
+    )
+    newcomer = relanded.head(1).with_columns(
+        contact_id=pl.lit("C9999999"),
+        first_name=pl.lit(sharer["first_name"]),
+        last_name=pl.lit(sharer["last_name"]),
+        email=pl.lit(sharer["email"]),
+        phone=pl.lit(f"+1{member['phone_national']}"),
+    )
+    pl.concat([relanded, newcomer]).write_csv(
+        landing / "crm_contacts" / "crm_contacts_reexport.csv"
+    )
+    assert run_pipeline(settings).success
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        staged = {
+            i for (i,) in conn.execute("select contact_id from staging.crm_contacts").fetchall()
+        }
+        newcomer_customer = conn.execute(
+            "select customer_id from mart.customer_xref where record_key = 'crm_contacts:C9999999'"
+        ).fetchall()
+    assert not set(relanded["contact_id"]) & staged
+    assert "C9999999" in staged and newcomer_customer[0][0] is not None
