@@ -126,7 +126,7 @@ def _export_subject(args: argparse.Namespace) -> int:
     sources = load_registry(settings.sources_path)
     request = PrivacyRequest("cli", "cli", "access", args.email, args.phone)
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
-        customers = match_customers(conn, request, regions)
+        customers = match_customers(conn, request, regions, exact=True)
         if len(customers) != 1:
             print(
                 f"no export: the identifier matches {len(customers)} customers; a steward must decide"

@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "currency_rates_to_usd": {"USD": 1.0, "EUR": 1.08, "GBP": 1.27},
     "retention": {"quarantine_days": 90, "default_source_days": None},
+    "privacy": {"deadline_days": {"GDPR": 30, "CCPA": 45}},
 }
 
 

@@ -80,6 +80,7 @@ class SourceSpec:
     retention_days: int | None = None
     on_erasure: str = "delete"
     request_type_column: str | None = None
+    jurisdiction_column: str | None = None  # privacy requests: GDPR, CCPA, ... (sets the deadline)
 
     @property
     def column_names(self) -> list[str]:
@@ -170,6 +171,14 @@ def _parse_source(name: str, body: dict) -> SourceSpec:
         raise RegistryError(
             f"{where}: a privacy_request source needs a request type column ('{request_type_column}')"
         )
+    jurisdiction_column = body.get(
+        "jurisdiction_column",
+        "jurisdiction" if role == "privacy_request" and "jurisdiction" in names else None,
+    )
+    if jurisdiction_column is not None and jurisdiction_column not in names:
+        raise RegistryError(
+            f"{where}: jurisdiction column '{jurisdiction_column}' is not declared in columns"
+        )
     if role == "person" and not (identity or identifiers):
         raise RegistryError(f"{where}: a person source needs an identity mapping")
     return SourceSpec(
@@ -189,6 +198,7 @@ def _parse_source(name: str, body: dict) -> SourceSpec:
         retention_days=body.get("retention_days"),
         on_erasure=on_erasure,
         request_type_column=request_type_column,
+        jurisdiction_column=jurisdiction_column,
     )
 
 

@@ -306,3 +306,73 @@ def test_the_completeness_scan_finds_a_stray_copy_in_any_column_and_scrub_remove
             ("n2", "kept@example.org"),
         ]
         assert conn.execute("select count(*) from quarantine.rejected_rows").fetchall()[0][0] == 1
+
+
+def test_invalid_privacy_requests_wait_for_a_steward_with_the_failed_checks(materialised):
+    """The demo plants an erasure request without a jurisdiction and one of type
+    'delete_everything': both fail their contract, and both stay visible in the log."""
+    settings, result = materialised
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        invalid = conn.execute(
+            "select request_id, status, reason, due_at > received_at from governance.privacy_request_log "
+            "where request_type = 'invalid'"
+        ).fetchall()
+        quarantined = conn.execute(
+            "select count(*) from quarantine.rejected_rows where source = 'privacy_requests'"
+        ).fetchall()[0][0]
+    assert len(invalid) == quarantined >= 2
+    assert all(status == "needs_steward" and due for _, status, _, due in invalid)
+    reasons = " ".join(reason for _, _, reason, _ in invalid)
+    assert "request_type: allowed_value" in reasons and "jurisdiction: required" in reasons
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["requests_waiting_for_a_steward"].passed is False  # warns: requests are open
+    assert checks["privacy_requests_past_deadline"].passed is True
+
+
+def test_a_request_open_past_its_deadline_is_counted(tmp_path):
+    from datetime import datetime, timedelta
+
+    from cdm_pipeline.governance.erasure import (
+        REQUEST_LOG_DDL,
+        PrivacyRequest,
+        log_request,
+        open_requests,
+    )
+
+    now = datetime(2026, 11, 30)
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        conn.execute("create schema governance")
+        conn.execute(REQUEST_LOG_DDL)
+        old = PrivacyRequest(
+            "requests", "R1", "erasure", None, None, now - timedelta(days=40), "GDPR"
+        )
+        fresh = PrivacyRequest(
+            "requests", "R2", "erasure", None, None, now - timedelta(days=40), "CCPA"
+        )
+        answered = PrivacyRequest(
+            "requests", "R3", "erasure", None, None, now - timedelta(days=90), "GDPR"
+        )
+        for request in (old, fresh, answered):
+            log_request(conn, request, "needs_steward", "matches no customer", 0, 0, now, "run")
+        log_request(conn, answered, "erased", None, 1, 3, now + timedelta(seconds=1), "run")
+        # GDPR: 30 days, so R1 is overdue; CCPA: 45, so R2 is not yet; R3 was answered.
+        assert open_requests(conn, now) == (2, 1)
+
+
+def test_access_requests_match_the_email_exactly(materialised):
+    """victim+x@gmail.com is not victim@gmail.com when data is handed out."""
+    from cdm_pipeline.governance.erasure import PrivacyRequest, match_customers
+
+    settings, _ = materialised
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        (email,) = conn.execute(
+            "select p.email from identity.person_records p join mart.customer_xref x using (record_key) "
+            "where x.customer_id is not null and p.email like '%@gmail.com' and p.email not like '%+%' "
+            "order by 1 limit 1"
+        ).fetchall()[0]
+        local, domain = email.split("@")
+        tagged = PrivacyRequest("cli", "cli", "access", f"{local}+x@{domain}", None)
+        plain = PrivacyRequest("cli", "cli", "access", email, None)
+        assert match_customers(conn, tagged, ("US",), exact=True) == []
+        assert len(match_customers(conn, plain, ("US",), exact=True)) == 1
+        assert match_customers(conn, tagged, ("US",)) == match_customers(conn, plain, ("US",))

@@ -771,6 +771,14 @@ def _surveys(persons: pl.DataFrame, rng: np.random.Generator) -> tuple[pl.DataFr
     return frame, p["person_id"].to_numpy()
 
 
+def _request_times(times: np.ndarray) -> np.ndarray:
+    """Privacy requests arrive in the days before the demo is generated, not before the fixed
+    demo date: their legal deadlines (30 or 45 days) lie ahead whenever the demo is run."""
+    shift = np.datetime64(datetime.now().replace(microsecond=0)) - np.datetime64(TODAY)
+    shifted = times.astype("datetime64[s]") + max(shift, np.timedelta64(0, "s"))
+    return shifted.astype("datetime64[s]").astype(str)
+
+
 def _privacy(persons: pl.DataFrame, rng: np.random.Generator) -> tuple[pl.DataFrame, np.ndarray]:
     p = persons.filter(pl.Series(rng.random(persons.height) < 0.006))
     n = p.height
@@ -786,7 +794,7 @@ def _privacy(persons: pl.DataFrame, rng: np.random.Generator) -> tuple[pl.DataFr
                 np.char.add(p["first_name"].to_numpy().astype(str), " "),
                 p["last_name"].to_numpy().astype(str),
             ),
-            "received_at": _timestamps(n, rng, 20).astype(str),
+            "received_at": _request_times(_timestamps(n, rng, 20)),
             "jurisdiction": np.where(p["country"].to_numpy() == "US", "CCPA", "GDPR"),
         },
         schema_overrides={"email": pl.String, "phone": pl.String},
@@ -799,7 +807,7 @@ def _privacy(persons: pl.DataFrame, rng: np.random.Generator) -> tuple[pl.DataFr
             "email": ["nobody.known@example.org"],
             "phone": [None],
             "name": ["Nobody Known"],
-            "received_at": [str(TODAY.date())],
+            "received_at": _request_times(np.array([np.datetime64(TODAY)])),
             "jurisdiction": ["GDPR"],
         },
         schema=frame.schema,

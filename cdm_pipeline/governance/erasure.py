@@ -14,7 +14,7 @@ that matches no one or several customers is not guessed at: it waits for a stewa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 import polars as pl
@@ -39,14 +39,16 @@ REQUEST_LOG_DDL = """
 create table if not exists governance.privacy_request_log (
     request_id varchar not null,
     source varchar not null,
-    request_type varchar not null,     -- erasure | access
+    request_type varchar not null,     -- erasure | access | invalid
     status varchar not null,           -- erased | exported | needs_steward
     reason varchar,                    -- why a steward is needed (no match, several customers)
     customers_matched bigint,
     records_affected bigint,
     processed_at timestamp not null,
     run_id varchar
-)
+);
+alter table governance.privacy_request_log add column if not exists received_at timestamp;
+alter table governance.privacy_request_log add column if not exists due_at timestamp;
 """
 SCANNED_SCHEMAS = ("raw", "staging", "quarantine", "identity", "mart", "analytics")
 
@@ -58,6 +60,8 @@ class PrivacyRequest:
     request_type: str
     email: str | None
     phone: str | None
+    received_at: datetime | None = None
+    jurisdiction: str | None = None
 
 
 @dataclass
@@ -80,42 +84,94 @@ def pending_requests(
             continue
         email = source.identity.get("email")
         phone = source.identity.get("phone")
+        jurisdiction = source.jurisdiction_column
         query = (
             f"select {quote_ident(source.record_id)}, "
-            f"{quote_ident(email) if email else 'null'}, {quote_ident(phone) if phone else 'null'} "
+            f"{quote_ident(email) if email else 'null'}, {quote_ident(phone) if phone else 'null'}, "
+            f"try_cast({quote_ident(source.event_at)} as timestamp), "
+            f"{quote_ident(jurisdiction) + '::varchar' if jurisdiction else 'null'} "
             f"from staging.{quote_ident(source.name + '_current')} "
             f"where {quote_ident(source.request_type_column)} = ? "
             f"and {quote_ident(source.record_id)} not in (select request_id from governance.privacy_request_log where source = ?) "
             f"order by {quote_ident(source.event_at)}, 1"
         )
-        for request_id, email_value, phone_value in conn.execute(
-            query, [request_type, source.name]
-        ).fetchall():
+        for row in conn.execute(query, [request_type, source.name]).fetchall():
+            request_id, email_value, phone_value, received, region = row
             out.append(
-                PrivacyRequest(source.name, request_id, request_type, email_value, phone_value)
+                PrivacyRequest(
+                    source.name,
+                    request_id,
+                    request_type,
+                    email_value,
+                    phone_value,
+                    received,
+                    region,
+                )
             )
     return out
 
 
+def log_invalid_requests(
+    conn: duckdb.DuckDBPyConnection,
+    sources: dict[str, SourceSpec],
+    deadlines: dict,
+    now: datetime,
+    run_id: str,
+) -> int:
+    """Requests that failed their contract (no jurisdiction, an unknown type) are not lost in
+    quarantine: each waits in the log for a steward, with the checks it failed and a deadline
+    counted from when it landed. Returns how many were logged tonight."""
+    conn.execute(REQUEST_LOG_DDL)
+    names = [s.name for s in sources.values() if s.role == "privacy_request"]
+    rows = conn.execute(
+        "select coalesce(record_id, source_file || '#' || row_number) as request_id, source, "
+        "'invalid request: ' || failed_checks, min(quarantined_at) from quarantine.rejected_rows q "
+        "where source in (select unnest($names)) and not exists (select 1 from "
+        "governance.privacy_request_log l where l.source = q.source "
+        "and l.request_id = coalesce(q.record_id, q.source_file || '#' || q.row_number)) "
+        "group by all",
+        {"names": names},
+    ).fetchall()
+    for request_id, source, reason, landed in rows:
+        request = PrivacyRequest(source, request_id, "invalid", None, None, landed, None)
+        log_request(conn, request, "needs_steward", reason, 0, 0, now, run_id, deadlines)
+    return len(rows)
+
+
+def due_date(request: PrivacyRequest, deadlines: dict, now: datetime) -> datetime:
+    """When the answer is due: received plus the jurisdiction's days (GDPR 30, CCPA 45 by
+    default), or the shortest deadline when the jurisdiction is unknown."""
+    days = deadlines.get(request.jurisdiction or "", min(deadlines.values(), default=30))
+    return (request.received_at or now) + timedelta(days=days)
+
+
 def match_customers(
-    conn: duckdb.DuckDBPyConnection, request: PrivacyRequest, phone_regions: tuple[str, ...]
+    conn: duckdb.DuckDBPyConnection,
+    request: PrivacyRequest,
+    phone_regions: tuple[str, ...],
+    exact: bool = False,
 ) -> list[str]:
     """Customers holding the request's email or phone, through any of their linked records."""
-    matches = match_requests(conn, [request], phone_regions)
+    matches = match_requests(conn, [request], phone_regions, exact)
     return sorted(
         matches.filter(pl.col("customer_id").is_not_null())["customer_id"].unique().to_list()
     )
 
 
 def match_requests(
-    conn: duckdb.DuckDBPyConnection, requests: list[PrivacyRequest], phone_regions: tuple[str, ...]
+    conn: duckdb.DuckDBPyConnection,
+    requests: list[PrivacyRequest],
+    phone_regions: tuple[str, ...],
+    exact: bool = False,
 ) -> pl.DataFrame:
     """``request_id, customer_id`` for every customer holding a request's email or phone (in any
-    of their linked records); a request matching no one has one row with a null customer."""
+    of their linked records); a request matching no one has one row with a null customer.
+    ``exact`` (access requests, which hand data out) compares the email as given, standardised
+    but with its +tag and dots: victim+x@ is not victim@."""
     keys = pl.DataFrame(
         {
             "request_id": [r.request_id for r in requests],
-            "email_key": [_email_key(r.email) for r in requests],
+            "email_key": [_email_key(r.email, exact) for r in requests],
             "phone": [
                 standardise_phone(f"{r.phone}|{phone_regions[0]}", phone_regions)
                 if r.phone
@@ -125,14 +181,15 @@ def match_requests(
         },
         schema={"request_id": pl.String, "email_key": pl.String, "phone": pl.String},
     )
+    email_column = "email" if exact else "email_norm"
     conn.register("request_keys", keys.to_arrow())
     try:
         found = conn.sql(
             "select k.request_id, x.customer_id, "
-            "coalesce(bool_or(p.email_norm = k.email_key), false) "
+            f"coalesce(bool_or(p.{email_column} = k.email_key), false) "
             "and coalesce(bool_or(p.phone_e164 = k.phone), false) as holds_both "
             "from request_keys k "
-            "left join identity.person_records p on p.email_norm = k.email_key or p.phone_e164 = k.phone "
+            f"left join identity.person_records p on p.{email_column} = k.email_key or p.phone_e164 = k.phone "
             "left join mart.customer_xref x on x.record_key = p.record_key and x.customer_id is not null "
             "group by all"
         ).pl()
@@ -144,9 +201,9 @@ def match_requests(
     return found.filter(~both | pl.col("holds_both")).select("request_id", "customer_id")
 
 
-def _email_key(raw: str | None) -> str | None:
+def _email_key(raw: str | None, exact: bool = False) -> str | None:
     email = standardise_email(raw) if raw else None
-    return email_match_key(email) if email else None
+    return email if exact or not email else email_match_key(email)
 
 
 def erase_customers(
@@ -535,6 +592,21 @@ def identifier_hits(conn: duckdb.DuckDBPyConnection) -> list[dict]:
     return hits
 
 
+def mart_disagreements(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(customers in mart.customers with no record in mart.customer_xref, customers records
+    are linked to that mart.customers lacks)."""
+    recordless = conn.execute(
+        "select count(*) from mart.customers c where not exists "
+        "(select 1 from mart.customer_xref x where x.customer_id = c.customer_id)"
+    ).fetchall()[0][0]
+    missing = conn.execute(
+        "select count(distinct x.customer_id) from mart.customer_xref x "
+        "where x.customer_id is not null and not exists "
+        "(select 1 from mart.customers c where c.customer_id = x.customer_id)"
+    ).fetchall()[0][0]
+    return recordless, missing
+
+
 def log_request(
     conn,
     request: PrivacyRequest,
@@ -544,9 +616,12 @@ def log_request(
     records: int,
     now: datetime,
     run_id: str,
+    deadlines: dict | None = None,
 ) -> None:
     conn.execute(
-        "insert into governance.privacy_request_log values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "insert into governance.privacy_request_log by name select ? as request_id, ? as source, "
+        "? as request_type, ? as status, ? as reason, ? as customers_matched, "
+        "? as records_affected, ? as processed_at, ? as run_id, ? as received_at, ? as due_at",
         [
             request.request_id,
             request.source,
@@ -557,5 +632,24 @@ def log_request(
             records,
             now,
             run_id,
+            request.received_at,
+            due_date(request, deadlines or DEFAULT_DEADLINES, now),
         ],
     )
+
+
+DEFAULT_DEADLINES = {"GDPR": 30, "CCPA": 45}
+
+
+def open_requests(conn: duckdb.DuckDBPyConnection, now: datetime) -> tuple[int, int]:
+    """(requests waiting for a steward, of which past their deadline): a request is open while
+    its latest log row says ``needs_steward``."""
+    conn.execute(REQUEST_LOG_DDL)
+    ((waiting, overdue),) = conn.execute(
+        "select count(*), count(*) filter (where due_at < $now) from ("
+        "select status, due_at from governance.privacy_request_log "
+        "qualify row_number() over (partition by source, request_id order by processed_at desc) = 1"
+        ") where status = 'needs_steward'",
+        {"now": now},
+    ).fetchall()
+    return waiting, overdue

@@ -365,15 +365,14 @@ def _decision(threshold: float, name_only_threshold: float) -> pl.Expr:
 
 def corroborated() -> pl.Expr:
     """Names alone never link two records: something that is not a name must agree too (email,
-    phone, birth date, an identifier, street or postal code). Two "Stephanie Pacheco"s with
-    nothing else in common stay two customers."""
+    phone, birth date, an identifier or the street; a postcode or town is shared by thousands).
+    Two "Stephanie Pacheco"s with nothing else in common stay two customers."""
     agree = [
         pl.col("email_norm_level") >= 1,
         pl.col("phone_e164_level") >= 1,
         pl.col("birth_date_level") >= 1,
         pl.col("identifier_key_level") >= 1,
         pl.col("street_key_level") >= 1,
-        pl.col("postal_code_level") == 2,
     ]
     return pl.any_horizontal(agree).fill_null(False)
 

@@ -18,8 +18,11 @@ from cdm_pipeline.governance.erasure import (
     erase_customers,
     forget_request_identifiers,
     identifier_hits,
+    log_invalid_requests,
     log_request,
+    mart_disagreements,
     match_requests,
+    open_requests,
     pending_requests,
     scrub_identifiers,
 )
@@ -40,6 +43,7 @@ ERASURE_COMPLETE_CHECK = "erasure_complete"
 STEWARD_QUEUE_CHECK = "requests_waiting_for_a_steward"
 SUPPRESSION_CHECK = "suppression_list_has_no_plain_identifiers"
 CUSTOMERS_HAVE_RECORDS_CHECK = "every_customer_has_records"
+DEADLINE_CHECK = "privacy_requests_past_deadline"
 ANALYTICS_PII_CHECK = "no_pii_columns_in_analytics"
 ANALYST_DB_PII_CHECK = "no_pii_in_analyst_database"
 ANALYTICS_TABLES = ("customers", "orders", "interactions", "survey_responses", "consent_ledger")
@@ -158,7 +162,14 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             dg.AssetCheckSpec(
                 STEWARD_QUEUE_CHECK,
                 asset=PRIVACY_LOG,
-                description="Requests that could not be matched to exactly one customer (warns).",
+                description="Privacy requests waiting for a steward (no match, several customers, "
+                "or invalid): warns while any is open.",
+            ),
+            dg.AssetCheckSpec(
+                DEADLINE_CHECK,
+                asset=PRIVACY_LOG,
+                description="No privacy request is still open past its legal deadline "
+                "(privacy.deadline_days by jurisdiction: GDPR 30, CCPA 45 days).",
             ),
             dg.AssetCheckSpec(
                 SUPPRESSION_CHECK,
@@ -174,6 +185,7 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     ):
         config = pipeline.config()
         regions = tuple(config["standardise"]["phone_regions"])
+        deadlines = config["privacy"]["deadline_days"]
         now = datetime.now()
         run_id = context.run.run_id
         erased = exported = steward = records_affected = 0
@@ -202,12 +214,16 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                         n = n_of.get(request.request_id, 0)
                         if n == 1:
                             erased += 1
-                            log_request(conn, request, "erased", None, 1, None, now, run_id)
+                            log_request(
+                                conn, request, "erased", None, 1, None, now, run_id, deadlines
+                            )
                         else:
                             reason = _steward_reason(n)
                             reasons[reason] = reasons.get(reason, 0) + 1
                             steward += 1
-                            log_request(conn, request, "needs_steward", reason, n, 0, now, run_id)
+                            log_request(
+                                conn, request, "needs_steward", reason, n, 0, now, run_id, deadlines
+                            )
                     records_affected = removed + anonymised
                     audit(
                         conn,
@@ -219,7 +235,7 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     )
             access = pending_requests(conn, sources, "access")
             if access:
-                matches = match_requests(conn, access, regions)
+                matches = match_requests(conn, access, regions, exact=True)
                 holders = (
                     matches.filter(pl.col("customer_id").is_not_null())
                     .group_by("request_id")
@@ -234,7 +250,9 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                         reason = _steward_reason(n)
                         reasons[reason] = reasons.get(reason, 0) + 1
                         steward += 1
-                        log_request(conn, request, "needs_steward", reason, n, 0, now, run_id)
+                        log_request(
+                            conn, request, "needs_steward", reason, n, 0, now, run_id, deadlines
+                        )
                         continue
                     document = documents[single[request.request_id]]
                     write_document(
@@ -253,6 +271,7 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                         len(document["source_records"]),
                         now,
                         run_id,
+                        deadlines,
                     )
                 audit(conn, run_id, "exported", "subject access", exported, "documents written")
             hits = identifier_hits(conn)
@@ -267,6 +286,8 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 "select count(*) from governance.suppression_list where not regexp_full_match(fingerprint, '[0-9a-f]{64}')"
             ).fetchall()[0][0]
             recordless, missing = mart_disagreements(conn)
+            invalid = log_invalid_requests(conn, sources, deadlines, now, run_id)
+            waiting, overdue = open_requests(conn, now)
             suppressed = conn.execute(
                 "select count(*) from governance.suppression_list"
             ).fetchall()[0][0]
@@ -304,9 +325,21 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         yield dg.AssetCheckResult(
             check_name=STEWARD_QUEUE_CHECK,
             asset_key=PRIVACY_LOG,
-            passed=steward == 0,
+            passed=waiting == 0,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"waiting_for_steward": steward, "reasons": dg.MetadataValue.json(reasons)},
+            metadata={
+                "open_requests": waiting,
+                "new_tonight": steward + invalid,
+                "invalid_tonight": invalid,
+                "reasons": dg.MetadataValue.json(reasons),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name=DEADLINE_CHECK,
+            asset_key=PRIVACY_LOG,
+            passed=overdue == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"open_requests": waiting, "past_deadline": overdue},
         )
         yield dg.AssetCheckResult(
             check_name=SUPPRESSION_CHECK,
@@ -316,21 +349,6 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         )
 
     return _privacy
-
-
-def mart_disagreements(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
-    """(customers in mart.customers with no record in mart.customer_xref, customers records
-    are linked to that mart.customers lacks)."""
-    recordless = conn.execute(
-        "select count(*) from mart.customers c where not exists "
-        "(select 1 from mart.customer_xref x where x.customer_id = c.customer_id)"
-    ).fetchall()[0][0]
-    missing = conn.execute(
-        "select count(distinct x.customer_id) from mart.customer_xref x "
-        "where x.customer_id is not null and not exists "
-        "(select 1 from mart.customers c where c.customer_id = x.customer_id)"
-    ).fetchall()[0][0]
-    return recordless, missing
 
 
 def analytics_assets() -> dg.AssetsDefinition:
