@@ -40,8 +40,6 @@ DEFAULTS: dict[str, Any] = {
             ["email_local"],
             ["identifier_key"],
             ["postal_code", "birth_date"],
-            ["last_name_key", "postal_code"],
-            ["first_name_key", "postal_code"],
             ["name_tokens", "birth_date"],
             ["name_tokens", "postal_code"],
             {"keys": ["last_name_key", "first_name_key"], "max_block_size": 50},
