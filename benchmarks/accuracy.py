@@ -31,7 +31,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import polars as pl
 
@@ -39,45 +38,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import splink_frame, timed  # noqa: E402
+from bench import run_pipeline, splink_frame, timed  # noqa: E402
 
-from cdm_pipeline.defs.build import build_definitions  # noqa: E402
-from cdm_pipeline.defs.jobs import NIGHTLY_JOB  # noqa: E402
 from cdm_pipeline.demo.datasets import DATASETS, Dataset, build  # noqa: E402
 from cdm_pipeline.evaluation import accuracy, evaluate_warehouse, read_truth  # noqa: E402
-from cdm_pipeline.settings import PACKAGE_DATA, Settings  # noqa: E402
 
 RESOLVE_STEPS = ("identity__pair_comparisons", "identity__match_pairs", "resolve")
 
 
 def run_ours(dataset: Dataset, workdir: Path, figures: dict) -> Path:
     """The whole nightly job on the dataset's landing folder and sources file."""
-    settings = Settings(
-        landing_dir=dataset.landing,
-        warehouse_path=workdir / "cdm.duckdb",
-        sources_path=dataset.sources,
-        pipeline_config_path=PACKAGE_DATA / "pipeline.yaml",
-        overrides_path=workdir / "none.csv",
-        exports_dir=workdir / "exports",
-    )
-    instance = dg.DagsterInstance.ephemeral()
-    with timed("ours_night", figures):
-        result = (
-            build_definitions(settings)
-            .resolve_job_def(NIGHTLY_JOB)
-            .execute_in_process(
-                instance=instance,
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
-            )
-        )
-    if not result.success:
+    settings = run_pipeline(workdir, dataset.landing, figures, "ours_night", dataset.sources)
+    if not figures["ours_night"]["success"]:
         raise RuntimeError(f"{dataset.name}: the pipeline run failed")
     figures["ours_resolve_seconds"] = round(
         sum(
-            (s.end_time or 0) - (s.start_time or 0)
-            for s in instance.get_run_step_stats(result.run_id)
-            if any(part in s.step_key for part in RESOLVE_STEPS)
+            seconds
+            for step, seconds in figures["ours_night_stages_seconds"].items()
+            if any(part in step for part in RESOLVE_STEPS)
         ),
         2,
     )

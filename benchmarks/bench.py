@@ -108,11 +108,17 @@ def timed(label: str, figures: dict):
     }
 
 
-def run_pipeline(workdir: Path, landing: Path, figures: dict, label: str = "pipeline") -> Settings:
+def run_pipeline(
+    workdir: Path,
+    landing: Path,
+    figures: dict,
+    label: str = "pipeline",
+    sources: Path = PACKAGE_DATA / "sources.yaml",
+) -> Settings:
     settings = Settings(
         landing_dir=landing,
         warehouse_path=workdir / "warehouse" / "cdm.duckdb",
-        sources_path=PACKAGE_DATA / "sources.yaml",
+        sources_path=sources,
         pipeline_config_path=PACKAGE_DATA / "pipeline.yaml",
         overrides_path=workdir / "none.csv",
         exports_dir=workdir / "exports",
