@@ -223,3 +223,14 @@ def test_erasing_one_household_member_touches_no_one_else(tmp_path, demo_data):
         ).fetchall()
     assert not set(relanded["contact_id"]) & staged
     assert "C9999999" in staged and newcomer_customer[0][0] is not None
+
+
+def test_a_killed_runs_work_files_are_removed_by_the_next_run(tmp_path, demo_data):
+    """A run killed mid-resolve leaves its plan (identities included) in the work folder; the
+    next run removes it, and a run that succeeds leaves nothing behind."""
+    settings = make_settings(tmp_path, demo_data / "landing")
+    stale = settings.work_path / "killed-run"
+    stale.mkdir(parents=True)
+    (stale / "profiles.frame.arrow").write_bytes(b"identities of a killed run")
+    assert run_pipeline(settings).success
+    assert not any(settings.work_path.iterdir())

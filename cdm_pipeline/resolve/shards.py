@@ -25,6 +25,18 @@ FRAME_SUFFIX = ".frame.arrow"
 SERIES_SUFFIX = ".series.arrow"
 
 
+def clear_stale_work(root: Path, keep: Path) -> int:
+    """Remove the work folders of earlier runs under ``root`` (a run that failed or was killed
+    leaves its plan behind, and the plan holds identities, erased people's among them); return
+    how many went."""
+    if not root.exists():
+        return 0
+    stale = [p for p in root.iterdir() if p.is_dir() and p.resolve() != keep.resolve()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
+
+
 def write_plan(
     plan: ResolvePlan, workdir: Path, shards: int, comparisons: list[Comparison] | None = None
 ) -> list[Path]:

@@ -22,7 +22,7 @@ from cdm_pipeline.resolve.incremental import ResolverState, model_fingerprint, p
 from cdm_pipeline.resolve.overrides import read_overrides
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS
 from cdm_pipeline.resolve.scoring import ModelParameters
-from cdm_pipeline.resolve.shards import compare_shard, read_plan, write_plan
+from cdm_pipeline.resolve.shards import clear_stale_work, compare_shard, read_plan, write_plan
 from cdm_pipeline.warehouse import append_table, audit, replace_table, table_exists, transaction
 
 MATCH_PAIRS = dg.AssetKey(["identity", "match_pairs"])
@@ -91,10 +91,13 @@ def plan_resolution(
         plan = plan_incremental(records, settings, state, read_overrides(pipeline.overrides_path))
     plan.stats["model_retrained"] = retrain
     del records
-    shards = write_plan(plan, pipeline.run_work_dir(context.run.run_id), settings["shards"])
+    workdir = pipeline.run_work_dir(context.run.run_id)
+    stale = clear_stale_work(workdir.parent, keep=workdir)
+    shards = write_plan(plan, workdir, settings["shards"])
     context.log.info(
         f"resolve: {plan.mode}, model retrained: {retrain}, {plan.pairs.height} pairs to compare "
-        f"in {len(shards)} shards, {plan.refreshed.len()} of {plan.profiles.height} profiles to cluster"
+        f"in {len(shards)} shards, {plan.refreshed.len()} of {plan.profiles.height} profiles to cluster; "
+        f"{stale} work folders of earlier runs removed"
     )
     for number, path in enumerate(shards):
         yield dg.DynamicOutput(str(path), mapping_key=f"shard_{number:03d}")
