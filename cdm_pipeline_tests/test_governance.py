@@ -277,7 +277,7 @@ def test_the_completeness_scan_finds_a_stray_copy_in_any_column_and_scrub_remove
     from cdm_pipeline.governance.erasure import identifier_hits, scrub_identifiers
     from cdm_pipeline.governance.keys import fingerprint, secret_key
     from cdm_pipeline.governance.suppression import ensure_suppression_list
-    from cdm_pipeline.warehouse import ensure_schemas
+    from cdm_pipeline.warehouse import ensure_schemas, sql_text
 
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
         ensure_schemas(conn)
@@ -291,10 +291,12 @@ def test_the_completeness_scan_finds_a_stray_copy_in_any_column_and_scrub_remove
         conn.execute(
             "insert into mart.notes values ('n1', '  Gone@Example.org '), ('n2', 'kept@example.org')"
         )
-        conn.execute("create table quarantine.rejected_rows (raw_row varchar)")
+        conn.execute(sql_text("warehouse/fixed_tables"))
         conn.execute(
-            "insert into quarantine.rejected_rows values "
-            """('{"email": "gone@example.org", "id": "7"}'), ('{"email": "kept@example.org"}')"""
+            "insert into quarantine.rejected_rows (source, source_file, file_sha256, row_number, "
+            "failed_checks, raw_row, quarantined_at) values "
+            """('gone', 'f.csv', 'h', 1, 'x', '{"email": "gone@example.org", "id": "7"}', now()), """
+            """('gone', 'f.csv', 'h', 2, 'x', '{"email": "kept@example.org"}', now())"""
         )
         hits = {(h["table"], h["column"]): h["rows"] for h in identifier_hits(conn)}
         assert hits == {("mart.notes", "contact"): 1, ("quarantine.rejected_rows", "raw_row"): 1}
@@ -376,3 +378,23 @@ def test_access_requests_match_the_email_exactly(materialised):
         assert match_customers(conn, tagged, ("US",), exact=True) == []
         assert len(match_customers(conn, plain, ("US",), exact=True)) == 1
         assert match_customers(conn, tagged, ("US",)) == match_customers(conn, plain, ("US",))
+
+
+def test_database_errors_carry_no_data_values_and_release_the_file(tmp_path):
+    """A conversion error quotes the value it failed on; the warehouse resource's error does not
+    (its text reaches Dagster's event log), and the failed block's connection is closed so the
+    next open in the process, with another configuration, is not refused."""
+    from cdm_pipeline.defs.resources import WarehouseResource
+
+    warehouse = WarehouseResource(database=str(tmp_path / "w.duckdb"))
+    with warehouse.get_connection() as conn:
+        conn.execute("create table t (email varchar)")
+        conn.execute("insert into t values ('ann.secret@example.org')")
+    with pytest.raises(duckdb.ConversionException) as raised:
+        with warehouse.get_connection() as conn:
+            conn.execute("select email::integer from t").fetchall()
+    assert "ann.secret" not in str(raised.value)
+    assert "INT32" in str(raised.value)  # what went wrong is still said
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as conn:
+        assert conn.execute("select count(*) from t").fetchall() == [(1,)]

@@ -143,15 +143,38 @@ def test_erasing_one_household_member_touches_no_one_else(tmp_path, demo_data):
         k for k, c in baseline.items() if c is not None
     }
 
+    # Before the erasures, the requesters and one family member asked for their data.
+    emails = persons.group_by("email").len()
+    unique_email = set(emails.filter(pl.col("len") == 1)["email"])
+    family_asker = next(
+        o for _, others in chosen.values() for o in others if o["email"] in unique_email
+    )
+    askers = {f"HH-access-{way}": m for way, (m, _) in chosen.items()}
+    askers["HH-access-family"] = family_asker
+    (landing / "privacy_requests" / "household_access.csv").write_text(
+        "\n".join(
+            [REQUEST_COLUMNS]
+            + [f"{r},access,{m['email']},,,2026-11-27 12:00:00,GDPR" for r, m in askers.items()]
+        )
+        + "\n"
+    )
+    assert run_pipeline(settings).success
+    exports = settings.exports_dir / "subject_access"
+    assert {f"{r}.json" for r in askers} <= {p.name for p in exports.iterdir()}
+
     _request_file(landing / "privacy_requests" / "household_requests.csv", chosen)
     second = run_pipeline(settings)
     checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
     assert checks["erasure_complete"] and checks["every_customer_has_records"]
+    assert checks["rows_accounted_at_rest"]
+    # The requesters' exports are copies too; the family member's stays.
+    assert not any((exports / f"HH-access-{way}.json").exists() for way in chosen)
+    assert (exports / "HH-access-family.json").exists()
     after = _customers(settings.warehouse_path)
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
         log = dict(
             conn.execute(
-                "select request_id, status from governance.privacy_request_log where request_id like 'HH-%'"
+                "select request_id, status from governance.privacy_request_log where request_id like 'HH-%' and request_type = 'erasure'"
             ).fetchall()
         )
         person_records = {
@@ -213,14 +236,20 @@ def test_erasing_one_household_member_touches_no_one_else(tmp_path, demo_data):
     pl.concat([relanded, newcomer]).write_csv(
         landing / "crm_contacts" / "crm_contacts_reexport.csv"
     )
-    assert run_pipeline(settings).success
+    third = run_pipeline(settings)
+    assert third.success
+    assert all(
+        e.passed for e in third.get_asset_check_evaluations() if e.check_name.startswith("rows_")
+    )
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        erased_rows = conn.execute("select sum(erased_rows) from raw.file_ledger").fetchall()[0][0]
         staged = {
             i for (i,) in conn.execute("select contact_id from staging.crm_contacts").fetchall()
         }
         newcomer_customer = conn.execute(
             "select customer_id from mart.customer_xref where record_key = 'crm_contacts:C9999999'"
         ).fetchall()
+    assert erased_rows >= len(requester_keys)
     assert not set(relanded["contact_id"]) & staged
     assert "C9999999" in staged and newcomer_customer[0][0] is not None
 

@@ -39,7 +39,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         pair_comparisons,
         resolve_assets(),
         customer_360_assets(sources),
-        privacy_assets(sources),
+        *privacy_assets(sources),
         analytics_assets(),
         analyst_database_asset(),
     ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.config import load_config
@@ -15,6 +19,40 @@ OWNER = "team:customer-data"
 # Every op that opens the DuckDB file carries this tag; the parallel job lets one such op run at
 # a time (DuckDB has one writer), while the comparison shards run side by side.
 DUCKDB_TAGS = {"cdm/duckdb": "file"}
+
+
+_QUOTED_VALUE = re.compile(r"'[^']*'|\"(?![A-Za-z_][A-Za-z0-9_.]{0,63}\")[^\"]*\"")
+
+
+def redact(message: str) -> str:
+    """A database error without the data values it quotes ('x@y.com' in a conversion error,
+    "order_id: O-1" in a key violation); quoted identifiers ("first_name") stay, for debugging."""
+    return _QUOTED_VALUE.sub("<value>", message)
+
+
+class WarehouseResource(DuckDBResource):
+    """The DuckDB warehouse. Unlike its parent it closes the connection when the block fails
+    (the parent leaves it open, and the next open in the process is refused), and its errors
+    carry no data values: an exception's text reaches Dagster's event log and the terminal."""
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        opened = super().get_connection()
+        conn = opened.__enter__()
+        try:
+            yield conn
+        except duckdb.Error as exc:
+            raise _sanitised(exc) from None
+        finally:
+            conn.close()
+
+
+def _sanitised(exc: duckdb.Error) -> duckdb.Error:
+    message = redact(str(exc))
+    try:
+        return type(exc)(message)
+    except TypeError:
+        return duckdb.Error(f"{type(exc).__name__}: {message}")
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -41,7 +79,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
     settings = settings or load_settings()
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     return {
-        "warehouse": DuckDBResource(database=str(settings.warehouse_path)),
+        "warehouse": WarehouseResource(database=str(settings.warehouse_path)),
         "pipeline": PipelineResource(
             landing_dir=str(settings.landing_dir),
             sources_path=str(settings.sources_path),

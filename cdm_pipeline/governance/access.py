@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
+from cdm_pipeline.golden.facts import FACTS
+from cdm_pipeline.governance.erasure import (
+    log_request,
+    match_requests,
+    pending_requests,
+    steward_reason,
+)
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import quote_ident, table_exists
 
-FACT_TABLES = ("orders", "interactions", "survey_responses", "consent_events")
+FACT_TABLES = tuple(FACTS)
 
 
 def _grouped(
@@ -137,3 +146,75 @@ def write_document(document: dict, path: Path) -> Path:
         json.dumps(document, default=_json_default, indent=2, ensure_ascii=False), encoding="utf-8"
     )
     return path
+
+
+@dataclass
+class AccessOutcome:
+    exported: int = 0
+    needs_steward: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    paths: list[Path] = field(default_factory=list)
+
+
+def process_access_requests(
+    conn: duckdb.DuckDBPyConnection,
+    sources: dict[str, SourceSpec],
+    config: dict,
+    folder: Path,
+    now: datetime,
+    run_id: str,
+) -> AccessOutcome:
+    """Answer every pending access request that matches exactly one customer, by identifiers
+    as given (no +tag stripping: it hands data out), with ``<folder>/<request_id>.json``; any
+    other request waits for a steward."""
+    outcome = AccessOutcome()
+    requests = pending_requests(conn, sources, "access")
+    if not requests:
+        return outcome
+    regions = tuple(config["standardise"]["phone_regions"])
+    deadlines = config["privacy"]["deadline_days"]
+    matches = match_requests(conn, requests, regions, exact=True)
+    holders = (
+        matches.filter(pl.col("customer_id").is_not_null())
+        .group_by("request_id")
+        .agg(pl.col("customer_id").unique())
+    )
+    holder_of = {r: ids for r, ids in holders.iter_rows()}
+    single = {r: ids[0] for r, ids in holder_of.items() if len(ids) == 1}
+    documents = subject_documents(conn, list(single.values()), sources)
+    for request in requests:
+        n = len(holder_of.get(request.request_id, []))
+        if n != 1:
+            reason = steward_reason(n)
+            outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
+            outcome.needs_steward += 1
+            log_request(conn, request, "needs_steward", reason, n, 0, now, run_id, deadlines)
+            continue
+        document = documents[single[request.request_id]]
+        outcome.paths.append(write_document(document, folder / f"{request.request_id}.json"))
+        outcome.exported += 1
+        records = len(document["source_records"])
+        log_request(conn, request, "exported", None, 1, records, now, run_id, deadlines)
+    return outcome
+
+
+def foreign_records(conn: duckdb.DuckDBPyConnection, paths: list[Path]) -> int:
+    """How many source records listed in the documents at ``paths`` are not linked to the
+    document's customer in ``mart.customer_xref`` (read back from the files as written)."""
+    listed = [
+        (document["customer_id"], f"{r['source']}:{r['record_id']}")
+        for document in (json.loads(p.read_text(encoding="utf-8")) for p in paths)
+        for r in document["source_records"]
+    ]
+    if not listed:
+        return 0
+    frame = pl.DataFrame(listed, schema=["customer_id", "record_key"], orient="row")
+    conn.register("_listed_records", frame.to_arrow())
+    try:
+        return conn.execute(
+            "select count(*) from _listed_records l where not exists (select 1 from "
+            "mart.customer_xref x where x.record_key = l.record_key "
+            "and x.customer_id = l.customer_id)"
+        ).fetchall()[0][0]
+    finally:
+        conn.unregister("_listed_records")

@@ -13,12 +13,16 @@ that matches no one or several customers is not guessed at: it waits for a stewa
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from cdm_pipeline.golden.facts import build_facts
 from cdm_pipeline.governance.keys import (
     email_forms,
     fingerprint,
@@ -26,14 +30,13 @@ from cdm_pipeline.governance.keys import (
     phone_forms,
     secret_key,
 )
-from cdm_pipeline.governance.retention import mark_purged_files
+from cdm_pipeline.governance.removal import landed_rows_where, remove_landed_rows
 from cdm_pipeline.governance.suppression import ensure_suppression_list
+from cdm_pipeline.ingest.reader import ROW_NUMBER
 from cdm_pipeline.registry import SourceSpec
-from cdm_pipeline.resolve.engine import blocking_rules
-from cdm_pipeline.resolve.incremental import blocks_left_under_limit
-from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS
+from cdm_pipeline.resolve.forget import forget_customers, forget_profiles, unlink_orphans
 from cdm_pipeline.standardise.fields import email_match_key, standardise_email, standardise_phone
-from cdm_pipeline.warehouse import quote_ident, table_exists
+from cdm_pipeline.warehouse import quote_ident, table_exists, transaction
 
 REQUEST_LOG_DDL = """
 create table if not exists governance.privacy_request_log (
@@ -257,60 +260,23 @@ def erase_customers(
     removed = anonymised = 0
     for source_name, ids in records.group_by("source").agg(pl.col("source_record_id")).iter_rows():
         if source_name in sources:
-            removed_here, anonymised_here = _erase_source_rows(conn, sources[source_name], ids)
+            removed_here, anonymised_here = _erase_source_rows(conn, sources[source_name], ids, now)
             removed += removed_here
             anonymised += anonymised_here
-    conn.register(
-        "erased_keys", records.select("record_key", "source", "source_record_id").to_arrow()
+    kept = {s.name for s in sources.values() if s.on_erasure == "anonymise"}
+    forget_customers(
+        conn,
+        erasures["customer_id"].unique(),
+        records.select("record_key", "source", "source_record_id"),
+        kept,
+        now,
+        run_id,
+        resolve_settings,
     )
-    conn.execute(
-        "delete from quarantine.rejected_rows q using erased_keys e "
-        "where q.source = e.source and q.record_id = e.source_record_id"
-    )
-    profiles = (
-        "(select profile_id from mart.customer_xref where profile_id is not null "
-        "and customer_id in (select customer_id from erased_customers))"
-    )
-    conn.execute(
-        f"delete from identity.match_pairs where profile_id_l in {profiles} or profile_id_r in {profiles}"
-    )
-    forget_profiles(conn, f"profile_id in {profiles}", {}, resolve_settings)
-    conn.execute(
-        "delete from identity.person_records where record_key in (select record_key from erased_keys)"
-    )
-    conn.execute(
-        "delete from mart.customer_xref where customer_id in (select customer_id from erased_customers)"
-    )
-    # Anonymised records stay as source records with no identity, linked to no one: exactly what
-    # the next run's resolution will say about them.
-    kept = [s.name for s in sources.values() if s.on_erasure == "anonymise"]
-    conn.execute(
-        "insert into mart.customer_xref by name select record_key, source, source_record_id, "
-        "null as customer_id, null as profile_id, 'unlinked: no usable identifier' as link_method, "
-        "$now as resolved_at from erased_keys where source in (select unnest($kept))",
-        {"now": now, "kept": kept},
-    )
-    for table in (
-        "mart.customers",
-        "mart.customer_attribute_lineage",
-        "governance.consent_ledger",
-        "mart.interactions",
-        "mart.survey_responses",
-        "mart.consent_events",
-    ):
+    for table in ("mart.customers", "mart.customer_attribute_lineage", "governance.consent_ledger"):
         conn.execute(
             f"delete from {table} where customer_id in (select customer_id from erased_customers)"
         )
-    conn.execute(
-        "update mart.orders set customer_id = null where customer_id in (select customer_id from erased_customers)"
-    )
-    conn.execute(
-        "insert into identity.customer_id_history by name select 'erased' as event, customer_id, "
-        "null as related_customer_id, 0 as record_count, $run as run_id, $now as event_at "
-        "from (select distinct customer_id from erased_customers)",
-        {"run": run_id, "now": now},
-    )
-    conn.unregister("erased_keys")
     conn.unregister("erased_customers")
     return removed, anonymised
 
@@ -341,84 +307,47 @@ def _held_by_others(
     return {value for (value,) in rows}
 
 
-# The resolver's state keeps an erased profile's id and cluster (the next run must know it is
-# gone, to re-cluster what it was linked to) but none of its identity.
-_BLANK_PROFILE = ", ".join(
-    [*(f"{quote_ident(c)} = null" for c in (*MATCH_FIELDS, *DERIVED_KEYS)), "erased = true"]
-)
-
-
-def forget_profiles(
-    conn: duckdb.DuckDBPyConnection, where: str, params: dict, resolve_settings: dict | None
-) -> int:
-    """Blank the identity of the resolver-state profiles matching ``where`` (their ids stay, so
-    the next run knows they are gone). Blocks their removal takes back under a size limit are
-    marked ``recheck`` first, while their keys are still known."""
-    if not table_exists(conn, "identity", "profiles"):
-        return 0
-    leaving = conn.sql(
-        f"select profile_id from identity.profiles where {where}", params=params
-    ).pl()
-    if leaving.height == 0:
-        return 0
-    conn.execute(
-        "alter table identity.profiles add column if not exists recheck boolean default false"
-    )
-    if resolve_settings is not None:
-        rules = blocking_rules(resolve_settings)
-        keys = sorted({k for rule in rules for k in rule.keys})
-        profiles = conn.sql(
-            f"select profile_id, {', '.join(quote_ident(k) for k in keys)} from identity.profiles"
-        ).pl()
-        recheck = blocks_left_under_limit(
-            profiles, leaving["profile_id"], rules, resolve_settings["max_block_size"]
-        )
-        if recheck.len():
-            conn.register("_recheck", recheck.to_frame("profile_id").to_arrow())
-            try:
-                conn.execute(
-                    "update identity.profiles set recheck = true "
-                    "where profile_id in (select profile_id from _recheck)"
-                )
-            finally:
-                conn.unregister("_recheck")
-    conn.register("_leaving", leaving.to_arrow())
-    try:
-        conn.execute(
-            f"update identity.profiles set {_BLANK_PROFILE} "
-            "where profile_id in (select profile_id from _leaving)"
-        )
-    finally:
-        conn.unregister("_leaving")
-    return leaving.height
-
-
 def _erase_source_rows(
-    conn: duckdb.DuckDBPyConnection, source: SourceSpec, ids: list[str]
+    conn: duckdb.DuckDBPyConnection, source: SourceSpec, ids: list[str], now: datetime
 ) -> tuple[int, int]:
-    conn.register("erased_ids", pl.DataFrame({"id": ids}).to_arrow())
+    """Every landed version of the erased records, staged or quarantined: removed (counted in the
+    ledger as erased), or for ``on_erasure: anonymise`` sources kept without identity."""
+    conn.register("erased_ids", pl.DataFrame({"id": ids}, schema={"id": pl.String}).to_arrow())
     record_id = quote_ident(source.record_id)
-    if table_exists(conn, "raw", source.name):
-        mark_purged_files(
-            conn,
-            f"raw.{quote_ident(source.name)}",
-            f"{record_id} in (select id from erased_ids)",
-            datetime.now(),
-        )
+    try:
+        if source.on_erasure == "anonymise":
+            _anonymise_rows(conn, source, f"{record_id} in (select id from erased_ids)")
+            conn.execute(
+                "update quarantine.rejected_rows set raw_row = null where source = ? "
+                "and record_id in (select id from erased_ids)",
+                [source.name],
+            )
+            return 0, len(ids)
+        if table_exists(conn, "raw", source.name):
+            rows = landed_rows_where(
+                source.name,
+                f"{record_id} in (select id from erased_ids)",
+                "record_id in (select id from erased_ids)",
+            )
+            remove_landed_rows(conn, source.name, rows, {"source": source.name}, "erased", now)
+        return len(ids), 0
+    finally:
+        conn.unregister("erased_ids")
+
+
+def _anonymise_rows(
+    conn: duckdb.DuckDBPyConnection, source: SourceSpec, condition: str, params: dict | None = None
+) -> None:
+    """Empty the identity columns of the raw and staged rows meeting ``condition``."""
     for schema in ("raw", "staging"):
-        table = f"{schema}.{quote_ident(source.name)}"
         if not table_exists(conn, schema, source.name):
             continue
-        if source.on_erasure == "anonymise":
-            sets = ", ".join(f"{quote_ident(c)} = null" for c in source.identity_columns)
-            extra = ", _extra = null" if schema == "raw" else ""
-            conn.execute(
-                f"update {table} set {sets}{extra} where {record_id} in (select id from erased_ids)"
-            )
-        else:
-            conn.execute(f"delete from {table} where {record_id} in (select id from erased_ids)")
-    conn.unregister("erased_ids")
-    return (0, len(ids)) if source.on_erasure == "anonymise" else (len(ids), 0)
+        sets = [f"{quote_ident(c)} = null" for c in source.identity_columns]
+        sets += ["_extra = null"] if schema == "raw" else []
+        statement = (
+            f"update {schema}.{quote_ident(source.name)} set {', '.join(sets)} where {condition}"
+        )
+        conn.execute(statement, _used(statement, params or {}))
 
 
 def forget_request_identifiers(
@@ -491,9 +420,9 @@ def _find_hit_values(
     )
 
 
-def _key_param(sql: str, key: str) -> dict:
-    """DuckDB refuses a parameter the statement does not use: only JSON scans hash here."""
-    return {"key": key} if "$key" in sql else {}
+def _used(sql: str, params: dict) -> dict:
+    """DuckDB refuses a parameter the statement does not use: pass only those it names."""
+    return {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)}
 
 
 def _hit_condition(column: str) -> str:
@@ -513,16 +442,18 @@ def scrub_identifiers(
     resolve_settings: dict | None = None,
 ) -> int:
     """Remove every remaining copy of a suppressed identifier outside the erased customer: an
-    unlinked record, an old version, another customer's record sharing a family inbox.
+    unlinked record, an old version, a quarantined row, another customer's record sharing a
+    family inbox.
 
-    Source rows (raw, staging, quarantine, identity.person_records) carrying one are deleted, or
-    emptied of identity for ``on_erasure: anonymise`` sources; in the mart only the value itself is
-    blanked, so the other customer keeps their record. The suppressed values are found once for
-    all columns (``_find_hit_values``), then each column is cleaned by looking them up.
+    A landed row holding one in raw, staging or quarantine is removed from all three (counted in
+    the ledger), or emptied of identity for ``on_erasure: anonymise`` sources; identity rows
+    holding one are deleted; in the mart only the value itself is blanked, so the other customer
+    keeps their record. The suppressed values are found once for all columns
+    (``_find_hit_values``), then each column is cleaned by looking them up.
     """
     key = secret_key(conn)
+    now = datetime.now()
     touched = 0
-    anonymised_sources = {s.name for s in sources.values() if s.on_erasure == "anonymise"}
     columns = [
         (schema, table, column)
         for schema, table, column in _varchar_columns(
@@ -532,41 +463,71 @@ def scrub_identifiers(
         and (schema != "identity" or table in ("person_records", "profiles"))
     ]
     _find_hit_values(conn, key, columns)
+    params = {"key": key}
+
+    def hit_in(schema: str, table: str) -> str:
+        wanted = [c for s_, t, c in columns if (s_, t) == (schema, table)]
+        return " or ".join(_hit_condition(c) for c in wanted) or "false"
+
+    landed = {s.name for s in sources.values() if table_exists(conn, "raw", s.name)}
+    for name in sorted(landed):
+        source = sources[name]
+        raw_hit, quarantine_hit = hit_in("raw", name), hit_in("quarantine", "rejected_rows")
+        staged_hit = hit_in("staging", name)
+        rows = landed_rows_where(name, raw_hit, quarantine_hit)
+        if table_exists(conn, "staging", name) and staged_hit != "false":
+            rows += (
+                f" union select _file_sha256, {ROW_NUMBER} from staging.{quote_ident(name)} "
+                f"where {staged_hit}"
+            )
+        if source.on_erasure == "anonymise":
+            conn.execute(
+                f"create or replace temp table _hit_rows as {rows}",
+                _used(rows, {**params, "source": name}),
+            )
+            condition = (
+                f"(_file_sha256, {ROW_NUMBER}) in (select (file_sha256, row_number) from _hit_rows)"
+            )
+            _anonymise_rows(conn, source, condition)
+            (n,) = conn.execute(
+                "update quarantine.rejected_rows set raw_row = null where source = ? and "
+                "(file_sha256, row_number) in (select (file_sha256, row_number) from _hit_rows)",
+                [name],
+            ).fetchall()[0]
+            touched += n + conn.execute("select count(*) from _hit_rows").fetchall()[0][0]
+            conn.execute("drop table _hit_rows")
+        else:
+            touched += remove_landed_rows(
+                conn, name, rows, _used(rows, {**params, "source": name}), "erased", now
+            )
     for schema, table, column in columns:
-        if (schema, table) == ("identity", "profiles"):
+        if (schema, table) == ("identity", "profiles") or (
+            schema in ("raw", "staging") and table in landed
+        ):
             continue
         name = f"{quote_ident(schema)}.{quote_ident(table)}"
         condition = _hit_condition(column)
-        if schema == "raw":
-            mark_purged_files(conn, name, condition, datetime.now(), _key_param(condition, key))
         if schema == "mart":
             statement = f"update {name} set {quote_ident(column)} = null where {condition}"
-        elif table in anonymised_sources and schema in ("raw", "staging"):
-            sets = ", ".join(f"{quote_ident(c)} = null" for c in sources[table].identity_columns)
-            statement = f"update {name} set {sets} where {condition}"
+        elif (schema, table) == ("quarantine", "rejected_rows"):
+            # Rows of registered sources went with their landed row above.
+            statement = (
+                f"delete from {name} where {condition} and source not in (select unnest($landed))"
+            )
         else:
             statement = f"delete from {name} where {condition}"
-        result = conn.execute(statement, _key_param(statement, key)).fetchall()
+        result = conn.execute(
+            statement, _used(statement, {**params, "landed": sorted(landed)})
+        ).fetchall()
         touched += result[0][0] if result else 0
     if table_exists(conn, "identity", "profiles"):
         columns = [c for _, t, c in _varchar_columns(conn, ("identity",)) if t == "profiles"]
         if columns:
             hit = " or ".join(_hit_condition(c) for c in columns)
-            touched += forget_profiles(conn, hit, _key_param(hit, key), resolve_settings)
+            touched += forget_profiles(conn, hit, _used(hit, params), resolve_settings)
     if table_exists(conn, "mart", "customer_xref"):
-        orphan = "record_key not in (select record_key from identity.person_records)"
-        conn.execute(
-            f"update mart.customer_xref set customer_id = null, profile_id = null, "
-            f"link_method = 'unlinked: no usable identifier' where {orphan} and source in (select unnest($kept))",
-            {"kept": sorted(anonymised_sources)},
-        )
-        conn.execute(
-            f"delete from mart.customer_xref where {orphan} and source not in (select unnest($kept))",
-            {"kept": sorted(anonymised_sources)},
-        )
-        conn.execute(
-            "update mart.orders set customer_id = null where 'orders:' || order_id in "
-            "(select record_key from mart.customer_xref where customer_id is null)"
+        touched += unlink_orphans(
+            conn, {s.name for s in sources.values() if s.on_erasure == "anonymise"}
         )
     return touched
 
@@ -585,7 +546,7 @@ def identifier_hits(conn: duckdb.DuckDBPyConnection) -> list[dict]:
         name = f"{quote_ident(schema)}.{quote_ident(table)}"
         condition = _hit_condition(column)
         (count,) = conn.execute(
-            f"select count(*) from {name} where {condition}", _key_param(condition, key)
+            f"select count(*) from {name} where {condition}", _used(condition, {"key": key})
         ).fetchall()[0]
         if count:
             hits.append({"table": f"{schema}.{table}", "column": column, "rows": count})
@@ -653,3 +614,102 @@ def open_requests(conn: duckdb.DuckDBPyConnection, now: datetime) -> tuple[int, 
         {"now": now},
     ).fetchall()
     return waiting, overdue
+
+
+def steward_reason(customers_matched: int) -> str:
+    """Why a request cannot be served automatically: it is never guessed."""
+    return (
+        "matches no customer"
+        if customers_matched == 0
+        else f"matches {customers_matched} customers"
+    )
+
+
+def process_erasures(
+    conn: duckdb.DuckDBPyConnection,
+    sources: dict[str, SourceSpec],
+    config: dict,
+    now: datetime,
+    run_id: str,
+) -> ErasureOutcome:
+    """Serve every pending erasure request, in one transaction: a request matching exactly one
+    customer erases that customer (``erase_customers``); any other goes to a steward. The fact
+    tables are rebuilt from what is left, so the mart agrees with its records."""
+    outcome = ErasureOutcome()
+    conn.execute(REQUEST_LOG_DDL)
+    ensure_suppression_list(conn)
+    requests = pending_requests(conn, sources, "erasure")
+    if not requests:
+        return outcome
+    regions = tuple(config["standardise"]["phone_regions"])
+    deadlines = config["privacy"]["deadline_days"]
+    matches = match_requests(conn, requests, regions)
+    counts = matches.group_by("request_id").agg(
+        pl.col("customer_id").drop_nulls().n_unique().alias("n")
+    )
+    n_of = dict(counts.iter_rows())
+    single = {r for r, n in n_of.items() if n == 1}
+    with transaction(conn):
+        removed, anonymised = erase_customers(
+            conn,
+            matches.filter(pl.col("request_id").is_in(list(single))),
+            sources,
+            now,
+            run_id,
+            config["resolve"],
+        )
+        forget_request_identifiers(conn, [r for r in requests if r.request_id in single], sources)
+        for request in requests:
+            n = n_of.get(request.request_id, 0)
+            if n == 1:
+                outcome.erased_customers += 1
+                log_request(conn, request, "erased", None, 1, None, now, run_id, deadlines)
+            else:
+                reason = steward_reason(n)
+                outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
+                outcome.needs_steward += 1
+                log_request(conn, request, "needs_steward", reason, n, 0, now, run_id, deadlines)
+        if single:
+            build_facts(conn, sources, config["currency_rates_to_usd"])
+    outcome.records_removed, outcome.records_anonymised = removed, anonymised
+    return outcome
+
+
+def erased_customer_ids(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    if not table_exists(conn, "identity", "customer_id_history"):
+        return set()
+    rows = conn.execute(
+        "select distinct customer_id from identity.customer_id_history where event = 'erased'"
+    ).fetchall()
+    return {customer_id for (customer_id,) in rows}
+
+
+def erased_exports(conn: duckdb.DuckDBPyConnection, folder: Path) -> list[Path]:
+    """Subject-access documents (JSON) written earlier for a customer since erased, or holding
+    a source record since erased: they are copies too."""
+    if not folder.exists():
+        return []
+    erased = erased_customer_ids(conn)
+    key = secret_key(conn)
+    records = {
+        fingerprint_
+        for (fingerprint_,) in conn.execute(
+            "select fingerprint from governance.suppression_list where kind = 'record'"
+        ).fetchall()
+    }
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        keys = {
+            f"{r.get('source')}:{r.get('record_id')}"
+            for r in document.get("source_records") or []
+            if isinstance(r, dict)
+        }
+        if document.get("customer_id") in erased or any(
+            fingerprint(key, k) in records for k in keys
+        ):
+            found.append(path)
+    return found

@@ -11,6 +11,7 @@ from cdm_pipeline.defs.metadata import table_schema
 from cdm_pipeline.defs.resolve.assets import CUSTOMER_XREF
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
+from cdm_pipeline.golden.facts import FACTS, build_facts
 from cdm_pipeline.golden.records import candidates_from, golden_records
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import (
@@ -25,17 +26,6 @@ from cdm_pipeline.warehouse import (
 CUSTOMERS = dg.AssetKey(["mart", "customers"])
 LINEAGE = dg.AssetKey(["mart", "customer_attribute_lineage"])
 CONSENT_LEDGER = dg.AssetKey(["governance", "consent_ledger"])
-FACTS = {  # fact table -> (the staging source it needs, SQL files that fill it)
-    "orders": ("orders", ["mart/orders"]),
-    "interactions": ("support_interactions", ["mart/interactions"]),
-    "survey_responses": ("surveys", ["mart/survey_responses"]),
-    "consent_events": (None, ["mart/consent_events_explicit", "mart/consent_events_signups"]),
-}
-FACT_SOURCES = {
-    "mart/consent_events_explicit": "consent_events",
-    "mart/consent_events_signups": "web_signups",
-}
-
 CUSTOMER_KEY_CHECK = "customer_id_unique_not_null"
 FACTS_REFERENCE_CHECK = "facts_reference_customers"
 RESIDUAL_DUPLICATES_CHECK = "residual_near_duplicates"
@@ -183,42 +173,38 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             golden = golden.join(_attributes(conn, sources, xref), on="customer_id", how="left")
             if "account_owner" not in golden.columns:
                 golden = golden.with_columns(account_owner=pl.lit(None, dtype=pl.String))
-            rates = pl.DataFrame(
-                {
-                    "currency": list(config["currency_rates_to_usd"]),
-                    "usd_per_unit": list(config["currency_rates_to_usd"].values()),
-                }
-            )
-            with transaction(conn):
-                conn.register("golden", golden.to_arrow())
-                conn.register("currency_rates", rates.to_arrow())
-                conn.execute(sql_text("mart/facts_schema"))
-                fact_rows = _build_facts(conn, sources)
-                conn.execute(
-                    f"create or replace table governance.consent_ledger as {sql_text('governance/consent_ledger')}"
-                )
-                conn.execute(
-                    f"create or replace table mart.customers as {sql_text('mart/customers')}"
-                )
-                replace_table(conn, "mart", "customer_attribute_lineage", lineage)
-                problems = _precommit_problems(conn)
-                if any(problems.values()):
-                    raise _MartRejected(problems)
-                ledger_rows = conn.execute(
-                    "select count(*) from governance.consent_ledger"
-                ).fetchall()[0][0]
-                customers = conn.execute("select count(*) from mart.customers").fetchall()[0][0]
-                residual = _residual_duplicates(conn)
-                audit(
-                    conn,
-                    context.run.run_id,
-                    "built",
-                    "mart.customers",
-                    customers,
-                    "golden records with lineage",
-                )
-                conn.unregister("golden")
-                conn.unregister("currency_rates")
+            try:
+                with transaction(conn):
+                    conn.register("golden", golden.to_arrow())
+                    fact_rows = build_facts(conn, sources, config["currency_rates_to_usd"])
+                    conn.execute(
+                        f"create or replace table governance.consent_ledger as {sql_text('governance/consent_ledger')}"
+                    )
+                    conn.execute(
+                        f"create or replace table mart.customers as {sql_text('mart/customers')}"
+                    )
+                    replace_table(conn, "mart", "customer_attribute_lineage", lineage)
+                    problems = _precommit_problems(conn)
+                    if any(problems.values()):
+                        raise _MartRejected(problems)  # rolls back: the previous mart stays
+                    ledger_rows = conn.execute(
+                        "select count(*) from governance.consent_ledger"
+                    ).fetchall()[0][0]
+                    customers = conn.execute("select count(*) from mart.customers").fetchall()[0][0]
+                    residual = _residual_duplicates(conn)
+                    audit(
+                        conn,
+                        context.run.run_id,
+                        "built",
+                        "mart.customers",
+                        customers,
+                        "golden records with lineage",
+                    )
+                    conn.unregister("golden")
+            except _MartRejected as rejected:
+                # The failed checks are recorded with what they measured, then the step fails.
+                yield from _check_results(rejected.problems)
+                raise
         yield dg.MaterializeResult(
             asset_key=CUSTOMERS,
             metadata={
@@ -227,37 +213,19 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 "rules": dg.MetadataValue.json(config["survivorship"]),
             },
         )
-        yield dg.MaterializeResult(asset_key=LINEAGE, metadata={"rows": lineage.height})
+        yield dg.MaterializeResult(
+            asset_key=LINEAGE,
+            metadata={"rows": lineage.height, "dagster/row_count": lineage.height},
+        )
         for fact in FACTS:
             yield dg.MaterializeResult(
-                asset_key=dg.AssetKey(["mart", fact]), metadata={"rows": fact_rows[fact]}
-            )
-        yield dg.MaterializeResult(asset_key=CONSENT_LEDGER)
-        yield dg.AssetCheckResult(
-            check_name=CUSTOMER_KEY_CHECK,
-            asset_key=CUSTOMERS,
-            passed=True,
-            metadata={"duplicate_or_null_ids": 0},
-        )
-        for fact in FACTS:
-            yield dg.AssetCheckResult(
-                check_name=FACTS_REFERENCE_CHECK,
                 asset_key=dg.AssetKey(["mart", fact]),
-                passed=True,
-                metadata={"dangling_rows": 0, "rows": fact_rows[fact]},
+                metadata={"rows": fact_rows[fact], "dagster/row_count": fact_rows[fact]},
             )
-        yield dg.AssetCheckResult(
-            check_name=LEDGER_UNIQUE_CHECK,
-            asset_key=CONSENT_LEDGER,
-            passed=True,
-            metadata={"duplicate_states": 0, "rows": ledger_rows},
+        yield dg.MaterializeResult(
+            asset_key=CONSENT_LEDGER, metadata={"dagster/row_count": ledger_rows}
         )
-        yield dg.AssetCheckResult(
-            check_name=LINEAGE_COMPLETE_CHECK,
-            asset_key=LINEAGE,
-            passed=True,
-            metadata={"missing_lineage": 0},
-        )
+        yield from _check_results(problems)
         yield dg.AssetCheckResult(
             check_name=RESIDUAL_DUPLICATES_CHECK,
             asset_key=CUSTOMERS,
@@ -275,21 +243,10 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
 class _MartRejected(Exception):
     """The new mart broke a key property; the transaction was rolled back (previous mart kept)."""
 
-    def __init__(self, problems: dict[str, int]):
-        super().__init__(f"mart.customers not replaced, pre-commit checks failed: {problems}")
-
-
-def _build_facts(conn, sources: dict[str, SourceSpec]) -> dict[str, int]:
-    counts = {}
-    for fact, (_, queries) in FACTS.items():
-        for query in queries:
-            source = FACT_SOURCES.get(query) or FACTS[fact][0]
-            if source in sources and table_exists(conn, "staging", source):
-                conn.execute(f"insert into mart.{quote_ident(fact)} by name {sql_text(query)}")
-        counts[fact] = conn.execute(f"select count(*) from mart.{quote_ident(fact)}").fetchall()[0][
-            0
-        ]
-    return counts
+    def __init__(self, problems: dict[tuple[str, str], int]):
+        self.problems = problems
+        failed = {f"{a} {c}": n for (a, c), n in problems.items() if n}
+        super().__init__(f"mart.customers not replaced, pre-commit checks failed: {failed}")
 
 
 def _attributes(conn, sources: dict[str, SourceSpec], xref: pl.DataFrame) -> pl.DataFrame:
@@ -322,30 +279,44 @@ def _attributes(conn, sources: dict[str, SourceSpec], xref: pl.DataFrame) -> pl.
     return latest.pivot(on="attribute", index="customer_id", values="value")
 
 
-def _precommit_problems(conn) -> dict[str, int]:
+def _precommit_problems(conn) -> dict[tuple[str, str], int]:
+    """What each blocking check of the mart measures, keyed by (asset, check): counted inside
+    the build's transaction, so a mart that fails one is never committed."""
     ids = conn.execute(
         "select count(*) - count(distinct customer_id) + count(*) filter (where customer_id is null) from mart.customers"
     ).fetchall()[0][0]
-    dangling = sum(
-        conn.execute(
+    problems = {("mart/customers", CUSTOMER_KEY_CHECK): ids}
+    for fact in FACTS:
+        problems[(f"mart/{fact}", FACTS_REFERENCE_CHECK)] = conn.execute(
             f"select count(*) from mart.{quote_ident(fact)} f where f.customer_id is not null "
             "and not exists (select 1 from mart.customers c where c.customer_id = f.customer_id)"
         ).fetchall()[0][0]
-        for fact in FACTS
-    )
-    missing = conn.execute(
+    problems[("mart/customer_attribute_lineage", LINEAGE_COMPLETE_CHECK)] = conn.execute(
         "select count(*) from mart.customers c where c.email is not null and not exists "
         "(select 1 from mart.customer_attribute_lineage l where l.customer_id = c.customer_id and l.attribute = 'email')"
     ).fetchall()[0][0]
-    ledger = conn.execute(
+    problems[("governance/consent_ledger", LEDGER_UNIQUE_CHECK)] = conn.execute(
         "select count(*) - count(distinct (customer_id, purpose)) from governance.consent_ledger"
     ).fetchall()[0][0]
-    return {
-        "duplicate_or_null_ids": ids,
-        "dangling_fact_rows": dangling,
-        "missing_lineage": missing,
-        "duplicate_consent_states": ledger,
+    return problems
+
+
+def _check_results(problems: dict[tuple[str, str], int]) -> list[dg.AssetCheckResult]:
+    measured = {
+        CUSTOMER_KEY_CHECK: "duplicate_or_null_ids",
+        FACTS_REFERENCE_CHECK: "dangling_rows",
+        LINEAGE_COMPLETE_CHECK: "missing_lineage",
+        LEDGER_UNIQUE_CHECK: "duplicate_states",
     }
+    return [
+        dg.AssetCheckResult(
+            check_name=check,
+            asset_key=dg.AssetKey.from_user_string(asset),
+            passed=count == 0,
+            metadata={measured[check]: count},
+        )
+        for (asset, check), count in problems.items()
+    ]
 
 
 def _residual_duplicates(conn) -> int:

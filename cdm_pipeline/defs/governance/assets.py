@@ -6,35 +6,34 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.defs.golden.assets import CONSENT_LEDGER, CUSTOMERS, FACTS, LINEAGE
+from cdm_pipeline.defs.golden.assets import CONSENT_LEDGER, CUSTOMERS, LINEAGE
 from cdm_pipeline.defs.metadata import table_schema
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
-from cdm_pipeline.governance.access import subject_documents, write_document
+from cdm_pipeline.golden.facts import FACTS, build_facts
+from cdm_pipeline.governance.access import foreign_records, process_access_requests
 from cdm_pipeline.governance.erasure import (
-    REQUEST_LOG_DDL,
-    erase_customers,
-    forget_request_identifiers,
+    erased_exports,
     identifier_hits,
     log_invalid_requests,
-    log_request,
     mart_disagreements,
-    match_requests,
     open_requests,
-    pending_requests,
+    process_erasures,
     scrub_identifiers,
 )
 from cdm_pipeline.governance.keys import secret_key
+from cdm_pipeline.governance.removal import unbalanced_files
 from cdm_pipeline.governance.retention import apply_retention
-from cdm_pipeline.governance.suppression import ensure_suppression_list
 from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.resolve.shards import clear_stale_work
 from cdm_pipeline.warehouse import audit, quote_ident, sql_text, transaction
 
 RETENTION = dg.AssetKey(["governance", "retention"])
 PRIVACY_LOG = dg.AssetKey(["governance", "privacy_request_log"])
 SUPPRESSION = dg.AssetKey(["governance", "suppression_list"])
+SCRUBBED = dg.AssetKey(["governance", "scrubbed_copies"])
+EXPORTS = dg.AssetKey(["governance", "subject_access_exports"])
 ANALYTICS = dg.AssetKey(["analytics", "views"])
 ANALYST_DB = dg.AssetKey(["analytics", "analyst_database"])
 
@@ -44,6 +43,9 @@ STEWARD_QUEUE_CHECK = "requests_waiting_for_a_steward"
 SUPPRESSION_CHECK = "suppression_list_has_no_plain_identifiers"
 CUSTOMERS_HAVE_RECORDS_CHECK = "every_customer_has_records"
 DEADLINE_CHECK = "privacy_requests_past_deadline"
+ROWS_AT_REST_CHECK = "rows_accounted_at_rest"
+NO_STALE_COPIES_CHECK = "no_copies_of_erased_people_left"
+EXPORT_HOLDS_ONE_CUSTOMER_CHECK = "exports_hold_only_the_requester"
 ANALYTICS_PII_CHECK = "no_pii_columns_in_analytics"
 ANALYST_DB_PII_CHECK = "no_pii_in_analyst_database"
 ANALYTICS_TABLES = ("customers", "orders", "interactions", "survey_responses", "consent_ledger")
@@ -109,40 +111,218 @@ def retention_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     return _retention
 
 
-def _steward_reason(customers_matched: int) -> str:
-    """Why a request cannot be served automatically: it is never guessed."""
-    return (
-        "matches no customer"
-        if customers_matched == 0
-        else f"matches {customers_matched} customers"
-    )
+def privacy_assets(sources: dict[str, SourceSpec]) -> list[dg.AssetsDefinition]:
+    """The privacy step as four steps a reader can follow: erase, scrub copies, export, verify."""
+    return [
+        _erasure_asset(sources),
+        _scrub_asset(sources),
+        _export_asset(sources),
+        _verify_asset(sources),
+    ]
 
 
-def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
+def _erasure_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     deps = [CUSTOMERS, LINEAGE, CONSENT_LEDGER, *[dg.AssetKey(["mart", f]) for f in FACTS]]
 
-    @dg.multi_asset(
+    @dg.asset(
         op_tags=DUCKDB_TAGS,
-        specs=[
-            dg.AssetSpec(
-                PRIVACY_LOG,
-                deps=deps,
-                group_name="governance",
-                owners=[OWNER],
-                kinds={"duckdb"},
-                description="One row per privacy request processed: erased, exported (access), or waiting "
-                "for a steward with the reason (matched no one / several customers).",
-            ),
-            dg.AssetSpec(
-                SUPPRESSION,
-                deps=deps,
-                group_name="governance",
-                owners=[OWNER],
-                kinds={"duckdb"},
-                description="Salted hashes of erased people's emails, phones and names. Ingest drops rows "
-                "that carry them, so old files cannot bring an erased person back.",
-            ),
+        key=SUPPRESSION,
+        deps=deps,
+        group_name="governance",
+        owners=[OWNER],
+        kinds={"duckdb"},
+        description="Erase: every pending erasure request that matches exactly one customer removes "
+        "that customer's records everywhere (raw, staging, quarantine, identity, mart; anonymised "
+        "where the source says so) and adds the salted hashes of their identifiers to "
+        "`governance.suppression_list`, so re-landed files cannot bring them back. Other requests "
+        "wait for a steward. The fact tables are rebuilt from what is left.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                SUPPRESSION_CHECK,
+                asset=SUPPRESSION,
+                blocking=True,
+                description="The suppression list holds only 64-hex fingerprints.",
+            )
         ],
+    )
+    def _erase(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+    ):
+        run_id = context.run.run_id
+        with warehouse.get_connection() as conn:
+            outcome = process_erasures(conn, sources, pipeline.config(), datetime.now(), run_id)
+            affected = outcome.records_removed + outcome.records_anonymised
+            if outcome.erased_customers:
+                audit(
+                    conn,
+                    run_id,
+                    "erased",
+                    "all schemas",
+                    affected,
+                    f"{outcome.erased_customers} customers",
+                )
+            ((fingerprints, malformed),) = conn.execute(
+                "select count(*), count(*) filter (where not regexp_full_match(fingerprint, "
+                "'[0-9a-f]{64}')) from governance.suppression_list"
+            ).fetchall()
+        return dg.MaterializeResult(
+            metadata={
+                "customers_erased": outcome.erased_customers,
+                "records_removed": outcome.records_removed,
+                "records_anonymised": outcome.records_anonymised,
+                "waiting_for_steward": outcome.needs_steward,
+                "reasons": dg.MetadataValue.json(outcome.reasons),
+                "fingerprints": fingerprints,
+                "dagster/row_count": fingerprints,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=SUPPRESSION_CHECK,
+                    passed=malformed == 0,
+                    metadata={"fingerprints": fingerprints, "malformed": malformed},
+                )
+            ],
+        )
+
+    return _erase
+
+
+def _scrub_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
+    @dg.asset(
+        op_tags=DUCKDB_TAGS,
+        key=SCRUBBED,
+        deps=[SUPPRESSION],
+        group_name="governance",
+        owners=[OWNER],
+        kinds={"duckdb"},
+        description="Scrub copies: every other copy of an erased person's email or phone (an "
+        "unlinked record, an old version, a quarantined row, a value in the mart), subject-access "
+        "documents written for erased customers, and resolver work folders that earlier runs left "
+        "behind (they hold identities). Values another customer also holds stay where they hold them.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                NO_STALE_COPIES_CHECK,
+                asset=SCRUBBED,
+                blocking=True,
+                description="Counted again after scrubbing: no subject-access document of an erased "
+                "customer and no work folder of another run is left.",
+            )
+        ],
+    )
+    def _scrub(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+    ):
+        config = pipeline.config()
+        run_id = context.run.run_id
+        with warehouse.get_connection() as conn:
+            with transaction(conn):
+                scrubbed = scrub_identifiers(conn, sources, config["resolve"])
+                if scrubbed:
+                    build_facts(conn, sources, config["currency_rates_to_usd"])
+                    audit(conn, run_id, "scrubbed", "all schemas", scrubbed, "erased identifiers")
+            exports = erased_exports(conn, Path(pipeline.exports_dir) / "subject_access")
+            for path in exports:
+                path.unlink(missing_ok=True)
+            if exports:
+                audit(
+                    conn, run_id, "erased", "subject access exports", len(exports), "files deleted"
+                )
+            exports_left = len(erased_exports(conn, Path(pipeline.exports_dir) / "subject_access"))
+        workdir = pipeline.run_work_dir(run_id)
+        folders = clear_stale_work(workdir.parent, keep=workdir)
+        folders_left = clear_stale_work(workdir.parent, keep=workdir)
+        return dg.MaterializeResult(
+            metadata={
+                "rows_scrubbed": scrubbed,
+                "exports_deleted": len(exports),
+                "work_folders_removed": folders,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=NO_STALE_COPIES_CHECK,
+                    passed=exports_left == 0 and folders_left == 0,
+                    metadata={
+                        "erased_exports_left": exports_left,
+                        "work_folders_left": folders_left,
+                    },
+                )
+            ],
+        )
+
+    return _scrub
+
+
+def _export_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
+    @dg.asset(
+        op_tags=DUCKDB_TAGS,
+        key=EXPORTS,
+        deps=[SCRUBBED],
+        group_name="governance",
+        owners=[OWNER],
+        kinds={"json"},
+        description="Export: every pending access request that matches exactly one customer, by "
+        "its identifiers as given, gets `exports/subject_access/<request_id>.json` (golden record, "
+        "lineage, source records, facts, consent). Other requests wait for a steward.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                EXPORT_HOLDS_ONE_CUSTOMER_CHECK,
+                asset=EXPORTS,
+                blocking=True,
+                description="Every document written tonight lists only source records that "
+                "mart.customer_xref links to its customer: an export hands out no one else's data.",
+            )
+        ],
+    )
+    def _export(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+    ):
+        run_id = context.run.run_id
+        folder = Path(pipeline.exports_dir) / "subject_access"
+        with warehouse.get_connection() as conn:
+            outcome = process_access_requests(
+                conn, sources, pipeline.config(), folder, datetime.now(), run_id
+            )
+            if outcome.exported:
+                audit(
+                    conn,
+                    run_id,
+                    "exported",
+                    "subject access",
+                    outcome.exported,
+                    "documents written",
+                )
+            foreign = foreign_records(conn, outcome.paths)
+        return dg.MaterializeResult(
+            metadata={
+                "documents_written": outcome.exported,
+                "waiting_for_steward": outcome.needs_steward,
+                "reasons": dg.MetadataValue.json(outcome.reasons),
+                "folder": dg.MetadataValue.path(str(folder)),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=EXPORT_HOLDS_ONE_CUSTOMER_CHECK,
+                    passed=foreign == 0,
+                    metadata={"documents": len(outcome.paths), "records_of_others": foreign},
+                )
+            ],
+        )
+
+    return _export
+
+
+def _verify_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
+    @dg.asset(
+        op_tags=DUCKDB_TAGS,
+        key=PRIVACY_LOG,
+        deps=[EXPORTS],
+        group_name="governance",
+        owners=[OWNER],
+        kinds={"duckdb"},
+        description="Verify: `governance.privacy_request_log` has one row per request handled "
+        "(erased, exported, or waiting for a steward with the reason; requests that failed "
+        "validation too), and the checks prove erasure complete, the mart consistent with its "
+        "records and every landed row accounted for.",
         check_specs=[
             dg.AssetCheckSpec(
                 ERASURE_COMPLETE_CHECK,
@@ -160,6 +340,13 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 "published mart agrees with its records.",
             ),
             dg.AssetCheckSpec(
+                ROWS_AT_REST_CHECK,
+                asset=PRIVACY_LOG,
+                blocking=True,
+                description="For every loaded file of every source, after retention and erasure: "
+                "landed rows = raw + purged + erased, and raw = staged + quarantined.",
+            ),
+            dg.AssetCheckSpec(
                 STEWARD_QUEUE_CHECK,
                 asset=PRIVACY_LOG,
                 description="Privacy requests waiting for a steward (no match, several customers, "
@@ -171,184 +358,80 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 description="No privacy request is still open past its legal deadline "
                 "(privacy.deadline_days by jurisdiction: GDPR 30, CCPA 45 days).",
             ),
-            dg.AssetCheckSpec(
-                SUPPRESSION_CHECK,
-                asset=SUPPRESSION,
-                blocking=True,
-                description="The suppression list holds only 64-hex fingerprints.",
-            ),
         ],
-        can_subset=False,
     )
-    def _privacy(
+    def _verify(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
     ):
-        config = pipeline.config()
-        regions = tuple(config["standardise"]["phone_regions"])
-        deadlines = config["privacy"]["deadline_days"]
+        deadlines = pipeline.config()["privacy"]["deadline_days"]
         now = datetime.now()
         run_id = context.run.run_id
-        erased = exported = steward = records_affected = 0
-        reasons: dict[str, int] = {}
         with warehouse.get_connection() as conn:
-            conn.execute(REQUEST_LOG_DDL)
-            ensure_suppression_list(conn)
-            requests = pending_requests(conn, sources, "erasure")
-            if requests:
-                matches = match_requests(conn, requests, regions)
-                counts = matches.group_by("request_id").agg(
-                    pl.col("customer_id").drop_nulls().n_unique().alias("n")
-                )
-                single = set(counts.filter(pl.col("n") == 1)["request_id"])
-                erasures = matches.filter(pl.col("request_id").is_in(list(single)))
-                with transaction(conn):
-                    removed, anonymised = erase_customers(
-                        conn, erasures, sources, now, run_id, config["resolve"]
-                    )
-                    forget_request_identifiers(
-                        conn, [r for r in requests if r.request_id in single], sources
-                    )
-                    stray = scrub_identifiers(conn, sources, config["resolve"])
-                    n_of = dict(counts.iter_rows())
-                    for request in requests:
-                        n = n_of.get(request.request_id, 0)
-                        if n == 1:
-                            erased += 1
-                            log_request(
-                                conn, request, "erased", None, 1, None, now, run_id, deadlines
-                            )
-                        else:
-                            reason = _steward_reason(n)
-                            reasons[reason] = reasons.get(reason, 0) + 1
-                            steward += 1
-                            log_request(
-                                conn, request, "needs_steward", reason, n, 0, now, run_id, deadlines
-                            )
-                    records_affected = removed + anonymised
-                    audit(
-                        conn,
-                        run_id,
-                        "erased",
-                        "all schemas",
-                        records_affected,
-                        f"{erased} customers; {stray} stray rows scrubbed",
-                    )
-            access = pending_requests(conn, sources, "access")
-            if access:
-                matches = match_requests(conn, access, regions, exact=True)
-                holders = (
-                    matches.filter(pl.col("customer_id").is_not_null())
-                    .group_by("request_id")
-                    .agg(pl.col("customer_id").unique())
-                )
-                holder_of = {r: ids for r, ids in holders.iter_rows()}
-                single = {r: ids[0] for r, ids in holder_of.items() if len(ids) == 1}
-                documents = subject_documents(conn, list(single.values()), sources)
-                for request in access:
-                    n = len(holder_of.get(request.request_id, []))
-                    if n != 1:
-                        reason = _steward_reason(n)
-                        reasons[reason] = reasons.get(reason, 0) + 1
-                        steward += 1
-                        log_request(
-                            conn, request, "needs_steward", reason, n, 0, now, run_id, deadlines
-                        )
-                        continue
-                    document = documents[single[request.request_id]]
-                    write_document(
-                        document,
-                        Path(pipeline.exports_dir)
-                        / "subject_access"
-                        / f"{request.request_id}.json",
-                    )
-                    exported += 1
-                    log_request(
-                        conn,
-                        request,
-                        "exported",
-                        None,
-                        1,
-                        len(document["source_records"]),
-                        now,
-                        run_id,
-                        deadlines,
-                    )
-                audit(conn, run_id, "exported", "subject access", exported, "documents written")
-            hits = identifier_hits(conn)
-            if hits:  # a copy that got past ingest and standardisation: remove it, then prove it
-                with transaction(conn):
-                    stray = scrub_identifiers(conn, sources, config["resolve"])
-                    audit(
-                        conn, run_id, "scrubbed", "all schemas", stray, "stray erased identifiers"
-                    )
-                hits = identifier_hits(conn)
-            malformed = conn.execute(
-                "select count(*) from governance.suppression_list where not regexp_full_match(fingerprint, '[0-9a-f]{64}')"
-            ).fetchall()[0][0]
-            recordless, missing = mart_disagreements(conn)
             invalid = log_invalid_requests(conn, sources, deadlines, now, run_id)
+            hits = identifier_hits(conn)
+            recordless, missing = mart_disagreements(conn)
+            unbalanced = [f for s in sources.values() for f in unbalanced_files(conn, s)]
             waiting, overdue = open_requests(conn, now)
-            suppressed = conn.execute(
-                "select count(*) from governance.suppression_list"
-            ).fetchall()[0][0]
-        yield dg.MaterializeResult(
-            asset_key=PRIVACY_LOG,
+            tonight = dict(
+                conn.execute(
+                    "select status, count(*) from governance.privacy_request_log "
+                    "where run_id = ? group by 1",
+                    [run_id],
+                ).fetchall()
+            )
+            logged = conn.execute("select count(*) from governance.privacy_request_log").fetchall()[
+                0
+            ][0]
+        return dg.MaterializeResult(
             metadata={
-                "customers_erased": erased,
-                "records_affected": records_affected,
-                "access_exports": exported,
-                "waiting_for_steward": steward,
-                "reasons": dg.MetadataValue.json(reasons),
+                "handled_tonight": dg.MetadataValue.json(tonight),
+                "dagster/row_count": logged,
             },
-        )
-        yield dg.MaterializeResult(asset_key=SUPPRESSION, metadata={"fingerprints": suppressed})
-        yield dg.AssetCheckResult(
-            check_name=ERASURE_COMPLETE_CHECK,
-            asset_key=PRIVACY_LOG,
-            passed=not hits,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "columns_with_erased_identifiers": len(hits),
-                "where": dg.MetadataValue.json(hits[:10]),
-            },
-        )
-        yield dg.AssetCheckResult(
-            check_name=CUSTOMERS_HAVE_RECORDS_CHECK,
-            asset_key=PRIVACY_LOG,
-            passed=recordless == 0 and missing == 0,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "customers_without_records": recordless,
-                "linked_customers_missing_from_mart": missing,
-            },
-        )
-        yield dg.AssetCheckResult(
-            check_name=STEWARD_QUEUE_CHECK,
-            asset_key=PRIVACY_LOG,
-            passed=waiting == 0,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "open_requests": waiting,
-                "new_tonight": steward + invalid,
-                "invalid_tonight": invalid,
-                "reasons": dg.MetadataValue.json(reasons),
-            },
-        )
-        yield dg.AssetCheckResult(
-            check_name=DEADLINE_CHECK,
-            asset_key=PRIVACY_LOG,
-            passed=overdue == 0,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"open_requests": waiting, "past_deadline": overdue},
-        )
-        yield dg.AssetCheckResult(
-            check_name=SUPPRESSION_CHECK,
-            asset_key=SUPPRESSION,
-            passed=malformed == 0,
-            metadata={"fingerprints": suppressed, "malformed": malformed},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=ERASURE_COMPLETE_CHECK,
+                    passed=not hits,
+                    metadata={
+                        "columns_with_erased_identifiers": len(hits),
+                        "where": dg.MetadataValue.json(hits[:10]),
+                    },
+                ),
+                dg.AssetCheckResult(
+                    check_name=CUSTOMERS_HAVE_RECORDS_CHECK,
+                    passed=recordless == 0 and missing == 0,
+                    metadata={
+                        "customers_without_records": recordless,
+                        "linked_customers_missing_from_mart": missing,
+                    },
+                ),
+                dg.AssetCheckResult(
+                    check_name=ROWS_AT_REST_CHECK,
+                    passed=not unbalanced,
+                    metadata={
+                        "unbalanced_files": len(unbalanced),
+                        "examples": dg.MetadataValue.json(unbalanced[:5]),
+                    },
+                ),
+                dg.AssetCheckResult(
+                    check_name=STEWARD_QUEUE_CHECK,
+                    passed=waiting == 0,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "open_requests": waiting,
+                        "new_tonight": tonight.get("needs_steward", 0),
+                        "invalid_tonight": invalid,
+                    },
+                ),
+                dg.AssetCheckResult(
+                    check_name=DEADLINE_CHECK,
+                    passed=overdue == 0,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"open_requests": waiting, "past_deadline": overdue},
+                ),
+            ],
         )
 
-    return _privacy
+    return _verify
 
 
 def analytics_assets() -> dg.AssetsDefinition:
