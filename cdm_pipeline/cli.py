@@ -13,8 +13,31 @@ import time
 from pathlib import Path
 
 
+class UsageError(Exception):
+    """A mistake in how cdm was called or configured: one line, exit code 2, no traceback."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cdm", description=__doc__)
+    from cdm_pipeline.config import ConfigError
+    from cdm_pipeline.registry import RegistryError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _main(argv)
+    except (UsageError, RegistryError, ConfigError) as exc:
+        if debug:
+            raise
+        for line in str(exc).splitlines():
+            print(f"cdm: {line}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cdm", description=__doc__, epilog="--debug anywhere shows tracebacks."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="generate seeded demo landing files (and their truth)")
@@ -79,10 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     _location_args(evaluate)
 
+    acknowledge = commands.add_parser(
+        "acknowledge-file",
+        help="a steward accepts a rejected landing file that will not be replaced: its source's "
+        "no_rejected_files check stops failing",
+    )
+    acknowledge.add_argument("source", help="source name in the sources file")
+    acknowledge.add_argument("file", help="the rejected file's name, as the check lists it")
+    _location_args(acknowledge)
+
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
     _apply_locations(args)
+    _check_locations(args)
+    if args.command == "acknowledge-file":
+        return _acknowledge(args.source, args.file)
     if args.command == "run":
         return _run(args.resolve, args.parallel)
     if args.command == "export-subject":
@@ -92,6 +127,52 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "evaluate":
         return _evaluate(args.truth)
     return _ui(args)
+
+
+def _check_locations(args: argparse.Namespace) -> None:
+    """Refuse, before anything runs, a location that cannot be right: a landing folder that is
+    not there (a typo would otherwise be a quiet night with nothing landed), a sources or config
+    file that is missing or broken, an output that would overwrite the warehouse."""
+    from cdm_pipeline.config import load_config
+    from cdm_pipeline.registry import load_registry
+    from cdm_pipeline.settings import load_settings
+
+    settings = load_settings()
+    if args.command in ("run", "ui") and not settings.landing_dir.is_dir():
+        raise UsageError(
+            f"landing folder {settings.landing_dir} does not exist (cdm demo writes one; "
+            "--landing names yours)"
+        )
+    if not settings.sources_path.is_file():
+        raise UsageError(f"sources file {settings.sources_path} does not exist")
+    load_registry(settings.sources_path)
+    load_config(settings.pipeline_config_path)
+    if args.command in ("export-subject", "export-analyst-db", "evaluate", "acknowledge-file"):
+        if not settings.warehouse_path.is_file():
+            raise UsageError(
+                f"warehouse {settings.warehouse_path} does not exist: run cdm run first"
+            )
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).resolve() == settings.warehouse_path.resolve():
+        raise UsageError(f"--out {out} is the warehouse itself; choose another file")
+
+
+def _acknowledge(source: str, file_name: str) -> int:
+    import duckdb
+
+    from cdm_pipeline.ingest.load import acknowledge_rejection
+    from cdm_pipeline.registry import load_registry
+    from cdm_pipeline.settings import load_settings
+
+    settings = load_settings()
+    if source not in load_registry(settings.sources_path):
+        raise UsageError(f"no source '{source}' in {settings.sources_path}")
+    with duckdb.connect(str(settings.warehouse_path)) as conn:
+        n = acknowledge_rejection(conn, source, file_name)
+    if not n:
+        raise UsageError(f"no open rejected file '{file_name}' for source '{source}'")
+    print(f"acknowledged {file_name} ({source}); its check passes from the next run")
+    return 0
 
 
 def _evaluate(truth_path: Path) -> int:
@@ -229,10 +310,19 @@ def _run(resolve_mode: str = "auto", parallel: bool = False) -> int:
         f"run {result.run_id} {'succeeded' if result.success else 'FAILED'} in {elapsed:.1f}s; "
         f"{len(evaluations) - len(failed)}/{len(evaluations)} checks passed"
     )
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data is not None:
+            error = event.step_failure_data.error
+            cause = error.cause or error
+            message = (cause.message or "").strip().splitlines()
+            print(f"  STEP FAILED: {event.step_key}: {message[0] if message else cause.cls_name}")
     for e in failed:
         label = "CHECK FAILED" if e.severity.value == "ERROR" else "warning"
         print(f"  {label}: {'/'.join(e.asset_key.path)} {e.check_name}")
-    _print_summary(settings.warehouse_path)
+    try:
+        _print_summary(settings.warehouse_path)
+    except Exception as exc:  # the summary must never hide the run's own outcome
+        print(f"  (no table summary: {type(exc).__name__})")
     return 0 if result.success and not errors else 1
 
 
@@ -243,7 +333,7 @@ def _print_summary(warehouse: Path) -> None:
 
     if not warehouse.exists():
         return
-    with duckdb.connect(str(warehouse)) as conn:
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
         tables = conn.execute(
             "select schema_name, table_name from duckdb_tables() order by 1, 2"
         ).fetchall()

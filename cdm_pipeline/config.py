@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -56,19 +57,44 @@ DEFAULTS: dict[str, Any] = {
     "currency_rates_to_usd": {"USD": 1.0, "EUR": 1.08, "GBP": 1.27},
     "retention": {"quarantine_days": 90, "default_source_days": None},
     "privacy": {"deadline_days": {"GDPR": 30, "CCPA": 45}},
+    "ingest": {"max_field_chars": 65_536},
 }
+# Sections whose keys the user names (currencies, jurisdictions, fields); all others are fixed,
+# and a key they do not have is a mistake ("retention_dayz"), not a setting.
+OPEN_SECTIONS = ("currency_rates_to_usd", "deadline_days", "min_validity")
+
+
+class ConfigError(ValueError):
+    """pipeline.yaml names a setting that does not exist; the message says which was meant."""
 
 
 def load_config(path: Path | None) -> dict[str, Any]:
     config = copy.deepcopy(DEFAULTS)
     if path is not None and Path(path).exists():
-        _merge(config, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+        try:
+            document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+        if not isinstance(document, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections")
+        _merge(config, document, str(path), ())
     return config
 
 
-def _merge(base: dict, override: dict) -> None:
+def _merge(base: dict, override: dict, path: str, where: tuple[str, ...]) -> None:
     for key, value in override.items():
+        if where[-1:] and where[-1] in OPEN_SECTIONS:
+            base[key] = value
+            continue
+        if key not in base:
+            close = difflib.get_close_matches(str(key), sorted(base), n=1, cutoff=0.6)
+            hint = (
+                f" (did you mean '{close[0]}'?)"
+                if close
+                else f" (known: {', '.join(sorted(base))})"
+            )
+            raise ConfigError(f"{path}: unknown setting '{'.'.join([*where, str(key)])}'{hint}")
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            _merge(base[key], value, path, (*where, key))
         else:
             base[key] = value

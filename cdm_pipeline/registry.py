@@ -6,11 +6,15 @@ so a partner's CSV with its own column names is added by configuration alone.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import date, datetime
+from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
 
 IDENTITY_FIELDS = (
     "first_name",
@@ -104,15 +108,124 @@ class SourceSpec:
         return next(c for c in self.columns if c.name == name)
 
 
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class _ColumnModel(_Strict):
+    type: str = "string"
+    required: bool | None = None
+    min: str | float | date | datetime | None = None
+    max: str | float | date | datetime | None = None
+    values: list[str | int | float | bool] = []
+    optional_column: bool = False
+
+
+class _SourceModel(_Strict):
+    """The keys a source may have: any other key is a mistake (``requird``), not ignored."""
+
+    path: str
+    format: str
+    record_id: str
+    columns: dict[str, _ColumnModel | None]
+    event_at: str | None = None
+    trust_rank: int = 5
+    role: str = "person"
+    identity: dict[str, str | list[str]] = {}
+    identifiers: dict[str, str] = {}
+    consent: dict[str, str] = {}
+    attributes: dict[str, str] = {}
+    encoding: str = "utf-8"
+    retention_days: PositiveInt | None = None
+    on_erasure: Literal["delete", "anonymise"] = "delete"
+    request_type_column: str | None = None
+    jurisdiction_column: str | None = None
+    description: str | None = None
+
+
+class _RegistryModel(_Strict):
+    sources: dict[str, _SourceModel]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML whose mappings may not repeat a key: a second ``crm_contacts:`` would silently
+    replace the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise RegistryError(f"line {key_node.start_mark.line + 1}: '{key}' is given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_registry(path: Path) -> dict[str, SourceSpec]:
-    """Read and check the registry; raise ``RegistryError`` naming what is wrong."""
+    """Read and check the registry; raise ``RegistryError`` naming what is wrong, one line per
+    problem (the key, where it is, and for a misspelt key the one that was meant)."""
     try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise RegistryError(f"cannot read sources file {path}: {exc}") from exc
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"cannot read sources file {path}: {exc}") from None
+    try:
+        document = yaml.load(text, Loader=_UniqueKeyLoader)
+    except RegistryError as exc:
+        raise RegistryError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
     if not isinstance(document, dict) or not isinstance(document.get("sources"), dict):
         raise RegistryError(f"{path}: expected a top-level 'sources:' mapping")
-    return {name: _parse_source(name, body) for name, body in document["sources"].items()}
+    try:
+        model = _RegistryModel.model_validate(document)
+    except ValidationError as exc:
+        raise RegistryError(
+            "\n".join(f"{path}: {_explain(error)}" for error in exc.errors())
+        ) from None
+    bodies = {
+        name: source.model_dump(exclude_unset=True) | {"columns": _columns_of(document, name)}
+        for name, source in model.sources.items()
+    }
+    try:
+        return {name: _parse_source(name, body) for name, body in bodies.items()}
+    except RegistryError as exc:
+        raise RegistryError(f"{path}: {exc}") from None
+
+
+def _columns_of(document: dict, name: str) -> dict:
+    return {c: spec or {} for c, spec in document["sources"][name]["columns"].items()}
+
+
+_ALLOWED_KEYS = {
+    "sources": set(_SourceModel.model_fields),
+    "columns": set(_ColumnModel.model_fields),
+}
+
+
+def _explain(error: dict) -> str:
+    """One line for one pydantic error: where, what, and the key that was probably meant."""
+    location = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+    where = ""
+    if len(location) >= 2 and location[0] == "sources":
+        where = f"source '{location[1]}'"
+        if len(location) >= 4 and location[2] == "columns":
+            where += f", column '{location[3]}'"
+        rest = location[4:] if len(location) >= 4 and location[2] == "columns" else location[2:]
+    else:
+        rest = location
+    key = rest[-1] if rest else ""
+    if error["type"] == "extra_forbidden":
+        allowed = _ALLOWED_KEYS["columns" if "column" in where else "sources"]
+        close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+        hint = (
+            f" (did you mean '{close[0]}'?)"
+            if close
+            else f" (allowed: {', '.join(sorted(allowed))})"
+        )
+        return f"{where}: unknown key '{key}'{hint}"
+    if error["type"] == "missing":
+        return f"{where}: missing key '{key}'"
+    return f"{where}: '{'.'.join(rest)}': {error['msg']}"
 
 
 def _parse_source(name: str, body: dict) -> SourceSpec:
@@ -122,6 +235,12 @@ def _parse_source(name: str, body: dict) -> SourceSpec:
     for key in ("path", "format", "record_id", "columns"):
         if key not in body:
             raise RegistryError(f"{where}: missing key '{key}'")
+    path = PurePosixPath(str(body["path"]).replace("\\", "/"))
+    if path.is_absolute() or str(body["path"]).startswith("~") or ".." in path.parts:
+        raise RegistryError(
+            f"{where}: path '{body['path']}' must stay inside the landing folder "
+            "(relative, no '..')"
+        )
     if body["format"] not in FORMATS:
         raise RegistryError(f"{where}: format must be one of {FORMATS}")
     role = body.get("role", "person")

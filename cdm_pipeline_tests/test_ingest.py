@@ -50,7 +50,7 @@ def test_a_file_loads_once_even_when_copied_under_another_name(tmp_path, conn):
         (b"   \n", "empty file"),
         (f"{HEADER}\n{GOOD_ROW}\n".replace("Ann", "Ann\xe9").encode("latin-1"), "not valid utf-8"),
         (b"contact_id,first_name\nC1,Ann\n", "missing required column"),
-        (f'{HEADER}\n"unterminated,quote\n'.encode(), "cannot parse"),
+        (f'{HEADER}\n"unterminated,quote\n'.encode(), "no line could be read"),
     ],
     ids=["zero-bytes", "blank", "latin-1", "missing-columns", "malformed-csv"],
 )

@@ -13,6 +13,7 @@ import polars as pl
 
 from cdm_pipeline.governance.suppression import suppressed_rows
 from cdm_pipeline.ingest.reader import (
+    DEFAULT_MAX_FIELD_CHARS,
     EXTRA,
     PARSE_ERROR,
     ROW_NUMBER,
@@ -65,7 +66,22 @@ def ensure_raw_table(conn: duckdb.DuckDBPyConnection, spec: SourceSpec) -> str:
 
 
 def landing_files(landing_dir: Path, spec: SourceSpec) -> list[Path]:
-    return sorted(p for p in Path(landing_dir).glob(spec.path) if p.is_file())
+    """The files of ``spec`` in the landing folder (links included when they point inside it)."""
+    return confined_files(landing_dir, spec)[0]
+
+
+def confined_files(landing_dir: Path, spec: SourceSpec) -> tuple[list[Path], list[Path]]:
+    """(files inside the landing folder, files whose real location is outside it: a symbolic
+    link or a linked folder pointing elsewhere). Those outside are never opened."""
+    root = Path(landing_dir).resolve()
+    inside, outside = [], []
+    for path in sorted(Path(landing_dir).glob(spec.path)):
+        real = path.resolve()
+        if not real.is_relative_to(root):
+            outside.append(path)
+        elif real.is_file():
+            inside.append(path)
+    return inside, outside
 
 
 def load_new_files(
@@ -74,6 +90,7 @@ def load_new_files(
     landing_dir: Path,
     run_id: str,
     phone_regions: tuple[str, ...] = ("US",),
+    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
 ) -> LoadSummary:
     """Land every file not loaded before. A file is known by its content hash, so a renamed copy
     is skipped too; a rejected file is retried only when its registry entry changes. Rows of
@@ -86,7 +103,32 @@ def load_new_files(
     ).fetchall()
     loaded = {sha for sha, status, _ in seen if status == "loaded"}
     rejected = {sha for sha, status, h in seen if status == "rejected" and h == current_spec}
-    for path in landing_files(landing_dir, spec):
+    files, outside = confined_files(landing_dir, spec)
+    for path in outside:
+        # Known by a hash of its name (its content is never read); recorded once.
+        sha = "outside:" + hashlib.sha256(str(path.relative_to(landing_dir)).encode()).hexdigest()
+        summary.files_seen += 1
+        if sha in rejected:
+            summary.files_skipped += 1
+            continue
+        reason = f"{path.name}: links outside the landing folder; refused, not read"
+        summary.files_rejected += 1
+        summary.rejections.append(reason)
+        _ledger(
+            conn,
+            spec.name,
+            path,
+            sha,
+            0,
+            "rejected",
+            reason,
+            current_spec,
+            datetime.now(),
+            run_id,
+            0,
+        )
+        rejected.add(sha)
+    for path in files:
         summary.files_seen += 1
         sha = file_sha256(path)
         if sha in loaded or sha in rejected:
@@ -94,7 +136,7 @@ def load_new_files(
             continue
         now = datetime.now()
         try:
-            frame = read_landing_file(path, spec)
+            frame = read_landing_file(path, spec, max_field_chars)
         except FileRejected as exc:
             summary.files_rejected += 1
             summary.rejections.append(str(exc))
@@ -155,7 +197,9 @@ def _ledger(
             source,
             path.name,
             sha,
-            path.stat().st_size,
+            path.lstat().st_size
+            if status == "rejected" and sha.startswith("outside:")
+            else path.stat().st_size,
             rows,
             status,
             error,
@@ -165,3 +209,29 @@ def _ledger(
             suppressed,
         ],
     )
+
+
+def open_rejections(conn: duckdb.DuckDBPyConnection, source: str) -> list[tuple[str, str]]:
+    """``(file, reason)`` of every rejected file of ``source`` still open: not acknowledged by
+    a steward and not replaced by a file of the same name that loaded. They fail the source's
+    check on every run, not only the run that saw them."""
+    return conn.execute(
+        "select source_file, any_value(error) from raw.file_ledger r where source = ? "
+        "and status = 'rejected' and acknowledged_at is null and not exists (select 1 from "
+        "raw.file_ledger l where l.source = r.source and l.source_file = r.source_file "
+        "and l.status = 'loaded' and l.loaded_at > r.loaded_at) group by 1 order by 1",
+        [source],
+    ).fetchall()
+
+
+def acknowledge_rejection(conn: duckdb.DuckDBPyConnection, source: str, file_name: str) -> int:
+    """A steward's answer to a rejected file that will not be replaced: its check stops
+    failing. Returns how many ledger rows were acknowledged."""
+    ensure_schemas(conn)
+    conn.execute(sql_text("warehouse/fixed_tables"))
+    (n,) = conn.execute(
+        "update raw.file_ledger set acknowledged_at = now() where source = ? and source_file = ? "
+        "and status = 'rejected' and acknowledged_at is null",
+        [source, file_name],
+    ).fetchall()[0]
+    return n

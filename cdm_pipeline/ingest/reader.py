@@ -7,17 +7,25 @@ names the file and the problem; no value from the file goes into that message.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
+import os
+import tempfile
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from cdm_pipeline.registry import SourceSpec
 
+# A field longer than this is cut and its row quarantined (``ingest.max_field_chars``); a line
+# longer than the reader's limit is quarantined whole, its text cut to this.
+DEFAULT_MAX_FIELD_CHARS = 65_536
 ROW_NUMBER = "_row_number"
 EXTRA = "_extra"
+LINE = "_line"  # the text of a line that could not be parsed (kept in ``_extra``)
 PARSE_ERROR = "_parse_error"
 
 
@@ -33,9 +41,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_landing_file(path: Path, spec: SourceSpec) -> pl.DataFrame:
+def read_landing_file(
+    path: Path, spec: SourceSpec, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+) -> pl.DataFrame:
     """Return the declared columns as text, ``_extra`` (undeclared columns as JSON),
-    ``_parse_error`` (a row that could not be parsed) and ``_row_number`` (1-based)."""
+    ``_parse_error`` (why a row cannot be used: a ragged or cut line, bad JSON, an oversized
+    field; the row is quarantined with its text, cut to ``max_field_chars``) and ``_row_number``
+    (1-based). The whole file is rejected only when no row can be read from it."""
     if path.stat().st_size == 0:
         raise FileRejected(f"{path.name}: empty file (0 bytes)")
     try:
@@ -44,14 +56,19 @@ def read_landing_file(path: Path, spec: SourceSpec) -> pl.DataFrame:
             frame = frame.with_columns(pl.all().cast(pl.String))
         else:
             text = _decode(path, spec.encoding)
-            frame = _read_csv(text) if spec.format == "csv" else _read_jsonl(text)
-    except FileRejected:
-        raise
-    except Exception as exc:  # polars/pyarrow parse errors carry no row values in their type name
+            frame = (
+                _read_csv(path, text, spec.encoding, max_field_chars)
+                if spec.format == "csv"
+                else _read_jsonl(text, max_field_chars)
+            )
+    except FileRejected as exc:
+        message = str(exc) if str(exc).startswith(path.name) else f"{path.name}: {exc}"
+        raise FileRejected(message) from None
+    except Exception as exc:  # parse errors carry no row values in their type name
         raise FileRejected(
             f"{path.name}: cannot parse as {spec.format} ({type(exc).__name__})"
         ) from None
-    return _conform(frame, path, spec)
+    return _conform(frame, path, spec, max_field_chars)
 
 
 def _decode(path: Path, encoding: str) -> str:
@@ -70,28 +87,127 @@ def _decode(path: Path, encoding: str) -> str:
     return text
 
 
-def _read_csv(text: str) -> pl.DataFrame:
-    return pl.read_csv(io.BytesIO(text.encode("utf-8")), infer_schema=False)
+def _read_csv(path: Path, text: str, encoding: str, max_field_chars: int) -> pl.DataFrame:
+    """DuckDB's CSV reader with the header's columns as text and no guessing: a line that does
+    not fit (too many or too few fields, a quote left open, over the size limit) is stored by the
+    reader with its line number and text and comes back as a ``_parse_error`` row; a last line
+    without a line end (a cut file) is one too."""
+    header = next(csv.reader(io.StringIO(text, newline="")), [])
+    names = [h.strip() for h in header]
+    if not names or not any(names):
+        raise FileRejected("no header line")
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated or "" in names:
+        raise FileRejected(
+            f"header has {'duplicate' if duplicated else 'empty'} column names"
+            + (f" ({', '.join(duplicated)})" if duplicated else "")
+        )
+    with path.open("rb") as handle:
+        has_bom = handle.read(3) == b"\xef\xbb\xbf"
+    as_is = encoding.lower().replace("_", "-") in ("utf-8", "utf8") and not has_bom
+    with _utf8_copy(path, text, reuse=as_is) as source:
+        conn = duckdb.connect()
+        try:
+            columns = {n: "VARCHAR" for n in header}
+            frame = conn.sql(
+                "select * from read_csv($path, header = true, auto_detect = false, "
+                "columns = $columns, delim = ',', quote = '\"', escape = '\"', "
+                "store_rejects = true, max_line_size = $line_limit)",
+                params={
+                    "path": str(source),
+                    "columns": columns,
+                    "line_limit": max(2 * 1024 * 1024, 4 * max_field_chars),
+                },
+            ).pl()
+            rejects = conn.sql(
+                "select line, string_agg(distinct lower(error_type), ', ') as cause, "
+                "any_value(csv_line) as text from reject_errors group by line order by line"
+            ).pl()
+        finally:
+            conn.close()
+    frame = frame.rename({h: n for h, n in zip(header, names, strict=True) if h != n})
+    frame = frame.with_columns(
+        pl.lit(None, dtype=pl.String).alias(PARSE_ERROR), pl.lit(None, dtype=pl.String).alias(LINE)
+    )
+    last_line = text.count("\n") + 1
+    if not text.endswith("\n") and last_line not in set(rejects["line"]) and frame.height:
+        frame = frame.with_columns(
+            pl.when(pl.int_range(pl.len()) == pl.len() - 1)
+            .then(pl.lit(f"line {last_line}: no line end, the file may be cut"))
+            .otherwise(pl.col(PARSE_ERROR))
+            .alias(PARSE_ERROR)
+        )
+    if rejects.height:
+        bad = rejects.select(
+            (pl.lit("line ") + pl.col("line").cast(pl.String) + ": " + pl.col("cause")).alias(
+                PARSE_ERROR
+            ),
+            pl.col("text").str.slice(0, max_field_chars).alias(LINE),
+        )
+        frame = pl.concat([frame, bad], how="diagonal")
+    if frame.height and frame[PARSE_ERROR].is_not_null().all() and rejects.height:
+        raise FileRejected(f"no line could be read as CSV with this header ({rejects['cause'][0]})")
+    return frame
 
 
-def _read_jsonl(text: str) -> pl.DataFrame:
-    """Parse line by line so one broken line becomes one quarantined row, not a lost file."""
+class _utf8_copy:
+    """The file itself when DuckDB can read it as is, else a temporary UTF-8 copy (removed on
+    exit: it holds the file's data)."""
+
+    def __init__(self, path: Path, text: str, reuse: bool):
+        self.path, self.text, self.reuse, self.copy = path, text, reuse, None
+
+    def __enter__(self) -> Path:
+        if self.reuse:
+            return self.path
+        handle, name = tempfile.mkstemp(suffix=".csv")
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(self.text)
+        self.copy = Path(name)
+        return self.copy
+
+    def __exit__(self, *exc) -> None:
+        if self.copy is not None:
+            self.copy.unlink(missing_ok=True)
+
+
+def _read_jsonl(text: str, max_field_chars: int) -> pl.DataFrame:
+    """Parse line by line so one broken line becomes one quarantined row (with its text), not a
+    lost file: bad JSON, a line that is not an object, one nested too deep, a key given twice."""
     rows: list[dict[str, str | None]] = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError:
-            rows.append({PARSE_ERROR: "line is not valid JSON"})
-            continue
-        if not isinstance(value, dict):
-            rows.append({PARSE_ERROR: "line is not a JSON object"})
-            continue
-        rows.append({str(k): _as_text(v) for k, v in value.items()})
+            problem = "not valid JSON"
+        except RecursionError:
+            problem = "nested too deep"
+        except _DuplicateKey as exc:
+            problem = f"key '{exc}' given twice"
+        else:
+            if isinstance(value, dict):
+                rows.append({str(k): _as_text(v) for k, v in value.items()})
+                continue
+            problem = "not a JSON object"
+        rows.append({PARSE_ERROR: f"line {number}: {problem}", LINE: line[:max_field_chars]})
     if not rows:
         raise FileRejected("empty file (no JSON lines)")
     return pl.DataFrame(rows, infer_schema_length=None).with_columns(pl.all().cast(pl.String))
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key[:64])
+        seen[key] = value
+    return seen
 
 
 def _as_text(value: object) -> str | None:
@@ -104,7 +220,9 @@ def _as_text(value: object) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _conform(frame: pl.DataFrame, path: Path, spec: SourceSpec) -> pl.DataFrame:
+def _conform(
+    frame: pl.DataFrame, path: Path, spec: SourceSpec, max_field_chars: int
+) -> pl.DataFrame:
     """Map headers to declared columns (exact, then case-insensitive) and pack the rest as JSON."""
     frame = frame.rename({c: c.strip() for c in frame.columns})
     declared = {c.lower(): c for c in spec.column_names}
@@ -120,6 +238,7 @@ def _conform(frame: pl.DataFrame, path: Path, spec: SourceSpec) -> pl.DataFrame:
     has_rows = PARSE_ERROR not in frame.columns or frame[PARSE_ERROR].is_null().any()
     if missing and has_rows:
         raise FileRejected(f"{path.name}: missing required column(s) {', '.join(missing)}")
+    frame = _cut_long_fields(frame, max_field_chars)
     extra = [c for c in frame.columns if c not in spec.column_names and c != PARSE_ERROR]
     extra_json = pl.struct(extra).struct.json_encode() if extra else pl.lit(None, dtype=pl.String)
     parse_error = (
@@ -134,3 +253,26 @@ def _conform(frame: pl.DataFrame, path: Path, spec: SourceSpec) -> pl.DataFrame:
         parse_error.alias(PARSE_ERROR),
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW_NUMBER),
     )
+
+
+def _cut_long_fields(frame: pl.DataFrame, limit: int) -> pl.DataFrame:
+    """A value over ``limit`` characters is cut to it and its row marked for quarantine: a
+    megabyte first name is not a name, and must not become a golden one."""
+    columns = [c for c in frame.columns if c != PARSE_ERROR]
+    if not columns:
+        return frame
+    too_long = [pl.when(pl.col(c).str.len_chars() > limit).then(pl.lit(c)) for c in columns]
+    reason = pl.concat_str(too_long, separator=", ", ignore_nulls=True)
+    frame = frame.with_columns(_too_long=reason)
+    if frame["_too_long"].fill_null("").str.len_chars().max() in (0, None):
+        return frame.drop("_too_long")
+    if PARSE_ERROR not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(PARSE_ERROR))
+    message = pl.lit(f"longer than {limit} characters: ") + pl.col("_too_long")
+    return frame.with_columns(
+        *[pl.col(c).str.slice(0, limit) for c in columns],
+        pl.when(pl.col("_too_long") != "")
+        .then(pl.concat_str([pl.col(PARSE_ERROR), message], separator="; ", ignore_nulls=True))
+        .otherwise(pl.col(PARSE_ERROR))
+        .alias(PARSE_ERROR),
+    ).drop("_too_long")

@@ -17,10 +17,12 @@ create table if not exists raw.file_ledger (
     suppressed_rows bigint default 0, -- rows of erased people not landed (suppression list)
     purged_at timestamp,              -- last time rows were removed by retention or erasure
     purged_rows bigint default 0,     -- landed rows removed by retention
-    erased_rows bigint default 0      -- landed rows removed by erasure
+    erased_rows bigint default 0,     -- landed rows removed by erasure
+    acknowledged_at timestamp         -- a steward accepted a rejected file (`cdm acknowledge-file`)
 );
 alter table raw.file_ledger add column if not exists purged_rows bigint default 0;
 alter table raw.file_ledger add column if not exists erased_rows bigint default 0;
+alter table raw.file_ledger add column if not exists acknowledged_at timestamp;
 
 -- One row per source row that failed its contract, with every failed check.
 create table if not exists quarantine.rejected_rows (

@@ -8,7 +8,7 @@ from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.metadata import source_column_schema
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
-from cdm_pipeline.ingest.load import load_new_files
+from cdm_pipeline.ingest.load import load_new_files, open_rejections
 from cdm_pipeline.quality import robust_z
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import audit
@@ -38,8 +38,11 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
             dg.AssetCheckSpec(
                 NO_REJECTED_FILES_CHECK,
                 asset=key,
-                blocking=True,
-                description="No landing file was rejected as unreadable, empty or missing columns.",
+                description="No landing file of this source is rejected (unreadable, empty, wrong "
+                "encoding, missing columns, outside the landing folder) and still open: fails on "
+                "every run until the file is replaced or a steward acknowledges it "
+                "(`cdm acknowledge-file`). Not blocking: the source's other files and every other "
+                "source flow on.",
             ),
             dg.AssetCheckSpec(
                 ROW_COUNT_ANOMALY_CHECK,
@@ -61,6 +64,7 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 Path(pipeline.landing_dir),
                 context.run.run_id,
                 tuple(config["standardise"]["phone_regions"]),
+                config["ingest"]["max_field_chars"],
             )
             history = [
                 r[0]
@@ -74,6 +78,7 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 "insert into governance.load_history values (?, ?, 'raw', ?, ?)",
                 [context.run.run_id, source.name, summary.rows_loaded, datetime.now()],
             )
+            still_open = open_rejections(conn, source.name)
             audit(
                 conn,
                 context.run.run_id,
@@ -98,12 +103,13 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
             check_results=[
                 dg.AssetCheckResult(
                     check_name=NO_REJECTED_FILES_CHECK,
-                    passed=summary.files_rejected == 0,
+                    passed=not still_open,
                     severity=dg.AssetCheckSeverity.ERROR,
                     metadata={
-                        "files_rejected": summary.files_rejected,
+                        "rejected_files_open": len(still_open),
+                        "rejected_tonight": summary.files_rejected,
                         "reasons": dg.MetadataValue.md(
-                            "\n".join(f"- {r}" for r in summary.rejections) or "none"
+                            "\n".join(f"- {reason}" for _, reason in still_open) or "none"
                         ),
                     },
                 ),
