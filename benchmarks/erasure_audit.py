@@ -55,6 +55,11 @@ def raw_rows(warehouse: Path, keys: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(frames)
 
 
+def customer_of(warehouse: Path) -> pl.DataFrame:
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return conn.sql("select record_key, customer_id from mart.customer_xref").pl()
+
+
 def customers_without_records(warehouse: Path) -> int:
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         return conn.execute(
@@ -69,6 +74,7 @@ def main() -> int:
     )
     parser.add_argument("--people", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the warehouses to look into")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cdm-erasure-audit-"))
     paths = generate(people=args.people, seed=args.seed, out=work / "with", days=2)
@@ -88,6 +94,15 @@ def main() -> int:
     figures: dict = {"people": args.people, "requesters": len(requesters)}
     baseline = run_pipeline(work / "without", baseline_landing, figures, label="baseline")
     expected = raw_rows(baseline.warehouse_path, bystanders)
+    # Whom the resolver put together with a requester (a wrong merge erases a bystander too).
+    linked = customer_of(baseline.warehouse_path).join(
+        records.select("record_key", "requester"), on="record_key"
+    )
+    with_requester = set(
+        linked.filter(
+            pl.col("requester").any().over("customer_id") & pl.col("customer_id").is_not_null()
+        )["record_key"]
+    )
     for night in (1, 2):
         label = f"night_{night}"
         settings = run_pipeline(work / "with", paths.landing, figures, label=label)
@@ -102,6 +117,10 @@ def main() -> int:
                     .len()
                     .iter_rows()
                 ),
+                "of_which_merged_with_a_requester": changed.filter(
+                    pl.col("record_key").is_in(list(with_requester))
+                )["record_key"].n_unique(),
+                "changed_records": changed["record_key"].n_unique(),
                 "requester_raw_rows_left": requester_rows,
                 "customers_without_records": customers_without_records(settings.warehouse_path),
             }
@@ -116,7 +135,10 @@ def main() -> int:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(figures, indent=2, default=str))
     print(json.dumps(figures, indent=2, default=str))
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     bad = sum(figures[f"night_{n}"]["bystander_rows_deleted_or_changed"] for n in (1, 2))
     bad += sum(figures[f"night_{n}"]["customers_without_records"] for n in (1, 2))
     return 1 if bad else 0

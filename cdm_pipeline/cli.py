@@ -264,7 +264,10 @@ def _apply_locations(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cdm_pipeline.demo.generator import generate
+    try:
+        from cdm_pipeline.demo.generator import generate
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"cdm demo needs {exc.name}: pip install 'cdm-pipeline[demo]'") from None
 
     started = time.perf_counter()
     paths = generate(people=args.people, seed=args.seed, out=args.out, days=args.days)

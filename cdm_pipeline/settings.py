@@ -8,7 +8,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
+
+def bundled(name: str) -> Path:
+    """A shipped folder (``sql``, ``data``): inside the package when installed from a wheel,
+    at the top of the repository in a checkout or an editable install."""
+    package = Path(__file__).resolve().parent
+    inside = package / "_bundled" / name
+    return inside if inside.exists() else package.parent / name
+
+
+PACKAGE_DATA = bundled("data")
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-from pathlib import Path
 
 import duckdb
 import polars as pl
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+from cdm_pipeline.settings import bundled
+
+SQL_DIR = bundled("sql")
 SCHEMAS = ("raw", "staging", "quarantine", "identity", "mart", "governance", "analytics")
 
 

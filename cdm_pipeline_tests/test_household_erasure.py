@@ -263,3 +263,62 @@ def test_a_killed_runs_work_files_are_removed_by_the_next_run(tmp_path, demo_dat
     (stale / "profiles.frame.arrow").write_bytes(b"identities of a killed run")
     assert run_pipeline(settings).success
     assert not any(settings.work_path.iterdir())
+
+
+def test_a_request_naming_someone_else_than_the_phone_holder_waits_for_a_steward(tmp_path):
+    """Teresa asks by the household phone, which in the warehouse only her husband's record
+    carries: her name does not match his, so nothing is erased and a steward decides. A request
+    by the same phone naming him (by his nickname) erases him."""
+    from cdm_pipeline.registry import load_registry
+    from cdm_pipeline.settings import PACKAGE_DATA
+
+    crm = load_registry(PACKAGE_DATA / "sources.yaml")["crm_contacts"]
+    values = {
+        "C1": {
+            "first_name": "Anthony",
+            "email": "anthony.hunt@example.org",
+            "phone": "213-856-2580",
+        },
+        "C2": {"first_name": "Teresa", "email": "teresa.hunt@example.org", "phone": ""},
+    }
+    lines = [",".join(crm.column_names)]
+    for contact_id, own in values.items():
+        row = {c: "" for c in crm.column_names}
+        row.update(
+            contact_id=contact_id,
+            last_name="Hunt",
+            country="US",
+            created_at="2026-01-01T00:00:00",
+            updated_at="2026-01-02T00:00:00",
+            **own,
+        )
+        lines.append(",".join(row[c] for c in crm.column_names))
+    landing = tmp_path / "landing"
+    (landing / "crm_contacts").mkdir(parents=True)
+    (landing / "crm_contacts" / "crm.csv").write_text("\n".join(lines) + "\n")
+    (landing / "privacy_requests").mkdir()
+    (landing / "privacy_requests" / "requests.csv").write_text(
+        f"{REQUEST_COLUMNS}\nR1,erasure,,213-856-2580,Teresa Hunt,2026-11-28 12:00:00,GDPR\n"
+    )
+    settings = make_settings(tmp_path, landing)
+    assert run_pipeline(settings).success
+
+    def state():
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+            log = conn.execute(
+                "select request_id, status, reason from governance.privacy_request_log"
+            ).fetchall()
+            staged = {
+                i for (i,) in conn.execute("select contact_id from staging.crm_contacts").fetchall()
+            }
+        return {r: (s, why) for r, s, why in log}, staged
+
+    log, staged = state()
+    assert log["R1"] == ("needs_steward", "identifier held by a customer with another name")
+    assert staged == {"C1", "C2"}
+    (landing / "privacy_requests" / "more.csv").write_text(
+        f"{REQUEST_COLUMNS}\nR2,erasure,,213-856-2580,Tony Hunt,2026-11-29 12:00:00,GDPR\n"
+    )
+    assert run_pipeline(settings).success
+    log, staged = state()
+    assert log["R2"][0] == "erased" and staged == {"C2"}

@@ -15,6 +15,7 @@ from cdm_pipeline.golden.facts import FACTS
 from cdm_pipeline.governance.erasure import (
     log_request,
     match_requests,
+    name_mismatches,
     pending_requests,
     steward_reason,
 )
@@ -180,12 +181,13 @@ def process_access_requests(
         .agg(pl.col("customer_id").unique())
     )
     holder_of = {r: ids for r, ids in holders.iter_rows()}
+    mismatched = name_mismatches(matches)
     single = {r: ids[0] for r, ids in holder_of.items() if len(ids) == 1}
     documents = subject_documents(conn, list(single.values()), sources)
     for request in requests:
         n = len(holder_of.get(request.request_id, []))
         if n != 1:
-            reason = steward_reason(n)
+            reason = steward_reason(n, request.request_id in mismatched)
             outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
             outcome.needs_steward += 1
             log_request(conn, request, "needs_steward", reason, n, 0, now, run_id, deadlines)

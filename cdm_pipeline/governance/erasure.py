@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+from rapidfuzz.distance import JaroWinkler
 
 from cdm_pipeline.golden.facts import build_facts
 from cdm_pipeline.governance.keys import (
@@ -35,7 +36,15 @@ from cdm_pipeline.governance.suppression import ensure_suppression_list
 from cdm_pipeline.ingest.reader import ROW_NUMBER
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.resolve.forget import forget_customers, forget_profiles, unlink_orphans
-from cdm_pipeline.standardise.fields import email_match_key, standardise_email, standardise_phone
+from cdm_pipeline.standardise.fields import (
+    email_match_key,
+    first_name_group,
+    name_key,
+    same_first_name,
+    split_full_name,
+    standardise_email,
+    standardise_phone,
+)
 from cdm_pipeline.warehouse import quote_ident, table_exists, transaction
 
 REQUEST_LOG_DDL = """
@@ -65,6 +74,7 @@ class PrivacyRequest:
     phone: str | None
     received_at: datetime | None = None
     jurisdiction: str | None = None
+    name: str | None = None
 
 
 @dataclass
@@ -92,14 +102,15 @@ def pending_requests(
             f"select {quote_ident(source.record_id)}, "
             f"{quote_ident(email) if email else 'null'}, {quote_ident(phone) if phone else 'null'}, "
             f"try_cast({quote_ident(source.event_at)} as timestamp), "
-            f"{quote_ident(jurisdiction) + '::varchar' if jurisdiction else 'null'} "
+            f"{quote_ident(jurisdiction) + '::varchar' if jurisdiction else 'null'}, "
+            f"{_name_sql(source)} "
             f"from staging.{quote_ident(source.name + '_current')} "
             f"where {quote_ident(source.request_type_column)} = ? "
             f"and {quote_ident(source.record_id)} not in (select request_id from governance.privacy_request_log where source = ?) "
             f"order by {quote_ident(source.event_at)}, 1"
         )
         for row in conn.execute(query, [request_type, source.name]).fetchall():
-            request_id, email_value, phone_value, received, region = row
+            request_id, email_value, phone_value, received, region, name = row
             out.append(
                 PrivacyRequest(
                     source.name,
@@ -109,9 +120,23 @@ def pending_requests(
                     phone_value,
                     received,
                     region,
+                    name,
                 )
             )
     return out
+
+
+def _name_sql(source: SourceSpec) -> str:
+    """The requester's name as one text: ``full_name``, or first and last name columns."""
+    parts = [source.identity.get(field) for field in ("first_name", "last_name")]
+    columns = [c for part in parts if part for c in (part if isinstance(part, tuple) else (part,))]
+    if "full_name" in source.identity:
+        full = source.identity["full_name"]
+        columns = list(full) if isinstance(full, tuple) else [full]
+    if not columns:
+        return "null"
+    joined = ", ".join(quote_ident(c) for c in columns)
+    return f"nullif(trim(concat_ws(' ', {joined})), '')"
 
 
 def log_invalid_requests(
@@ -201,7 +226,74 @@ def match_requests(
     # A request naming an email and a phone is the customer holding both, when one does: the
     # phone may be the household's, which the requester's family holds too.
     both = pl.col("holds_both").any().over("request_id")
-    return found.filter(~both | pl.col("holds_both")).select("request_id", "customer_id")
+    found = found.filter(~both | pl.col("holds_both")).select("request_id", "customer_id")
+    return _verify_names(conn, found, {r.request_id: r.name for r in requests})
+
+
+NAME_MISMATCH = "identifier held by a customer with another name"
+
+
+def _verify_names(
+    conn: duckdb.DuckDBPyConnection, found: pl.DataFrame, names: dict[str, str | None]
+) -> pl.DataFrame:
+    """Keep a customer for a request that gives a name only if one of the customer's records
+    carries that name (surname alike, first name alike or a nickname of it, typos allowed).
+    A household phone or inbox held in the warehouse only by the requester's partner must not
+    erase the partner. Dropped customers leave the request with ``customer_id`` null and
+    ``name_mismatch`` true (a steward decides)."""
+    found = found.with_columns(name_mismatch=pl.lit(False))
+    named = {r: split_full_name(n) for r, n in names.items() if n and n.strip()}
+    candidates = found.filter(
+        pl.col("request_id").is_in(list(named)) & pl.col("customer_id").is_not_null()
+    )
+    if candidates.height == 0:
+        return found
+    records = conn.execute(
+        "select x.customer_id, p.first_name_key, p.first_name_group, p.last_name_key "
+        "from identity.person_records p join mart.customer_xref x using (record_key) "
+        "where x.customer_id in (select unnest($ids))",
+        {"ids": candidates["customer_id"].unique().to_list()},
+    ).fetchall()
+    held: dict[str, list[tuple]] = {}
+    for customer_id, *name in records:
+        held.setdefault(customer_id, []).append(tuple(name))
+    rejected = {
+        (request_id, customer_id)
+        for request_id, customer_id in candidates.select("request_id", "customer_id").iter_rows()
+        if not any(_same_name(named[request_id], n) for n in held.get(customer_id, []))
+    }
+    if not rejected:
+        return found
+    keep = pl.struct("request_id", "customer_id").map_elements(
+        lambda r: (r["request_id"], r["customer_id"]) not in rejected, return_dtype=pl.Boolean
+    )
+    found = found.with_columns(name_mismatch=~keep)
+    kept = found.filter(~pl.col("name_mismatch"))
+    lost = (
+        found.filter(pl.col("name_mismatch"))
+        .select("request_id")
+        .unique()
+        .filter(~pl.col("request_id").is_in(kept["request_id"].implode()))
+        .with_columns(customer_id=pl.lit(None, pl.String), name_mismatch=pl.lit(True))
+    )
+    return pl.concat([kept, lost])
+
+
+def _same_name(requested: tuple[str | None, str | None], held: tuple) -> bool:
+    first, last = (name_key(part) for part in requested)
+    held_first, held_group, held_last = held
+    if not last or not held_last:
+        return False
+    if JaroWinkler.similarity(last.replace(" ", ""), held_last) < 0.9:
+        return False
+    if not first or not held_first:
+        return True  # the surname is all either side gives
+    return (
+        first_name_group(first) == held_group
+        or same_first_name(first, held_first)
+        or JaroWinkler.similarity(first, held_first) >= 0.88
+        or (len(first) == 1 and held_first.startswith(first))
+    )
 
 
 def _email_key(raw: str | None, exact: bool = False) -> str | None:
@@ -616,13 +708,15 @@ def open_requests(conn: duckdb.DuckDBPyConnection, now: datetime) -> tuple[int, 
     return waiting, overdue
 
 
-def steward_reason(customers_matched: int) -> str:
+def steward_reason(customers_matched: int, name_mismatch: bool = False) -> str:
     """Why a request cannot be served automatically: it is never guessed."""
-    return (
-        "matches no customer"
-        if customers_matched == 0
-        else f"matches {customers_matched} customers"
-    )
+    if customers_matched == 0:
+        return NAME_MISMATCH if name_mismatch else "matches no customer"
+    return f"matches {customers_matched} customers"
+
+
+def name_mismatches(matches: pl.DataFrame) -> set[str]:
+    return set(matches.filter(pl.col("name_mismatch"))["request_id"])
 
 
 def process_erasures(
@@ -649,6 +743,7 @@ def process_erasures(
     )
     n_of = dict(counts.iter_rows())
     single = {r for r, n in n_of.items() if n == 1}
+    mismatched = name_mismatches(matches)
     with transaction(conn):
         removed, anonymised = erase_customers(
             conn,
@@ -665,7 +760,7 @@ def process_erasures(
                 outcome.erased_customers += 1
                 log_request(conn, request, "erased", None, 1, None, now, run_id, deadlines)
             else:
-                reason = steward_reason(n)
+                reason = steward_reason(n, request.request_id in mismatched)
                 outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
                 outcome.needs_steward += 1
                 log_request(conn, request, "needs_steward", reason, n, 0, now, run_id, deadlines)

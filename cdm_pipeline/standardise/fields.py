@@ -187,6 +187,14 @@ def first_name_group(name: str) -> str:
     return best if len(namer.nicknames_of(best)) > own else name
 
 
+def same_first_name(a: str, b: str) -> bool:
+    """One is a nickname of the other, or both are nicknames of one name (Tony, Anthony)."""
+    namer = _nicknamer()
+    forms_a = {a} | namer.canonicals_of(a) | namer.nicknames_of(a)
+    forms_b = {b} | namer.canonicals_of(b) | namer.nicknames_of(b)
+    return b in forms_a or a in forms_b or bool(namer.canonicals_of(a) & namer.canonicals_of(b))
+
+
 @cache
 def nickname_pairs() -> pl.DataFrame:
     """Every (a, b) pair of first names that are the same name by the nickname list, both ways."""

@@ -126,7 +126,12 @@ def split(frame: pl.DataFrame, source: SourceSpec) -> tuple[pl.DataFrame, pl.Dat
             .group_by("_index", maintain_order=True)
             .agg(pl.col("reason").str.join("; ").alias("failed_checks"))
         )
-    flagged = indexed.join(failures, on="_index", how="left")
+    flagged = indexed.join(failures, on="_index", how="left").with_columns(
+        # A row that could not be read has one reason, with its line: the rest follows from it.
+        failed_checks=pl.when(pl.col(PARSE_ERROR).is_not_null())
+        .then(pl.lit(f"{PARSE_ERROR_CHECK}: ") + pl.col(PARSE_ERROR))
+        .otherwise(pl.col("failed_checks"))
+    )
     valid = flagged.filter(pl.col("failed_checks").is_null()).drop("_index", "failed_checks")
     rejected = flagged.filter(pl.col("failed_checks").is_not_null()).drop("_index")
     payload = [c for c in source.column_names] + [EXTRA, PARSE_ERROR]
