@@ -284,26 +284,44 @@ def _run(resolve_mode: str = "auto", parallel: bool = False) -> int:
 
     from cdm_pipeline.definitions import defs, parallel_job
     from cdm_pipeline.defs.jobs import NIGHTLY_JOB
+    from cdm_pipeline.defs.progress import PROGRESS_LOGGER
     from cdm_pipeline.defs.resolve.assets import resolve_run_config
-    from cdm_pipeline.instance import shared_instance
+    from cdm_pipeline.instance import (
+        WAREHOUSE_TAG,
+        running_on,
+        settle_dead_runs,
+        shared_instance,
+    )
     from cdm_pipeline.settings import load_settings
 
     settings = load_settings()
+    instance = shared_instance()
+    for run_id in settle_dead_runs(instance):
+        print(f"run {run_id} had died (its process is gone): marked failed")
+    busy = running_on(instance, settings.warehouse_path)
+    if busy:
+        run_id, pid = busy[0]
+        raise UsageError(
+            f"run {run_id} (pid {pid}) is writing {settings.warehouse_path}: one writer at a "
+            "time; run again when it ends (or stop it in the UI)"
+        )
+    tags = {WAREHOUSE_TAG: str(settings.warehouse_path.resolve())}
     started = time.perf_counter()
     run_config = {
-        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}, PROGRESS_LOGGER: {}},
         **resolve_run_config(resolve_mode.upper()),
     }
     if parallel:  # steps in their own processes, which rebuild the job from the environment
         result = dg.execute_job(
             dg.reconstructable(parallel_job),
-            instance=shared_instance(),
+            instance=instance,
             run_config=run_config,
             raise_on_error=False,
+            tags=tags,
         )
     else:
         result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
-            instance=shared_instance(), raise_on_error=False, run_config=run_config
+            instance=instance, raise_on_error=False, run_config=run_config, tags=tags
         )
     elapsed = time.perf_counter() - started
     evaluations = result.get_asset_check_evaluations()
@@ -324,6 +342,7 @@ def _run(resolve_mode: str = "auto", parallel: bool = False) -> int:
         print(f"  {label}: {'/'.join(e.asset_key.path)} {e.check_name}")
     try:
         _print_summary(settings.warehouse_path)
+        _print_next_steps(settings, result.run_id)
     except Exception as exc:  # the summary must never hide the run's own outcome
         print(f"  (no table summary: {type(exc).__name__})")
     return 0 if result.success and not errors else 1
@@ -346,6 +365,41 @@ def _print_summary(warehouse: Path) -> None:
                 f"select count(*) from {quote_ident(schema)}.{quote_ident(table)}"
             ).fetchall()
             print(f"  {schema + '.' + table:<42} {count:>10,} rows")
+
+
+def _print_next_steps(settings, run_id: str) -> None:
+    """Where the night's output is and what a person does next."""
+    import duckdb
+
+    from cdm_pipeline.settings import bundled
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        ((exported, waiting),) = conn.execute(
+            "select count(*) filter (where run_id = $run and status = 'exported'), "
+            "count(*) filter (where status = 'needs_steward' and latest) from (select *, "
+            "row_number() over (partition by source, request_id order by processed_at desc) = 1 "
+            "as latest from governance.privacy_request_log)",
+            {"run": run_id},
+        ).fetchall()
+    queries = bundled("sql") / "queries"
+    analyst = settings.exports_dir / "analyst.duckdb"
+    print("next:")
+    print("  watch and re-run it in the UI:  cdm ui   (http://127.0.0.1:3000)")
+    print(f"  query the warehouse:            duckdb -readonly {settings.warehouse_path}")
+    print(
+        f"  ready-made queries ($params):   {queries}/ ({len(list(queries.glob('*.sql')))} files)"
+    )
+    if analyst.exists():
+        print(f"  pseudonymised analyst copy:     {analyst}")
+    if exported:
+        print(
+            f"  subject-access files tonight:   {exported} in {settings.exports_dir / 'subject_access'}"
+        )
+    if waiting:
+        print(
+            f"  privacy requests for a steward: {waiting} (governance.privacy_request_log, "
+            "status needs_steward)"
+        )
 
 
 def _ui(args: argparse.Namespace) -> int:

@@ -37,3 +37,53 @@ def dagster_home() -> Path:
 def shared_instance() -> dg.DagsterInstance:
     dagster_home()
     return dg.DagsterInstance.get()
+
+
+IN_PROGRESS = [
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+WAREHOUSE_TAG = "cdm/warehouse_file"
+
+
+def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The process that last wrote an event for the run (its run worker)."""
+    for entry in reversed(instance.all_logs(run_id)):
+        event = entry.dagster_event
+        if event is not None and event.pid:
+            return event.pid
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def settle_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed every run still recorded as in progress whose process has died (kill -9, a
+    crash, a reboot): otherwise the queue, which admits one run, waits for it forever. Returns
+    the run ids settled."""
+    settled = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS)):
+        pid = run_pid(instance, run.run_id)
+        if pid is not None and not _alive(pid):
+            instance.report_run_failed(run, f"the run's process (pid {pid}) is gone: marked failed")
+            settled.append(run.run_id)
+    return settled
+
+
+def running_on(instance: dg.DagsterInstance, warehouse: Path) -> list[tuple[str, int | None]]:
+    """``(run_id, pid)`` of live runs writing ``warehouse`` (or not saying which file)."""
+    target = str(Path(warehouse).resolve())
+    return [
+        (run.run_id, run_pid(instance, run.run_id))
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+        if run.tags.get(WAREHOUSE_TAG, target) == target
+    ]

@@ -21,3 +21,45 @@ def test_nightly_schedule_runs_at_two(tmp_path):
     defs = build_definitions(make_settings(tmp_path, tmp_path / "landing"))
     schedule = defs.resolve_schedule_def("cdm_nightly_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
+
+
+SENSOR_TICK = """
+import sys
+import dagster as dg
+from cdm_pipeline.defs.build import build_definitions
+from cdm_pipeline.settings import load_settings
+sensor = build_definitions(load_settings()).resolve_sensor_def("cdm_new_landing_files")
+context = dg.build_sensor_context(cursor=sys.argv[1] or None)
+result = sensor.evaluate_tick(context)
+print(len(result.run_requests), result.cursor or "")
+"""
+
+
+def test_the_new_file_sensor_does_not_fire_again_after_a_restart(tmp_path):
+    """Two processes (a daemon before and after a restart) agree on the cursor of unchanged
+    files; a new file makes the next tick fire."""
+    import os
+    import subprocess
+    import sys
+
+    landing = tmp_path / "landing" / "crm_contacts"
+    landing.mkdir(parents=True)
+    (landing / "a.csv").write_text("contact_id\nC1\n")
+    env = {**os.environ, "CDM_LANDING": str(tmp_path / "landing")}
+
+    def tick(cursor: str) -> tuple[int, str]:
+        out = subprocess.run(
+            [sys.executable, "-c", SENSOR_TICK, cursor],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        return int(out[0]), (out[1] if len(out) > 1 else "")
+
+    fired, cursor = tick("")
+    assert fired == 1 and cursor
+    assert tick(cursor) == (0, cursor)
+    (landing / "b.csv").write_text("contact_id\nC2\n")
+    fired, new_cursor = tick(cursor)
+    assert fired == 1 and new_cursor != cursor

@@ -14,6 +14,7 @@ from cdm_pipeline.defs.governance.assets import (
     retention_asset,
 )
 from cdm_pipeline.defs.ingest.assets import raw_asset
+from cdm_pipeline.defs.progress import LOGGERS
 from cdm_pipeline.defs.resolve.assets import (
     every_pair_compared,
     pair_comparisons,
@@ -48,8 +49,13 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         asset_checks=[every_pair_compared],
         jobs=[jobs.nightly_job(), jobs.parallel_job()],
         schedules=[
-            jobs.nightly_schedule(config["schedule"]["cron"], config["schedule"]["timezone"])
+            jobs.nightly_schedule(
+                config["schedule"]["cron"],
+                config["schedule"]["timezone"],
+                settings.warehouse_path,
+            )
         ],
         sensors=[jobs.new_files_sensor(sources, settings.landing_dir)],
         resources=build_resources(settings),
+        loggers=LOGGERS,
     )

@@ -1,5 +1,6 @@
 """The nightly job, its schedule, the new-file sensor, and the run settings they share."""
 
+import hashlib
 from pathlib import Path
 
 import dagster as dg
@@ -7,6 +8,7 @@ import dagster as dg
 from cdm_pipeline.defs.resources import DUCKDB_TAGS
 from cdm_pipeline.ingest.load import landing_files
 from cdm_pipeline.ingest.reader import file_sha256
+from cdm_pipeline.instance import WAREHOUSE_TAG, settle_dead_runs
 from cdm_pipeline.registry import SourceSpec
 
 NIGHTLY_JOB = "cdm_nightly"
@@ -43,15 +45,22 @@ def parallel_job():
     )
 
 
-def nightly_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
-    return dg.ScheduleDefinition(
+def nightly_schedule(cron: str, timezone: str, warehouse: Path) -> dg.ScheduleDefinition:
+    @dg.schedule(
         name="cdm_nightly_schedule",
         job_name=NIGHTLY_JOB,
         cron_schedule=cron,
         execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="The full pipeline every night.",
+        description="The full pipeline every night. A night killed mid-run (its process gone) is "
+        "marked failed first, so the one-run queue does not wait for it forever.",
     )
+    def _nightly(context: dg.ScheduleEvaluationContext):
+        for run_id in settle_dead_runs(context.instance):
+            context.log.warning(f"run {run_id} had died: marked failed")
+        return dg.RunRequest(tags={WAREHOUSE_TAG: str(Path(warehouse).resolve())})
+
+    return _nightly
 
 
 def new_files_sensor(sources: dict[str, SourceSpec], landing_dir: Path) -> dg.SensorDefinition:
@@ -70,7 +79,9 @@ def new_files_sensor(sources: dict[str, SourceSpec], landing_dir: Path) -> dg.Se
             for source in sources.values()
             for path in landing_files(landing_dir, source)
         )
-        fingerprint = str(hash(tuple(hashes)))
+        # A content hash, the same in every process (Python's hash() of strings is salted per
+        # process, so a restarted daemon saw "new" files every time).
+        fingerprint = hashlib.sha256("\n".join(hashes).encode()).hexdigest()
         if hashes and fingerprint != context.cursor:
             context.update_cursor(fingerprint)
             return dg.RunRequest(run_key=fingerprint)

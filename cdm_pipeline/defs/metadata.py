@@ -63,3 +63,86 @@ def table_schema(
             for n, (t, d) in columns.items()
         ]
     )
+
+
+# A column whose name holds one of these is personal data: masked in previews, tagged pii.
+PII_NAME_PARTS = (
+    "name",
+    "email",
+    "phone",
+    "street",
+    "unit",
+    "birth",
+    "postal",
+    "city",
+    "identifier",
+    "comment",
+    "raw_row",
+    "_extra",
+    "_line",
+)
+MASK = "•••"
+
+
+def is_pii(column: str, declared: set[str] = frozenset()) -> bool:
+    return column in declared or (
+        any(part in column for part in PII_NAME_PARTS) and not column.startswith("source")
+    )
+
+
+def table_metadata(
+    conn, table: str, pii: set[str] = frozenset(), preview_rows: int = 5
+) -> dict[str, dg.MetadataValue]:
+    """What the UI shows for a warehouse table: its row count, its columns as they are in the
+    file (PII tagged: ``pii`` names a source's identity columns, whatever they are called) and a
+    few rows with every personal value masked."""
+    from cdm_pipeline.warehouse import quote_ident
+
+    schema, name = table.split(".", 1)
+    columns = conn.execute(
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = ? and table_name = ? order by ordinal_position",
+        [schema, name],
+    ).fetchall()
+    if not columns:
+        return {}
+    qualified = f"{quote_ident(schema)}.{quote_ident(name)}"
+    ((count,),) = conn.execute(f"select count(*) from {qualified}").fetchall()
+    shown = [c for c, _ in columns][:12]
+    rows = conn.execute(
+        f"select {', '.join(quote_ident(c) for c in shown)} from {qualified} limit {int(preview_rows)}"
+    ).fetchall()
+
+    def cell(column: str, value: object) -> str:
+        if value is None:
+            return ""
+        if is_pii(column, pii):
+            return MASK
+        return str(value).replace("|", "/").replace("\n", " ")[:40]
+
+    preview = "\n".join(
+        [
+            "| " + " | ".join(shown) + " |",
+            "|" + "---|" * len(shown),
+            *(
+                "| " + " | ".join(cell(c, v) for c, v in zip(shown, r, strict=True)) + " |"
+                for r in rows
+            ),
+        ]
+    )
+    return {
+        "dagster/row_count": dg.MetadataValue.int(count),
+        "dagster/column_schema": dg.MetadataValue.table_schema(
+            dg.TableSchema(
+                columns=[
+                    dg.TableColumn(
+                        name=c, type=t.lower(), tags={"pii": "true"} if is_pii(c, pii) else {}
+                    )
+                    for c, t in columns
+                ]
+            )
+        ),
+        "preview": dg.MetadataValue.md(
+            preview + ("\n\n(first 12 columns)" if len(columns) > 12 else "")
+        ),
+    }

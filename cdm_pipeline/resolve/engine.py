@@ -8,7 +8,12 @@ import polars as pl
 
 from cdm_pipeline.resolve.blocking import BlockingRule, RuleReport, candidate_pairs
 from cdm_pipeline.resolve.clustering import guarded_clusters
-from cdm_pipeline.resolve.comparisons import Comparison, compare_pairs, default_comparisons
+from cdm_pipeline.resolve.comparisons import (
+    DIFFERENT,
+    Comparison,
+    compare_pairs,
+    default_comparisons,
+)
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
 from cdm_pipeline.resolve.scoring import (
     HOUSEHOLD_EVIDENCE_CAP,
@@ -357,7 +362,7 @@ def _decision(threshold: float, name_only_threshold: float) -> pl.Expr:
         .then(pl.lit("deterministic: identifier-only record"))
         .when((pl.col("match_probability") >= threshold) & corroborated())
         .then(pl.lit("probabilistic"))
-        .when(pl.col("match_probability") >= name_only_threshold)
+        .when((pl.col("match_probability") >= name_only_threshold) & ~contradicted())
         .then(pl.lit("probabilistic: rare full name"))
         .otherwise(pl.lit("no match"))
     )
@@ -375,6 +380,15 @@ def corroborated() -> pl.Expr:
         pl.col("street_key_level") >= 1,
     ]
     return pl.any_horizontal(agree).fill_null(False)
+
+
+def contradicted() -> pl.Expr:
+    """A contact present on both sides disagrees (email, phone): then a rare name alone does not
+    make two records one person ("Brian Watts" at two mail providers, with two phones, is two
+    people). Birth dates and ids are left out: typed by hand, they are often wrong on true
+    matches (public person sets corrupt both)."""
+    differ = [pl.col(f"{c}_level") == DIFFERENT for c in ("email_norm", "phone_e164")]
+    return pl.any_horizontal(differ).fill_null(False)
 
 
 def judgeable() -> pl.Expr:

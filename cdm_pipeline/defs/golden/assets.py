@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.defs.metadata import table_schema
+from cdm_pipeline.defs.metadata import table_metadata, table_schema
 from cdm_pipeline.defs.resolve.assets import CUSTOMER_XREF
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
@@ -205,25 +205,34 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 # The failed checks are recorded with what they measured, then the step fails.
                 yield from _check_results(rejected.problems)
                 raise
+            shown = {
+                key: table_metadata(conn, key.to_user_string().replace("/", "."))
+                for key in (
+                    CUSTOMERS,
+                    LINEAGE,
+                    CONSENT_LEDGER,
+                    *[dg.AssetKey(["mart", f]) for f in FACTS],
+                )
+            }
         yield dg.MaterializeResult(
             asset_key=CUSTOMERS,
             metadata={
                 "customers": customers,
-                "dagster/row_count": customers,
                 "rules": dg.MetadataValue.json(config["survivorship"]),
+                **shown[CUSTOMERS],
             },
         )
         yield dg.MaterializeResult(
             asset_key=LINEAGE,
-            metadata={"rows": lineage.height, "dagster/row_count": lineage.height},
+            metadata={"rows": lineage.height, **shown[LINEAGE]},
         )
         for fact in FACTS:
             yield dg.MaterializeResult(
                 asset_key=dg.AssetKey(["mart", fact]),
-                metadata={"rows": fact_rows[fact], "dagster/row_count": fact_rows[fact]},
+                metadata={"rows": fact_rows[fact], **shown[dg.AssetKey(["mart", fact])]},
             )
         yield dg.MaterializeResult(
-            asset_key=CONSENT_LEDGER, metadata={"dagster/row_count": ledger_rows}
+            asset_key=CONSENT_LEDGER, metadata={"states": ledger_rows, **shown[CONSENT_LEDGER]}
         )
         yield from _check_results(problems)
         yield dg.AssetCheckResult(

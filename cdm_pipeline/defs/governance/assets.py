@@ -9,7 +9,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.golden.assets import CONSENT_LEDGER, CUSTOMERS, LINEAGE
-from cdm_pipeline.defs.metadata import table_schema
+from cdm_pipeline.defs.metadata import table_metadata, table_schema
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.golden.facts import FACTS, build_facts
 from cdm_pipeline.governance.access import foreign_records, process_access_requests
@@ -165,6 +165,7 @@ def _erasure_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 "select count(*), count(*) filter (where not regexp_full_match(fingerprint, "
                 "'[0-9a-f]{64}')) from governance.suppression_list"
             ).fetchall()
+            shown = table_metadata(conn, "governance.suppression_list")
         return dg.MaterializeResult(
             metadata={
                 "customers_erased": outcome.erased_customers,
@@ -173,7 +174,7 @@ def _erasure_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 "waiting_for_steward": outcome.needs_steward,
                 "reasons": dg.MetadataValue.json(outcome.reasons),
                 "fingerprints": fingerprints,
-                "dagster/row_count": fingerprints,
+                **shown,
             },
             check_results=[
                 dg.AssetCheckResult(
@@ -295,6 +296,7 @@ def _export_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 "documents_written": outcome.exported,
+                "dagster/row_count": len(list(folder.glob("*.json"))) if folder.exists() else 0,
                 "waiting_for_steward": outcome.needs_steward,
                 "reasons": dg.MetadataValue.json(outcome.reasons),
                 "folder": dg.MetadataValue.path(str(folder)),
@@ -379,13 +381,11 @@ def _verify_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     [run_id],
                 ).fetchall()
             )
-            logged = conn.execute("select count(*) from governance.privacy_request_log").fetchall()[
-                0
-            ][0]
+            shown = table_metadata(conn, "governance.privacy_request_log")
         return dg.MaterializeResult(
             metadata={
                 "handled_tonight": dg.MetadataValue.json(tonight),
-                "dagster/row_count": logged,
+                **shown,
             },
             check_results=[
                 dg.AssetCheckResult(
@@ -460,9 +460,10 @@ def analytics_assets() -> dg.AssetsDefinition:
             columns = conn.execute(
                 "select table_name, column_name from information_schema.columns where table_schema = 'analytics'"
             ).fetchall()
+            shown = table_metadata(conn, "analytics.customers")
         exposed = sorted({f"{t}.{c}" for t, c in columns if c in PII_COLUMN_NAMES})
         return dg.MaterializeResult(
-            metadata={"views": len({t for t, _ in columns})},
+            metadata={"views": len({t for t, _ in columns}), **shown},
             check_results=[
                 dg.AssetCheckResult(
                     check_name=ANALYTICS_PII_CHECK,

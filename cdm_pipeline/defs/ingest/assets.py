@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.defs.metadata import source_column_schema
+from cdm_pipeline.defs.metadata import source_column_schema, table_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.ingest.load import load_new_files, open_rejections
 from cdm_pipeline.quality import robust_z
@@ -79,6 +79,7 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 [context.run.run_id, source.name, summary.rows_loaded, datetime.now()],
             )
             still_open = open_rejections(conn, source.name)
+            shown = table_metadata(conn, f"raw.{source.name}", set(source.identity_columns))
             audit(
                 conn,
                 context.run.run_id,
@@ -98,7 +99,7 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 "files_rejected": summary.files_rejected,
                 "rows_loaded": summary.rows_loaded,
                 "rows_suppressed_erased_people": summary.rows_suppressed,
-                "dagster/row_count": summary.rows_loaded,
+                **shown,
             },
             check_results=[
                 dg.AssetCheckResult(

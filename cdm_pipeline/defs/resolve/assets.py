@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.defs.metadata import table_schema
+from cdm_pipeline.defs.metadata import table_metadata, table_schema
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
 from cdm_pipeline.quality import total_variation
@@ -289,6 +289,14 @@ def resolve_assets() -> dg.AssetsDefinition:
                 "and h.event_at >= (select max(event_at) from identity.customer_id_history g where g.customer_id = h.customer_id "
                 "and g.event in ('created', 'split')))"
             ).fetchall()[0][0]
+            shown = {
+                key: table_metadata(conn, table)
+                for key, table in (
+                    (MATCH_PAIRS, "identity.match_pairs"),
+                    (ID_HISTORY, "identity.customer_id_history"),
+                    (CUSTOMER_XREF, "mart.customer_xref"),
+                )
+            }
         sizes = (
             xref.filter(pl.col("customer_id").is_not_null())
             .group_by("customer_id")
@@ -318,16 +326,22 @@ def resolve_assets() -> dg.AssetsDefinition:
                     _bars(histogram, [f"{b:.1f}" for b in PROBABILITY_BINS[:-1]])
                 ),
                 "em_iterations": result.params.em_iterations,
+                "match_weight_histogram": dg.MetadataValue.md(_weight_bars(pairs)),
+                **shown[MATCH_PAIRS],
             },
         )
         yield dg.MaterializeResult(
             asset_key=ID_HISTORY,
             metadata={
-                e: history.filter(pl.col("event") == e).height
-                for e in ("created", "merged", "split", "retired")
+                **{
+                    e: history.filter(pl.col("event") == e).height
+                    for e in ("created", "merged", "split", "retired")
+                },
+                **shown[ID_HISTORY],
             },
         )
         size_counts = sizes.group_by("records").len().sort("records")
+        methods = xref.group_by("link_method").len().sort("len", descending=True)
         yield dg.MaterializeResult(
             asset_key=CUSTOMER_XREF,
             metadata={
@@ -338,6 +352,10 @@ def resolve_assets() -> dg.AssetsDefinition:
                 "cluster_size_distribution": dg.MetadataValue.md(
                     _bars(size_counts["len"].to_list(), size_counts["records"].cast(str).to_list())
                 ),
+                "link_methods": dg.MetadataValue.md(
+                    _bars(methods["len"].to_list(), methods["link_method"].to_list())
+                ),
+                **shown[CUSTOMER_XREF],
                 **{
                     k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.stats.items()
                 },
@@ -555,6 +573,21 @@ def _last_histogram(conn) -> list[int]:
         "(select run_id from identity.probability_histogram order by rowid desc limit 1) order by bin"
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def _weight_bars(pairs: pl.DataFrame, width: float = 5.0) -> str:
+    """Scored pairs by match weight (bits), in bins of ``width``: the two humps of a healthy
+    model, non-matches far left and matches far right, with few in between."""
+    if "match_weight" not in pairs.columns or pairs.height == 0:
+        return "no pairs scored this run"
+    binned = (
+        pairs.select((pl.col("match_weight").clip(-30, 45) / width).floor().mul(width).alias("bin"))
+        .group_by("bin")
+        .len()
+        .sort("bin")
+    )
+    labels = [f"{b:+.0f} to {b + width:+.0f}" for b in binned["bin"].to_list()]
+    return _bars(binned["len"].to_list(), labels)
 
 
 def _bars(values: list[int], labels: list[str]) -> str:

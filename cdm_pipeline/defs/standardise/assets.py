@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.defs.metadata import table_schema
+from cdm_pipeline.defs.metadata import table_metadata, table_schema
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.governance.suppression import suppressed_person_records, suppressed_rows
 from cdm_pipeline.registry import SourceSpec
@@ -145,6 +145,7 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     records.height,
                     f"{suppressed} suppressed records left out",
                 )
+            shown = table_metadata(conn, "identity.person_records")
         rates = validity_rates(records)
         minimum = config["quality"]["min_validity"]
         failing = rates.filter(
@@ -159,7 +160,7 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 "records_unchanged_reused": reused.height,
                 "suppressed_records_left_out": suppressed,
                 "sources": records["source"].n_unique(),
-                "dagster/row_count": records.height,
+                **shown,
             },
             check_results=[
                 dg.AssetCheckResult(

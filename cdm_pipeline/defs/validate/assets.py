@@ -3,7 +3,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.defs.metadata import source_column_schema
+from cdm_pipeline.defs.metadata import source_column_schema, table_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.governance.removal import unbalanced_files
 from cdm_pipeline.registry import SourceSpec
@@ -58,6 +58,7 @@ def staging_asset(source: SourceSpec) -> dg.AssetsDefinition:
         # committed ~200k inserted rows read 0 of them back (a new connection sees them all).
         with warehouse.get_connection() as conn:
             unbalanced = unbalanced_files(conn, source)
+            shown = table_metadata(conn, f"staging.{source.name}", set(source.identity_columns))
             audit(
                 conn,
                 context.run.run_id,
@@ -70,6 +71,7 @@ def staging_asset(source: SourceSpec) -> dg.AssetsDefinition:
         reasons = sorted(summary.failed_checks.items(), key=lambda kv: -kv[1])
         return dg.MaterializeResult(
             metadata={
+                **shown,
                 "files_validated": summary.files,
                 "rows_in": summary.rows_in,
                 "rows_staged": summary.rows_staged,

@@ -1,0 +1,64 @@
+"""What ``cdm run`` prints while the night runs: one line per finished step, with its time and
+the rows its assets hold, so a person can watch a long night move."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+
+PROGRESS_LOGGER = "cdm_progress"
+
+
+class _StepLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.rows: dict[str, list[int]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._line(record)
+        except Exception:  # a progress line must never break the night
+            pass
+
+    def _line(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        if event is None or not event.step_key:
+            return
+        step = event.step_key
+        if event.is_step_materialization:
+            count = event.step_materialization_data.materialization.metadata.get(
+                "dagster/row_count"
+            )
+            if count is not None:
+                self.rows.setdefault(step, []).append(int(count.value))
+        elif event.event_type == DagsterEventType.STEP_SUCCESS:
+            seconds = event.event_specific_data.duration_ms / 1000
+            rows = self.rows.pop(step, [])
+            held = (
+                f"{rows[0]:>12,} rows"
+                if len(rows) == 1
+                else f"{len(rows)} tables, {', '.join(f'{n:,}' for n in rows)} rows"
+                if rows
+                else ""
+            )
+            print(f"  done  {step:<58} {seconds:7.1f}s {held}", file=sys.stdout, flush=True)
+        elif event.event_type == DagsterEventType.STEP_FAILURE:
+            print(f"  FAIL  {step}", file=sys.stdout, flush=True)
+        elif event.event_type == DagsterEventType.STEP_SKIPPED:
+            print(f"  skip  {step} (a blocking check upstream failed)", file=sys.stdout, flush=True)
+
+
+@dg.logger(description="One line per finished step with its time and rows (cdm run).")
+def progress_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    logger = logging.getLogger(PROGRESS_LOGGER)
+    logger.setLevel(logging.DEBUG)
+    logger.handlers = [_StepLines()]
+    logger.propagate = False
+    return logger
+
+
+LOGGERS = {"console": dg.colored_console_logger, PROGRESS_LOGGER: progress_logger}

@@ -1,0 +1,100 @@
+"""Operating it: a second writer is refused at once with the running run named, and a night
+killed with kill -9 is followed by a normal one with no manual step."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cdm_pipeline.instance import IN_PROGRESS
+
+
+def _cdm(home: Path, landing: Path, *args: str, **kwargs) -> subprocess.Popen:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CDM_")},
+        "DAGSTER_HOME": str(home),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cdm_pipeline.cli",
+            "run",
+            "--landing",
+            str(landing),
+            "--warehouse",
+            str(home.parent / "w.duckdb"),
+            *args,
+        ],
+        env=env,
+        cwd=home.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def _wait_for_a_started_run(home: Path, first: subprocess.Popen) -> str:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert first.poll() is None, first.communicate()
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+            if runs and len(instance.all_logs(runs[0].run_id)) > 20:
+                return runs[0].run_id
+        time.sleep(0.5)
+    pytest.fail("the first run never started")
+
+
+@pytest.fixture(scope="module")
+def long_night(tmp_path_factory) -> Path:
+    """Landing files big enough that a night lasts well beyond a second process's start."""
+    from cdm_pipeline.demo.generator import generate
+
+    out = tmp_path_factory.mktemp("long_night")
+    return generate(people=20_000, seed=5, out=out, days=1).landing
+
+
+@pytest.fixture
+def home(tmp_path):
+    from cdm_pipeline.instance import DAGSTER_YAML
+
+    path = tmp_path / "dagster_home"
+    path.mkdir()
+    (path / "dagster.yaml").write_text(DAGSTER_YAML)
+    return path
+
+
+def test_a_second_run_is_refused_at_once_naming_the_running_one(home, long_night):
+    first = _cdm(home, long_night)
+    run_id = _wait_for_a_started_run(home, first)
+    started = time.monotonic()
+    second = _cdm(home, long_night)
+    _, err = second.communicate(timeout=60)
+    assert first.poll() is None, first.communicate()
+    assert second.returncode == 2, err
+    assert time.monotonic() - started < 15  # a Python start-up and a look at the instance
+    assert run_id in err and "one writer" in err
+    first.communicate(timeout=600)
+    assert first.returncode in (0, 1)
+
+
+def test_a_killed_night_is_followed_by_a_normal_one(home, demo_data, long_night):
+    first = _cdm(home, long_night, start_new_session=True)
+    run_id = _wait_for_a_started_run(home, first)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    nxt = _cdm(home, demo_data / "landing")
+    out, err = nxt.communicate(timeout=600)
+    assert f"run {run_id} had died" in out, out + err
+    assert "succeeded" in out, out + err
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
