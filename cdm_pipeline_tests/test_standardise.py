@@ -177,3 +177,70 @@ def test_only_new_or_changed_inputs_are_standardised_again():
     assert sorted(unchanged_record_keys(tonight, stored)["record_key"]) == ["s:1", "s:3"]
     later = stored.with_columns(trust_rank=pl.lit(2, pl.Int32))  # a re-ranked source
     assert unchanged_record_keys(tonight, later).height == 0
+
+
+def test_fast_standardising_gives_the_same_values(monkeypatch):
+    """Values reduced to keys (a phone's digits, an ASCII email lower-cased) and spread over
+    worker processes standardise exactly as each raw value does on its own."""
+    import polars as pl
+
+    from cdm_pipeline.standardise import fields
+    from cdm_pipeline.standardise.records import standardise_records
+
+    phones = [
+        "(212) 555-0101",
+        "212.555.0101",
+        "+1 212 555 0101",
+        "212-555-0101 x12",
+        "1-800-FLOWERS",
+        "020 7946 0958",
+        "+44 (0)20 7946 0958",
+        "0049 30 123456",
+        "555",
+        "",
+        "  415/555 0199 ",
+        "+33 1 42 68 53 00",
+        "01 42 68 53 00",
+        "(0)30-1234567",
+    ]
+    emails = [
+        "Ann.Lee@Example.org",
+        " ann.lee@example.org ",
+        "ANN+tag@GMAIL.com",
+        "bad@@x",
+        "a@b",
+        "jörg@müller.de",
+        "Jörg@Müller.de",
+        "x..y@example.org",
+        "user@localhost",
+        "",
+    ]
+    regions = ["US", "GB", "DE", "FR", "US", "GB", "US"]
+    frame = pl.DataFrame(
+        {
+            "record_key": [f"s:{i}" for i in range(len(phones) * len(emails))],
+            "source": "s",
+            "source_record_id": [str(i) for i in range(len(phones) * len(emails))],
+            "trust_rank": 5,
+            "event_at": None,
+            "phone": [p for p in phones for _ in emails],
+            "email": [e for _ in phones for e in emails],
+            "country": [regions[i % len(regions)] for i in range(len(phones) * len(emails))],
+            "first_name": "Ann",
+            "street": "1 Main St Apt 2",
+            "postal_code": ["62701-1234", "sw1a 1aa", "10115"] * (len(phones) * len(emails) // 3)
+            + ["62701"] * (len(phones) * len(emails) % 3),
+        }
+    )
+    regions_all = ("US", "GB", "DE", "FR")
+    expected = [
+        fields.standardise_phone(f"{p}|{c}", regions_all) if p else None
+        for p, c in zip(frame["phone"], frame["country"], strict=True)
+    ]
+    expected_email = [fields.standardise_email(e) if e else None for e in frame["email"]]
+    monkeypatch.setattr(fields, "PARALLEL_FROM", 1)  # every field through the worker processes
+    out = standardise_records(frame, "US", regions_all)
+    assert out["phone_e164"].to_list() == expected
+    assert out["email"].to_list() == expected_email
+    monkeypatch.setattr(fields, "PARALLEL_FROM", 10**9)
+    assert standardise_records(frame, "US", regions_all).equals(out)

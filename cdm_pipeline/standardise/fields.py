@@ -6,8 +6,12 @@ Distinct values are standardised once and joined back, because the libraries are
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import unicodedata
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import cache
 
 import jellyfish
@@ -42,20 +46,83 @@ NAME_PARTICLES = {"van", "von", "de", "da", "del", "der", "di", "la", "le", "st"
 
 
 def map_unique(
-    values: pl.Series, function: Callable[[str], object], dtype: pl.DataType
+    values: pl.Series,
+    function: Callable[[str], object],
+    dtype: pl.DataType,
+    keys: pl.Series | None = None,
 ) -> pl.Series:
-    """Apply a per-value Python function once per distinct non-null value."""
+    """Apply a per-value Python function once per distinct non-null value.
+
+    ``keys`` (optional, aligned with ``values``) are what the function is applied to instead: a
+    form of each value the function cannot tell from the value itself ("(212) 555-0101" and
+    "212.555.0101" are both "2125550101"), so that it runs once per distinct key. Large inputs
+    are spread over the machine's cores (``parallel_map``)."""
+    values = keys if keys is not None else values
     distinct = values.drop_nulls().unique()
     lookup = pl.DataFrame(
         {
             "key": distinct,
-            "value": pl.Series([function(v) for v in distinct.to_list()], dtype=dtype),
+            "value": pl.Series(parallel_map(function, distinct.to_list()), dtype=dtype),
         }
     )
     return (
         values.to_frame("key")
         .join(lookup, on="key", how="left", maintain_order="left")["value"]
         .alias(values.name)
+    )
+
+
+PARALLEL_FROM = 20_000  # distinct values; below this a worker's start-up costs more than it saves
+_POOL: ProcessPoolExecutor | bool | None = None
+
+
+def parallel_map(function: Callable[[str], object], items: list[str]) -> list:
+    """``[function(x) for x in items]``, on every core when there are many items. The workers
+    are spawned (forking a process that runs polars' and DuckDB's threads can deadlock) once per
+    process and kept; ``function`` must be picklable (a module function or a partial of one)."""
+    global _POOL
+    workers = min(os.cpu_count() or 1, 8)
+    if len(items) < PARALLEL_FROM or workers < 2 or _POOL is False:
+        return [function(x) for x in items]
+    if _POOL is None:
+        _POOL = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    size = -(-len(items) // (workers * 4))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    out: list = []
+    try:
+        for part in _POOL.map(_apply, [function] * len(chunks), chunks):
+            out.extend(part)
+    except BrokenProcessPool:
+        # Workers could not start (a calling script without an ``if __name__ == "__main__"``
+        # guard is run again by spawn): the same work, in this process, from now on.
+        _POOL = False
+        return [function(x) for x in items]
+    return out
+
+
+def _apply(function: Callable[[str], object], chunk: list[str]) -> list:
+    return [function(x) for x in chunk]
+
+
+def phone_keys(raw: pl.Series, region: pl.Series) -> pl.Series:
+    """``raw|region`` for the phone parser, with a number written in digits and punctuation only
+    reduced to its digits (the parser reads nothing else from it); anything else (a leading +,
+    letters, an extension) is passed as written."""
+    plain = raw.str.contains(r"^[0-9 ().\-/]+$")
+    text = pl.select(
+        pl.when(plain).then(raw.str.replace_all(r"[^0-9]", "")).otherwise(raw)
+    ).to_series()
+    return pl.select(pl.concat_str([text, region], separator="|")).to_series().alias("phone")
+
+
+def email_keys(raw: pl.Series) -> pl.Series:
+    """An ASCII address lower-cased and trimmed: its validity and normal form do not depend on
+    case (``standardise_email`` lower-cases its result); other text is passed as written."""
+    ascii_text = raw.str.contains(r"^[\x00-\x7F]*$")
+    return (
+        pl.select(pl.when(ascii_text).then(raw.str.strip_chars().str.to_lowercase()).otherwise(raw))
+        .to_series()
+        .alias("email")
     )
 
 
@@ -221,6 +288,11 @@ _UNIT_WORDS = (
     | set(usps.OCCUPANCY_TYPE_ABBREVIATIONS.values())
     | {"#", "NO"}
 )
+
+
+def street_parts(raw: str) -> dict[str, str | None]:
+    """``street_key`` as a struct row (a module function: it may run in a worker process)."""
+    return dict(zip(("street", "unit"), street_key(raw), strict=True))
 
 
 def street_key(raw: str) -> tuple[str | None, str | None]:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import unicodedata
 from datetime import date
+from functools import partial
 from importlib import metadata
 
 import polars as pl
@@ -93,18 +94,18 @@ def standardise_records(
     # The record's own country; the deployment default only decides how to read its phone.
     country = fields.map_unique(frame["country"], fields.standardise_country, pl.String)
     region = country.fill_null(default_country)
-    email = fields.map_unique(frame["email"], fields.standardise_email, pl.String)
+    email = fields.map_unique(
+        frame["email"], fields.standardise_email, pl.String, fields.email_keys(frame["email"])
+    )
     email_norm = fields.map_unique(email, fields.email_match_key, pl.String)
-    phone_input = pl.DataFrame({"p": frame["phone"], "c": region}).select(
-        pl.concat_str(["p", "c"], separator="|").alias("phone_input")
-    )["phone_input"]
     phone = fields.map_unique(
-        phone_input, lambda v: fields.standardise_phone(v, tuple(phone_regions)), pl.String
+        frame["phone"],
+        partial(fields.standardise_phone, fallback_regions=tuple(phone_regions)),
+        pl.String,
+        fields.phone_keys(frame["phone"], region),
     )
     street_parts = fields.map_unique(
-        frame["street"],
-        lambda s: dict(zip(("street", "unit"), fields.street_key(s), strict=True)),
-        pl.Struct({"street": pl.String, "unit": pl.String}),
+        frame["street"], fields.street_parts, pl.Struct({"street": pl.String, "unit": pl.String})
     )
     first_key = fields.map_unique(first, fields.name_key, pl.String)
     last_key = fields.map_unique(last, fields.name_key, pl.String)
@@ -139,18 +140,24 @@ def standardise_records(
         unit=street_parts.struct.field("unit"),
         city_key=fields.map_unique(frame["city"], fields.name_key, pl.String),
         state=frame["state"].str.to_uppercase(),
-        postal_code=pl.Series(
-            [
-                fields.postal_key(p, c)
-                for p, c in zip(frame["postal_code"].to_list(), region.to_list(), strict=True)
-            ],
-            dtype=pl.String,
-        ),
+        postal_code=_postal_codes(frame["postal_code"], region),
         country=country,
         birth_date=_birth_dates(frame["birth_date"]),
         identifier_key=_identifier_keys(frame["identifier"]),
     )
     return out
+
+
+def _postal_codes(raw: pl.Series, region: pl.Series) -> pl.Series:
+    """``fields.postal_key`` in columns: letters and digits upper-cased; a US code cut to its
+    five-digit ZIP."""
+    text = raw.str.to_uppercase().str.replace_all(r"[^\p{L}\p{N}]", "")
+    zip5 = region.eq("US") & text.str.contains(r"^[0-9]{5}")
+    return (
+        pl.select(pl.when(zip5).then(text.str.slice(0, 5)).otherwise(text).replace("", None))
+        .to_series()
+        .alias("postal_code")
+    )
 
 
 def _identifier_keys(values: pl.Series) -> pl.Series:
