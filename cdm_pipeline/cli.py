@@ -403,11 +403,16 @@ def _print_next_steps(settings, run_id: str) -> None:
 
 
 def _ui(args: argparse.Namespace) -> int:
+    """The Dagster webserver and daemon on this project's Definitions: ``dagster dev -m`` works
+    from any folder and any install (``dg dev``, its successor, needs the project checkout;
+    both load the same Definitions), so its "use dg dev" notice is not shown."""
     from cdm_pipeline.instance import dagster_home
 
     dagster_home()
     command = [
         sys.executable,
+        "-W",
+        "ignore::FutureWarning",
         "-m",
         "dagster",
         "dev",

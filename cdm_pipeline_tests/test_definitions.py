@@ -63,3 +63,22 @@ def test_the_new_file_sensor_does_not_fire_again_after_a_restart(tmp_path):
     (landing / "b.csv").write_text("contact_id\nC2\n")
     fired, new_cursor = tick(cursor)
     assert fired == 1 and new_cursor != cursor
+
+
+def test_dg_loads_the_project():
+    """``dg check defs`` and ``dg list defs`` (dagster-dg-cli) load the same Definitions."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    dg_cli = str(Path(sys.executable).parent / "dg")
+    checked = subprocess.run(
+        [dg_cli, "check", "defs"], cwd=repo, capture_output=True, text=True, timeout=300
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+    listed = subprocess.run(
+        [dg_cli, "list", "defs", "--json"], cwd=repo, capture_output=True, text=True, timeout=300
+    )
+    assert listed.returncode == 0 and "mart/customers" in listed.stdout
