@@ -371,3 +371,35 @@ def test_a_rejected_file_stops_only_itself_and_fails_its_check_every_night(
         os.environ.pop("CDM_LANDING", None)
     _, checks = night()
     assert checks[("raw/crm_contacts", "no_rejected_files")] is True
+
+
+def test_a_failed_run_says_which_step_failed_and_why(tmp_path, demo_data, capsys, cli_env):
+    """Another process holds the warehouse: the night's first warehouse step fails at once and
+    the summary names it and its cause (with the holder's pid), not a connection error of its
+    own."""
+    import subprocess
+    import sys
+
+    warehouse = tmp_path / "w.duckdb"
+    duckdb.connect(str(warehouse)).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(warehouse)!r}); "
+            "print('held', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        os.environ["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
+        code = main(["run", "--landing", str(demo_data / "landing"), "--warehouse", str(warehouse)])
+    finally:
+        holder.kill()
+        holder.wait()
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "STEP FAILED: raw__" in out and "open by another process" in out
+    assert f"pid {holder.pid}" in out

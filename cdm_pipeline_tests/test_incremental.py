@@ -281,3 +281,66 @@ def test_erasure_marks_the_blocks_it_takes_back_under_their_limit():
     # a: 4 -> 3 profiles, under the limit again; b: 5 -> 4, still over.
     recheck = blocks_left_under_limit(profiles, pl.Series([1, 5]), rules, limit=100)
     assert sorted(recheck.to_list()) == [2, 3, 4]
+
+
+def test_the_dask_job_gives_the_single_process_customers(tmp_path_factory, demo_data, monkeypatch):
+    """cdm_nightly_dask on a Dask LocalCluster of 2 worker processes (comparisons in 3 shards,
+    warehouse steps taking turns on the writer lock) against cdm_nightly in one process."""
+    pytest.importorskip("dagster_dask", reason="dagster-dask is not installed")
+    from cdm_pipeline.definitions import dask_job
+
+    root = tmp_path_factory.mktemp("dask")
+    text = (PACKAGE_DATA / "pipeline.yaml").read_text()
+    outcomes = {}
+    for name, shards in (("single", 1), ("dask", 3)):
+        config = root / f"{name}.yaml"
+        config.write_text(text.replace("shards: 4", f"shards: {shards}"))
+        settings = replace(
+            make_settings(root / name, demo_data / "landing"), pipeline_config_path=config
+        )
+        if name == "single":
+            assert run_pipeline(settings).success
+        else:
+            for variable, value in {
+                "CDM_LANDING": settings.landing_dir,
+                "CDM_WAREHOUSE": settings.warehouse_path,
+                "CDM_SOURCES": settings.sources_path,
+                "CDM_CONFIG": config,
+                "CDM_OVERRIDES": settings.overrides_path,
+                "CDM_EXPORTS": settings.exports_dir,
+            }.items():
+                monkeypatch.setenv(variable, str(value))
+            (root / "dagster_home").mkdir()
+            with dg.DagsterInstance.local_temp(str(root / "dagster_home")) as instance:
+                result = dg.execute_job(
+                    dg.reconstructable(dask_job),
+                    instance=instance,
+                    run_config={
+                        "execution": {
+                            "config": {
+                                "cluster": {"local": {"n_workers": 2, "threads_per_worker": 1}}
+                            }
+                        }
+                    },
+                )
+                assert result.success
+                compare_steps = [
+                    s.step_key
+                    for s in instance.get_run_step_stats(result.run_id)
+                    if s.step_key.startswith("identity__pair_comparisons.compare_pair_shard")
+                ]
+                assert len(compare_steps) == 3, " ".join(
+                    s.step_key for s in instance.get_run_step_stats(result.run_id)
+                )
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+            outcomes[name] = (
+                conn.sql(
+                    "select record_key, customer_id, link_method from mart.customer_xref order by 1"
+                ).pl(),
+                conn.sql(
+                    "select profile_id_l, profile_id_r, decision, linked, round(match_weight, 9) as w "
+                    "from identity.match_pairs order by 1, 2"
+                ).pl(),
+            )
+    assert outcomes["single"][0].equals(outcomes["dask"][0])
+    assert outcomes["single"][1].equals(outcomes["dask"][1])

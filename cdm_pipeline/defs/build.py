@@ -17,7 +17,7 @@ from cdm_pipeline.defs.ingest.assets import raw_asset
 from cdm_pipeline.defs.progress import LOGGERS
 from cdm_pipeline.defs.resolve.assets import (
     every_pair_compared,
-    pair_comparisons,
+    pair_comparisons_asset,
     resolve_assets,
 )
 from cdm_pipeline.defs.resources import build_resources
@@ -37,7 +37,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     assets += [
         retention_asset(sources),
         person_records_asset(sources),
-        pair_comparisons,
+        pair_comparisons_asset(config["resolve"]["shards"]),
         resolve_assets(),
         customer_360_assets(sources),
         *privacy_assets(sources),
@@ -47,7 +47,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         asset_checks=[every_pair_compared],
-        jobs=[jobs.nightly_job(), jobs.parallel_job()],
+        jobs=[jobs.nightly_job(), jobs.parallel_job(), jobs.dask_job()],
         schedules=[
             jobs.nightly_schedule(
                 config["schedule"]["cron"],

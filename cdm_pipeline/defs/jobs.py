@@ -13,6 +13,7 @@ from cdm_pipeline.registry import SourceSpec
 
 NIGHTLY_JOB = "cdm_nightly"
 PARALLEL_JOB = "cdm_nightly_parallel"
+DASK_JOB = "cdm_nightly_dask"
 
 # DuckDB allows one writer: steps run one after another in one process, and the run queue admits
 # one run of this job at a time (tag concurrency limit in the instance's dagster.yaml).
@@ -42,6 +43,26 @@ def parallel_job():
         ),
         tags=RUN_TAGS,
         description="The nightly job with the resolver's comparisons in parallel processes.",
+    )
+
+
+def dask_job():
+    """The same assets on a Dask cluster (``dagster-dask``): each step a Dask task on a worker
+    process; the comparison shards run side by side, and every step that opens the warehouse
+    takes its turn on the warehouse's writer lock (one writer per run). Launch config picks the
+    cluster: ``{"cluster": {"local": {"n_workers": 2}}}`` on this machine, or
+    ``{"cluster": {"existing": {"address": "tcp://scheduler:8786"}}}`` for a real one, whose
+    workers must share the work folder (``CDM_WORK_DIR``), the warehouse file and the Dagster
+    instance storage."""
+    from dagster_dask import dask_executor
+
+    return dg.define_asset_job(
+        DASK_JOB,
+        selection=dg.AssetSelection.all(),
+        executor_def=dask_executor,
+        tags=RUN_TAGS,
+        description="The nightly job on a Dask cluster (local by default).",
+        config={"execution": {"config": {"cluster": {"local": {"n_workers": 2}}}}},
     )
 
 

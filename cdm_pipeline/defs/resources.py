@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import re
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
+from pydantic import PrivateAttr
 
 from cdm_pipeline.config import load_config
 from cdm_pipeline.registry import SourceSpec, load_registry
@@ -32,11 +35,28 @@ def redact(message: str) -> str:
 
 class WarehouseResource(DuckDBResource):
     """The DuckDB warehouse. Unlike its parent it closes the connection when the block fails
-    (the parent leaves it open, and the next open in the process is refused), and its errors
-    carry no data values: an exception's text reaches Dagster's event log and the terminal."""
+    (the parent leaves it open, and the next open in the process is refused), its errors carry
+    no data values (an exception's text reaches Dagster's event log and the terminal), and it
+    keeps DuckDB's one writer by run: steps of one run, in whatever processes or Dask workers,
+    take turns on ``<warehouse>.writer``; another run finds it held and fails at once, naming
+    the run that holds it."""
+
+    _run_id: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._run_id = context.run.run_id if context.run is not None else None
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        local = self.database not in ("", ":memory:") and ":" not in self.database.split("/")[0]
+        with (
+            _writer_turn(Path(self.database + ".writer"), self._run_id) if local else nullcontext()
+        ):
+            with self._connection() as conn:
+                yield conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         # One writer at a time, said at once: the parent retries a held lock for ~100 s in
         # silence; another process holding the file is an answer, not a hiccup.
         try:
@@ -64,6 +84,46 @@ class WarehouseResource(DuckDBResource):
 
 class WarehouseBusy(RuntimeError):
     """Another process holds the DuckDB file."""
+
+
+@contextmanager
+def _writer_turn(path: Path, run_id: str | None) -> Iterator[None]:
+    """Hold the warehouse's writer lock (an OS file lock, released if the process dies). A step
+    of the run that holds it waits its turn; anyone else is refused at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(handle)
+            if run_id is None or holder != run_id:
+                raise WarehouseBusy(
+                    f"the warehouse {path.with_suffix('')} is being written by run "
+                    f"{holder or '(unknown)'}: one writer at a time"
+                ) from None
+            fcntl.flock(handle, fcntl.LOCK_EX)  # a step of this run: wait for its turn
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(run_id or "")
+            handle.flush()
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _holder(handle) -> str:
+    """The run id the lock's holder wrote (it writes right after taking the lock)."""
+    for _ in range(50):
+        handle.seek(0)
+        text = handle.read().strip()
+        if text:
+            return text
+        time.sleep(0.01)
+    return ""
 
 
 def _sanitised(exc: duckdb.Error) -> duckdb.Error:

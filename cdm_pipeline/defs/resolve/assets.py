@@ -62,45 +62,80 @@ XREF_COLUMNS = {
 }
 
 
-@dg.op(
-    ins={"person_records": dg.In(dg.Nothing)},
-    out=dg.DynamicOut(str),
-    tags=DUCKDB_TAGS,
-    description="Choose the run's mode and plan what to compare; write the plan and one pair "
-    "file per shard to the run's work folder.",
-)
-def plan_resolution(
-    context: dg.OpExecutionContext,
-    config: ResolveConfig,
-    warehouse: DuckDBResource,
-    pipeline: PipelineResource,
-):
-    settings = pipeline.config()["resolve"]
-    with warehouse.get_connection() as conn:
-        columns = ", ".join(("record_key", *MATCH_FIELDS, *DERIVED_KEYS))  # what it resolves on
-        records = conn.sql(f"select {columns} from identity.person_records").pl()
-        state = None if config.mode is ResolveMode.RETRAIN else _load_state(conn, settings)
-    retrain = state is None or records.height > state.trained_records * (
-        1 + settings["retrain_growth"]
+def _shard_name(number: int) -> str:
+    return f"shard_{number:03d}"
+
+
+def pair_comparisons_asset(count: int) -> dg.AssetsDefinition:
+    """Plan, then ``count`` comparison shards (``resolve.shards``), then one join. The fan-out
+    is fixed when the Definitions load, so every executor runs it: in process, in processes,
+    or on Dask workers (which do not run dynamic outputs)."""
+    count = max(int(count), 1)
+
+    @dg.op(
+        name="plan_resolution",
+        ins={"person_records": dg.In(dg.Nothing)},
+        out={_shard_name(n): dg.Out(str) for n in range(count)},
+        tags=DUCKDB_TAGS,
+        description="Choose the run's mode and plan what to compare; write the plan and one pair "
+        "file per shard to the run's work folder.",
     )
-    if retrain:
-        plan = plan_full(records, settings)
-    elif config.mode is ResolveMode.FULL:
-        plan = plan_full(records, settings, model=state.model)
-    else:
-        plan = plan_incremental(records, settings, state, read_overrides(pipeline.overrides_path))
-    plan.stats["model_retrained"] = retrain
-    del records
-    workdir = pipeline.run_work_dir(context.run.run_id)
-    stale = clear_stale_work(workdir.parent, keep=workdir)
-    shards = write_plan(plan, workdir, settings["shards"])
-    context.log.info(
-        f"resolve: {plan.mode}, model retrained: {retrain}, {plan.pairs.height} pairs to compare "
-        f"in {len(shards)} shards, {plan.refreshed.len()} of {plan.profiles.height} profiles to cluster; "
-        f"{stale} work folders of earlier runs removed"
+    def plan_resolution(
+        context: dg.OpExecutionContext,
+        config: ResolveConfig,
+        warehouse: DuckDBResource,
+        pipeline: PipelineResource,
+    ):
+        settings = pipeline.config()["resolve"]
+        with warehouse.get_connection() as conn:
+            columns = ", ".join(("record_key", *MATCH_FIELDS, *DERIVED_KEYS))  # what it resolves on
+            records = conn.sql(f"select {columns} from identity.person_records").pl()
+            state = None if config.mode is ResolveMode.RETRAIN else _load_state(conn, settings)
+        retrain = state is None or records.height > state.trained_records * (
+            1 + settings["retrain_growth"]
+        )
+        if retrain:
+            plan = plan_full(records, settings)
+        elif config.mode is ResolveMode.FULL:
+            plan = plan_full(records, settings, model=state.model)
+        else:
+            plan = plan_incremental(
+                records, settings, state, read_overrides(pipeline.overrides_path)
+            )
+        plan.stats["model_retrained"] = retrain
+        del records
+        workdir = pipeline.run_work_dir(context.run.run_id)
+        stale = clear_stale_work(workdir.parent, keep=workdir)
+        shards = write_plan(plan, workdir, count)
+        context.log.info(
+            f"resolve: {plan.mode}, model retrained: {retrain}, {plan.pairs.height} pairs to compare "
+            f"in {len(shards)} shards, {plan.refreshed.len()} of {plan.profiles.height} profiles to cluster; "
+            f"{stale} work folders of earlier runs removed"
+        )
+        for number, path in enumerate(shards):
+            yield dg.Output(str(path), output_name=_shard_name(number))
+
+    @dg.graph_asset(
+        key=PAIR_COMPARISONS,
+        ins={"person_records": dg.AssetIn(PERSON_RECORDS, dagster_type=dg.Nothing)},
+        group_name="resolve",
+        owners=[OWNER],
+        kinds={"polars", "parquet"},
+        description="This run's candidate pairs compared field by field, in shards that run side "
+        "by side under a multiprocess or Dask executor: files in the run's work folder, read by "
+        "the link step. Incremental runs compare only tonight's changes.",
     )
-    for number, path in enumerate(shards):
-        yield dg.DynamicOutput(str(path), mapping_key=f"shard_{number:03d}")
+    def pair_comparisons(person_records):
+        planned = plan_resolution(person_records)
+        planned = planned if count > 1 else (planned,)
+        return comparisons_complete(
+            [
+                compare_pair_shard.alias(f"compare_pair_shard_{n:03d}")(pairs_file)
+                for n, pairs_file in enumerate(planned)
+            ]
+        )
+
+    return pair_comparisons
 
 
 @dg.op(description="Compare one shard of candidate pairs field by field (no warehouse access).")
@@ -111,20 +146,6 @@ def compare_pair_shard(pairs_file: str) -> str:
 @dg.op(description="Every shard compared: the link step can start.")
 def comparisons_complete(level_files: list[str]) -> int:
     return len(level_files)
-
-
-@dg.graph_asset(
-    key=PAIR_COMPARISONS,
-    ins={"person_records": dg.AssetIn(PERSON_RECORDS, dagster_type=dg.Nothing)},
-    group_name="resolve",
-    owners=[OWNER],
-    kinds={"polars", "parquet"},
-    description="This run's candidate pairs compared field by field, in shards that run side by "
-    "side under a multiprocess (or Kubernetes/Celery) executor: files in the run's work folder, "
-    "read by the link step. Incremental runs compare only tonight's changes.",
-)
-def pair_comparisons(person_records):
-    return comparisons_complete(plan_resolution(person_records).map(compare_pair_shard).collect())
 
 
 @dg.asset_check(
