@@ -250,16 +250,21 @@ def test_ui_runs_the_job_and_shows_assets_checks_and_schedule(dagster_ui):
 
     shots = Path(os.environ.get("CDM_SCREENSHOT_DIR", root / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
-    for name, page in (
-        ("asset_graph", "asset-groups"),
-        ("customers_checks", "assets/mart/customers?view=checks"),
-        ("customers_overview", "assets/mart/customers"),
-        ("customer_xref_plots", "assets/mart/customer_xref"),
-        ("match_pairs_plots", "assets/identity/match_pairs"),
+    for name, page, height in (
+        ("asset_graph", "asset-groups", 1000),
+        ("customers_checks", "assets/mart/customers?view=checks", 1000),
+        # Tall pages: row count, columns, then the materialisation's preview and plots.
+        ("customers_overview", "assets/mart/customers", 4000),
+        ("customer_xref_plots", "assets/mart/customer_xref", 4000),
+        ("match_pairs_plots", "assets/identity/match_pairs", 4000),
     ):
         target = shots / f"{name}.png"
         browser(
-            chromium, root, "--window-size=1600,1000", f"--screenshot={target}", f"{url}/{page}"
+            chromium,
+            root,
+            f"--window-size=1600,{height}",
+            f"--screenshot={target}",
+            f"{url}/{page}",
         )
         assert target.exists() and target.stat().st_size > 20_000, name
     dom = browser(chromium, root, "--dump-dom", f"{url}/assets/mart/customers?view=checks").stdout
