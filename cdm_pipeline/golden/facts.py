@@ -21,6 +21,12 @@ FACT_SOURCES = {
 }
 
 
+def fact_sources(fact: str) -> list[str]:
+    """The staging sources a fact table is built from."""
+    _, queries = FACTS[fact]
+    return sorted({FACT_SOURCES.get(query) or FACTS[fact][0] for query in queries} - {None})
+
+
 def build_facts(
     conn: duckdb.DuckDBPyConnection, sources: dict[str, SourceSpec], usd_rates: dict[str, float]
 ) -> dict[str, int]:

@@ -11,7 +11,7 @@ from cdm_pipeline.defs.metadata import table_metadata, table_schema
 from cdm_pipeline.defs.resolve.assets import CUSTOMER_XREF
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
-from cdm_pipeline.golden.facts import FACTS, build_facts
+from cdm_pipeline.golden.facts import FACTS, build_facts, fact_sources
 from cdm_pipeline.golden.records import candidates_from, golden_records
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import (
@@ -83,12 +83,15 @@ CUSTOMER_PII = {
 
 
 def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
-    staging = [dg.AssetKey(["staging", name]) for name in sources]
-    common = {
-        "group_name": "golden",
-        "owners": [OWNER],
-        "deps": [CUSTOMER_XREF, PERSON_RECORDS, *staging],
-    }
+    """One step builds the whole customer 360 in one transaction; each table declares only
+    what it is made from, so the graph reads left to right."""
+    common = {"group_name": "golden", "owners": [OWNER]}
+
+    def staged(*names: str) -> list[dg.AssetKey]:
+        return [dg.AssetKey(["staging", n]) for n in names if n in sources]
+
+    fact_keys = [dg.AssetKey(["mart", fact]) for fact in FACTS]
+    with_attributes = [s.name for s in sources.values() if s.attributes]
 
     @dg.multi_asset(
         op_tags=DUCKDB_TAGS,
@@ -97,6 +100,14 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 CUSTOMERS,
                 kinds={"duckdb", "sql"},
                 **common,
+                deps=[
+                    PERSON_RECORDS,
+                    CUSTOMER_XREF,
+                    LINEAGE,
+                    *fact_keys,
+                    CONSENT_LEDGER,
+                    *staged(*with_attributes),
+                ],
                 description="One row per customer: golden identity chosen by configurable survivorship, "
                 "descriptive, behavioral, attitudinal and consent columns. Grain: customer_id.",
                 metadata={"dagster/column_schema": table_schema(CUSTOMER_COLUMNS, CUSTOMER_PII)},
@@ -106,6 +117,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 LINEAGE,
                 kinds={"duckdb"},
                 **common,
+                deps=[PERSON_RECORDS, CUSTOMER_XREF],
                 description="One row per customer and golden attribute: the winning value, its source "
                 "record and the rule that chose it.",
             ),
@@ -114,6 +126,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     dg.AssetKey(["mart", fact]),
                     kinds={"duckdb", "sql"},
                     **common,
+                    deps=[CUSTOMER_XREF, *staged(*fact_sources(fact))],
                     description=f"Fact table mart.{fact}, one row per event, keyed by customer_id.",
                 )
                 for fact in FACTS
@@ -122,6 +135,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 CONSENT_LEDGER,
                 kinds={"duckdb", "sql"},
                 **common,
+                deps=[dg.AssetKey(["mart", "consent_events"])],
                 description="One row per customer and purpose: current consent; the latest event "
                 "by event time wins, so a late older grant never undoes a revocation.",
             ),
@@ -215,14 +229,6 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 )
             }
         yield dg.MaterializeResult(
-            asset_key=CUSTOMERS,
-            metadata={
-                "customers": customers,
-                "rules": dg.MetadataValue.json(config["survivorship"]),
-                **shown[CUSTOMERS],
-            },
-        )
-        yield dg.MaterializeResult(
             asset_key=LINEAGE,
             metadata={"rows": lineage.height, **shown[LINEAGE]},
         )
@@ -233,6 +239,15 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             )
         yield dg.MaterializeResult(
             asset_key=CONSENT_LEDGER, metadata={"states": ledger_rows, **shown[CONSENT_LEDGER]}
+        )
+        # In the order the tables depend on each other: the customers last.
+        yield dg.MaterializeResult(
+            asset_key=CUSTOMERS,
+            metadata={
+                "customers": customers,
+                "rules": dg.MetadataValue.json(config["survivorship"]),
+                **shown[CUSTOMERS],
+            },
         )
         yield from _check_results(problems)
         yield dg.AssetCheckResult(

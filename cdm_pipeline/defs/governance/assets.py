@@ -8,10 +8,10 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.defs.golden.assets import CONSENT_LEDGER, CUSTOMERS, LINEAGE
+from cdm_pipeline.defs.golden.assets import CUSTOMERS
 from cdm_pipeline.defs.metadata import table_metadata, table_schema
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
-from cdm_pipeline.golden.facts import FACTS, build_facts
+from cdm_pipeline.golden.facts import build_facts
 from cdm_pipeline.governance.access import foreign_records, process_access_requests
 from cdm_pipeline.governance.erasure import (
     erased_exports,
@@ -122,7 +122,7 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> list[dg.AssetsDefinition]:
 
 
 def _erasure_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
-    deps = [CUSTOMERS, LINEAGE, CONSENT_LEDGER, *[dg.AssetKey(["mart", f]) for f in FACTS]]
+    deps = [CUSTOMERS]  # built last in the customer 360's transaction: the whole mart is there
 
     @dg.asset(
         op_tags=DUCKDB_TAGS,
