@@ -385,7 +385,10 @@ def _print_next_steps(settings, run_id: str) -> None:
     analyst = settings.exports_dir / "analyst.duckdb"
     print("next:")
     print("  watch and re-run it in the UI:  cdm ui   (http://127.0.0.1:3000)")
-    print(f"  query the warehouse:            duckdb -readonly {settings.warehouse_path}")
+    print(
+        "  query the warehouse:            duckdb.connect("
+        f"'{settings.warehouse_path}', read_only=True) (Python), or the duckdb CLI"
+    )
     print(
         f"  ready-made queries ($params):   {queries}/ ({len(list(queries.glob('*.sql')))} files)"
     )
