@@ -282,7 +282,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _run(resolve_mode: str = "auto", parallel: bool = False) -> int:
     import dagster as dg
 
-    from cdm_pipeline.definitions import defs, parallel_job
+    from cdm_pipeline.definitions import parallel_job
+    from cdm_pipeline.defs.build import build_definitions
     from cdm_pipeline.defs.jobs import NIGHTLY_JOB
     from cdm_pipeline.defs.progress import PROGRESS_LOGGER
     from cdm_pipeline.defs.resolve.assets import resolve_run_config
@@ -320,8 +321,14 @@ def _run(resolve_mode: str = "auto", parallel: bool = False) -> int:
             tags=tags,
         )
     else:
-        result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
-            instance=instance, raise_on_error=False, run_config=run_config, tags=tags
+        # Built now, from this call's locations (a module-level Definitions would keep the
+        # locations of the first call in a long-lived process).
+        result = (
+            build_definitions(settings)
+            .resolve_job_def(NIGHTLY_JOB)
+            .execute_in_process(
+                instance=instance, raise_on_error=False, run_config=run_config, tags=tags
+            )
         )
     elapsed = time.perf_counter() - started
     evaluations = result.get_asset_check_evaluations()
