@@ -222,15 +222,12 @@ def test_the_nightly_job_resolves_incrementally_and_agrees_with_a_full_rebuild(
     assert tables["incremental"]["xref"]["customer_id"].n_unique() > 100
 
 
-def test_the_parallel_job_with_shards_gives_the_single_process_customers(
-    tmp_path_factory, demo_data, monkeypatch
-):
-    """cdm_nightly_parallel (multiprocess executor, comparisons in 3 shards in their own
-    processes) against cdm_nightly (in process, one shard) on the same landing files."""
-    root = tmp_path_factory.mktemp("parallel")
+def _same_customers_across_executors(root, demo_data, monkeypatch, job_fn, run_config=None):
+    """Run ``job_fn``'s job (3 shards, out of process) and cdm_nightly (in process, 1 shard) on
+    the same landing files; assert equal customers and scored pairs."""
     text = (PACKAGE_DATA / "pipeline.yaml").read_text()
     outcomes = {}
-    for name, shards in (("single", 1), ("parallel", 3)):
+    for name, shards in (("single", 1), ("spread", 3)):
         config = root / f"{name}.yaml"
         config.write_text(text.replace("shards: 4", f"shards: {shards}"))
         assert config.read_text() != text
@@ -251,14 +248,16 @@ def test_the_parallel_job_with_shards_gives_the_single_process_customers(
                 monkeypatch.setenv(variable, str(value))
             (root / "dagster_home").mkdir()
             with dg.DagsterInstance.local_temp(str(root / "dagster_home")) as instance:
-                result = dg.execute_job(dg.reconstructable(parallel_job), instance=instance)
+                result = dg.execute_job(
+                    dg.reconstructable(job_fn), instance=instance, run_config=run_config
+                )
                 assert result.success
                 compare_steps = [
                     s.step_key
                     for s in instance.get_run_step_stats(result.run_id)
                     if s.step_key.startswith("identity__pair_comparisons.compare_pair_shard")
                 ]
-                assert len(compare_steps) == 3
+                assert len(compare_steps) == 3  # every shard ran (dagster-dask once skipped them)
         with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
             outcomes[name] = (
                 conn.sql(
@@ -269,78 +268,31 @@ def test_the_parallel_job_with_shards_gives_the_single_process_customers(
                     "from identity.match_pairs order by 1, 2"
                 ).pl(),
             )
-    assert outcomes["single"][0].equals(outcomes["parallel"][0])
-    assert outcomes["single"][1].equals(outcomes["parallel"][1])
+    assert outcomes["single"][0].equals(outcomes["spread"][0])
+    assert outcomes["single"][1].equals(outcomes["spread"][1])
 
 
-def test_erasure_marks_the_blocks_it_takes_back_under_their_limit():
-    from cdm_pipeline.resolve.blocking import BlockingRule
-
-    profiles = pl.DataFrame({"profile_id": [1, 2, 3, 4, 5, 6, 7, 8, 9], "k": ["a"] * 4 + ["b"] * 5})
-    rules = [BlockingRule(("k",), max_block_size=3)]
-    # a: 4 -> 3 profiles, under the limit again; b: 5 -> 4, still over.
-    recheck = blocks_left_under_limit(profiles, pl.Series([1, 5]), rules, limit=100)
-    assert sorted(recheck.to_list()) == [2, 3, 4]
+def test_the_parallel_job_with_shards_gives_the_single_process_customers(
+    tmp_path_factory, demo_data, monkeypatch
+):
+    """cdm_nightly_parallel: multiprocess executor, the 3 comparison shards in their own
+    processes."""
+    _same_customers_across_executors(
+        tmp_path_factory.mktemp("parallel"), demo_data, monkeypatch, parallel_job
+    )
 
 
 def test_the_dask_job_gives_the_single_process_customers(tmp_path_factory, demo_data, monkeypatch):
-    """cdm_nightly_dask on a Dask LocalCluster of 2 worker processes (comparisons in 3 shards,
-    warehouse steps taking turns on the writer lock) against cdm_nightly in one process."""
+    """cdm_nightly_dask on a Dask LocalCluster of 2 worker processes, warehouse steps taking
+    turns on the writer lock."""
     pytest.importorskip("dagster_dask", reason="dagster-dask is not installed")
     from cdm_pipeline.definitions import dask_job
 
-    root = tmp_path_factory.mktemp("dask")
-    text = (PACKAGE_DATA / "pipeline.yaml").read_text()
-    outcomes = {}
-    for name, shards in (("single", 1), ("dask", 3)):
-        config = root / f"{name}.yaml"
-        config.write_text(text.replace("shards: 4", f"shards: {shards}"))
-        settings = replace(
-            make_settings(root / name, demo_data / "landing"), pipeline_config_path=config
-        )
-        if name == "single":
-            assert run_pipeline(settings).success
-        else:
-            for variable, value in {
-                "CDM_LANDING": settings.landing_dir,
-                "CDM_WAREHOUSE": settings.warehouse_path,
-                "CDM_SOURCES": settings.sources_path,
-                "CDM_CONFIG": config,
-                "CDM_OVERRIDES": settings.overrides_path,
-                "CDM_EXPORTS": settings.exports_dir,
-            }.items():
-                monkeypatch.setenv(variable, str(value))
-            (root / "dagster_home").mkdir()
-            with dg.DagsterInstance.local_temp(str(root / "dagster_home")) as instance:
-                result = dg.execute_job(
-                    dg.reconstructable(dask_job),
-                    instance=instance,
-                    run_config={
-                        "execution": {
-                            "config": {
-                                "cluster": {"local": {"n_workers": 2, "threads_per_worker": 1}}
-                            }
-                        }
-                    },
-                )
-                assert result.success
-                compare_steps = [
-                    s.step_key
-                    for s in instance.get_run_step_stats(result.run_id)
-                    if s.step_key.startswith("identity__pair_comparisons.compare_pair_shard")
-                ]
-                assert len(compare_steps) == 3, " ".join(
-                    s.step_key for s in instance.get_run_step_stats(result.run_id)
-                )
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
-            outcomes[name] = (
-                conn.sql(
-                    "select record_key, customer_id, link_method from mart.customer_xref order by 1"
-                ).pl(),
-                conn.sql(
-                    "select profile_id_l, profile_id_r, decision, linked, round(match_weight, 9) as w "
-                    "from identity.match_pairs order by 1, 2"
-                ).pl(),
-            )
-    assert outcomes["single"][0].equals(outcomes["dask"][0])
-    assert outcomes["single"][1].equals(outcomes["dask"][1])
+    cluster = {"local": {"n_workers": 2, "threads_per_worker": 1}}
+    _same_customers_across_executors(
+        tmp_path_factory.mktemp("dask"),
+        demo_data,
+        monkeypatch,
+        dask_job,
+        {"execution": {"config": {"cluster": cluster}}},
+    )
