@@ -322,3 +322,24 @@ def test_a_request_naming_someone_else_than_the_phone_holder_waits_for_a_steward
     assert run_pipeline(settings).success
     log, staged = state()
     assert log["R2"][0] == "erased" and staged == {"C2"}
+
+
+def test_the_name_check_cannot_fail_on_a_customer_without_names(tmp_path):
+    """A customer known only from a nameless record (an email-only survey answer) has no name to
+    contradict the request's: the request is served."""
+    landing = tmp_path / "landing"
+    (landing / "surveys").mkdir(parents=True)
+    (landing / "surveys" / "s.jsonl").write_text(
+        '{"response_id": "S1", "email": "solo@example.org", '
+        '"submitted_at": "2026-11-01T10:00:00", "nps": 9, "comment": null}\n'
+    )
+    (landing / "privacy_requests").mkdir()
+    (landing / "privacy_requests" / "r.csv").write_text(
+        f"{REQUEST_COLUMNS}\nR1,erasure,solo@example.org,,Susan White,2026-11-28 12:00:00,GDPR\n"
+    )
+    settings = make_settings(tmp_path, landing)
+    assert run_pipeline(settings).success
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        assert conn.execute(
+            "select status from governance.privacy_request_log where request_id = 'R1'"
+        ).fetchall() == [("erased",)]

@@ -237,7 +237,8 @@ def _verify_names(
     conn: duckdb.DuckDBPyConnection, found: pl.DataFrame, names: dict[str, str | None]
 ) -> pl.DataFrame:
     """Keep a customer for a request that gives a name only if one of the customer's records
-    carries that name (surname alike, first name alike or a nickname of it, typos allowed).
+    carries that name (surname alike, first name alike or a nickname of it, typos allowed), or
+    none carries a name at all.
     A household phone or inbox held in the warehouse only by the requester's partner must not
     erase the partner. Dropped customers leave the request with ``customer_id`` null and
     ``name_mismatch`` true (a steward decides)."""
@@ -257,10 +258,13 @@ def _verify_names(
     held: dict[str, list[tuple]] = {}
     for customer_id, *name in records:
         held.setdefault(customer_id, []).append(tuple(name))
+    # A customer whose records carry no name at all (an email-only survey answer) cannot
+    # contradict the name: the identifier is all there is to go by.
     rejected = {
         (request_id, customer_id)
         for request_id, customer_id in candidates.select("request_id", "customer_id").iter_rows()
-        if not any(_same_name(named[request_id], n) for n in held.get(customer_id, []))
+        if any(first or last for first, _, last in held.get(customer_id, []))
+        and not any(_same_name(named[request_id], n) for n in held.get(customer_id, []))
     }
     if not rejected:
         return found
