@@ -227,6 +227,7 @@ def test_fast_standardising_gives_the_same_values(monkeypatch):
             "email": [e for _ in phones for e in emails],
             "country": [regions[i % len(regions)] for i in range(len(phones) * len(emails))],
             "first_name": "Ann",
+            "full_name": "Lee, Ann",
             "street": "1 Main St Apt 2",
             "postal_code": ["62701-1234", "sw1a 1aa", "10115"] * (len(phones) * len(emails) // 3)
             + ["62701"] * (len(phones) * len(emails) % 3),
@@ -244,3 +245,15 @@ def test_fast_standardising_gives_the_same_values(monkeypatch):
     assert out["email"].to_list() == expected_email
     monkeypatch.setattr(fields, "PARALLEL_FROM", 10**9)
     assert standardise_records(frame, "US", regions_all).equals(out)
+
+
+def test_a_closure_is_standardised_in_this_process(monkeypatch):
+    """A function that cannot travel to a worker (a closure) runs here instead of failing."""
+    import polars as pl
+
+    from cdm_pipeline.standardise import fields
+
+    monkeypatch.setattr(fields, "PARALLEL_FROM", 1)
+    suffix = "!"
+    out = fields.map_unique(pl.Series(["a", "b", "a", None]), lambda v: v + suffix, pl.String)
+    assert out.to_list() == ["a!", "b!", "a!", None]

@@ -18,7 +18,7 @@ from cdm_pipeline.governance.keys import (
     secret_key,
 )
 from cdm_pipeline.registry import SourceSpec
-from cdm_pipeline.standardise.fields import map_unique, split_full_name, standardise_phone
+from cdm_pipeline.standardise.fields import map_unique, split_name_parts, standardise_phone
 from cdm_pipeline.warehouse import ensure_schemas
 
 DDL = """
@@ -170,7 +170,7 @@ def _names(frame: pl.DataFrame, source: SourceSpec) -> tuple[pl.Series, pl.Serie
     if full.null_count() < full.len():
         split = map_unique(
             full,
-            lambda v: dict(zip(("first", "last"), split_full_name(v), strict=True)),
+            split_name_parts,
             pl.Struct({"first": pl.String, "last": pl.String}),
         )
         first = first.fill_null(split.struct.field("first"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -82,7 +83,7 @@ def parallel_map(function: Callable[[str], object], items: list[str]) -> list:
     process and kept; ``function`` must be picklable (a module function or a partial of one)."""
     global _POOL
     workers = min(os.cpu_count() or 1, 8)
-    if len(items) < PARALLEL_FROM or workers < 2 or _POOL is False:
+    if len(items) < PARALLEL_FROM or workers < 2 or _POOL is False or not _picklable(function):
         return [function(x) for x in items]
     if _POOL is None:
         _POOL = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
@@ -98,6 +99,15 @@ def parallel_map(function: Callable[[str], object], items: list[str]) -> list:
         _POOL = False
         return [function(x) for x in items]
     return out
+
+
+def _picklable(function: Callable) -> bool:
+    """Only a module function (or a partial of one) can travel to a worker; a closure runs here."""
+    try:
+        pickle.dumps(function)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
 
 
 def _apply(function: Callable[[str], object], chunk: list[str]) -> list:
@@ -288,6 +298,11 @@ _UNIT_WORDS = (
     | set(usps.OCCUPANCY_TYPE_ABBREVIATIONS.values())
     | {"#", "NO"}
 )
+
+
+def split_name_parts(full: str) -> dict[str, str | None]:
+    """``split_full_name`` as a struct row (a module function: it may run in a worker process)."""
+    return dict(zip(("first", "last"), split_full_name(full), strict=True))
 
 
 def street_parts(raw: str) -> dict[str, str | None]:

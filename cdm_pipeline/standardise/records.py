@@ -178,7 +178,7 @@ def _names(frame: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
     """First/last from their own columns, else split from the full name."""
     split = fields.map_unique(
         frame["full_name"],
-        lambda s: dict(zip(("first", "last"), fields.split_full_name(s), strict=True)),
+        fields.split_name_parts,
         pl.Struct({"first": pl.String, "last": pl.String}),
     )
     first = frame["first_name"].fill_null(split.struct.field("first")).rename("first_name")
