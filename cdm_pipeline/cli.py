@@ -280,13 +280,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(resolve_mode: str = "auto", parallel: bool = False) -> int:
-    import dagster as dg
-
-    from cdm_pipeline.definitions import parallel_job
-    from cdm_pipeline.defs.build import build_definitions
-    from cdm_pipeline.defs.jobs import NIGHTLY_JOB
-    from cdm_pipeline.defs.progress import PROGRESS_LOGGER
-    from cdm_pipeline.defs.resolve.assets import resolve_run_config
+    # A second writer is refused before the pipeline's own modules (pandera, polars, the
+    # asset graph) are imported: the answer comes in about a second.
     from cdm_pipeline.instance import (
         WAREHOUSE_TAG,
         running_on,
@@ -306,6 +301,15 @@ def _run(resolve_mode: str = "auto", parallel: bool = False) -> int:
             f"run {run_id} (pid {pid}) is writing {settings.warehouse_path}: one writer at a "
             "time; run again when it ends (or stop it in the UI)"
         )
+
+    import dagster as dg
+
+    from cdm_pipeline.definitions import parallel_job
+    from cdm_pipeline.defs.build import build_definitions
+    from cdm_pipeline.defs.jobs import NIGHTLY_JOB
+    from cdm_pipeline.defs.progress import PROGRESS_LOGGER
+    from cdm_pipeline.defs.resolve.assets import resolve_run_config
+
     tags = {WAREHOUSE_TAG: str(settings.warehouse_path.resolve())}
     started = time.perf_counter()
     run_config = {

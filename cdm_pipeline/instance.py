@@ -7,13 +7,22 @@ from pathlib import Path
 
 import dagster as dg
 
-DAGSTER_YAML = """\
-# Written by cdm. DuckDB has one writer: the queue admits one pipeline run at a time.
+WRITTEN_BY_CDM = "# Written by cdm"
+DAGSTER_YAML = f"""\
+{WRITTEN_BY_CDM} (rewritten when cdm's settings change; remove this line to keep your own).
+# DuckDB has one writer: the queue admits one pipeline run at a time.
 run_queue:
   max_concurrent_runs: 1
   tag_concurrency_limits:
     - key: "cdm/warehouse"
       limit: 1
+# A run stuck starting or cancelling is marked failed. Dagster's default run launcher cannot tell
+# that a started run's process died; the cdm_dead_runs sensor (and every cdm run) does that.
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  poll_interval_seconds: 60
 telemetry:
   enabled: false
 """
@@ -24,7 +33,8 @@ def dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    current = config.read_text(encoding="utf-8") if config.exists() else None
+    if current is None or (current.startswith(WRITTEN_BY_CDM) and current != DAGSTER_YAML):
         config.write_text(DAGSTER_YAML, encoding="utf-8")
     nux = home / ".nux" / "nux.yaml"
     if not nux.exists():
@@ -48,12 +58,13 @@ WAREHOUSE_TAG = "cdm/warehouse_file"
 
 
 def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The process that last wrote an event for the run (its run worker)."""
-    for entry in reversed(instance.all_logs(run_id)):
-        event = entry.dagster_event
-        if event is not None and event.pid:
-            return event.pid
-    return None
+    """The process that started the run (its run worker; step processes come and go), or None
+    while it has not started."""
+    started = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.RUN_START, limit=1
+    ).records
+    event = started[0].event_log_entry.dagster_event if started else None
+    return event.pid if event is not None else None
 
 
 def _alive(pid: int) -> bool:

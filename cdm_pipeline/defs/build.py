@@ -55,7 +55,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                 settings.warehouse_path,
             )
         ],
-        sensors=[jobs.new_files_sensor(sources, settings.landing_dir)],
+        sensors=[jobs.new_files_sensor(sources, settings.landing_dir), jobs.dead_runs_sensor()],
         resources=build_resources(settings),
         loggers=LOGGERS,
     )

@@ -109,3 +109,24 @@ def new_files_sensor(sources: dict[str, SourceSpec], landing_dir: Path) -> dg.Se
         return dg.SkipReason("no new landing files")
 
     return _sensor
+
+
+def dead_runs_sensor() -> dg.SensorDefinition:
+    """Mark failed, every minute, a run whose process died (kill -9, a crash, a reboot): the
+    queue admits one run, and would otherwise wait for the dead one forever. Dagster's own run
+    monitoring cannot see this with the default run launcher. The check is by process id, so it
+    holds where runs run on the daemon's machine (the default launcher)."""
+
+    @dg.sensor(
+        name="cdm_dead_runs",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Marks failed the runs whose process has died, so the next one can start.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext):
+        settled = settle_dead_runs(context.instance)
+        for run_id in settled:
+            context.log.warning(f"run {run_id} had died: marked failed")
+        return dg.SkipReason(f"{len(settled)} dead run(s) marked failed")
+
+    return _sensor

@@ -146,3 +146,16 @@ def table_metadata(
             preview + ("\n\n(first 12 columns)" if len(columns) > 12 else "")
         ),
     }
+
+
+def tally_metadata(counts: dict[str, int], what: str, unit: str) -> dict[str, dg.MetadataValue]:
+    """What the UI shows for a step that acts on tables rather than writing one (retention,
+    scrubbing): the rows it acted on tonight (``dagster/row_count``) and one row per ``what``."""
+    lines = [f"| {what} | {unit} |", "|---|---|", *(f"| {k} | {n} |" for k, n in counts.items())]
+    return {
+        "dagster/row_count": dg.MetadataValue.int(sum(counts.values())),
+        "dagster/column_schema": dg.MetadataValue.table_schema(
+            table_schema({what: ("varchar", "what was acted on"), unit: ("bigint", "rows")})
+        ),
+        "preview": dg.MetadataValue.md("\n".join(lines)),
+    }

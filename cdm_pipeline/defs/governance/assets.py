@@ -1,6 +1,7 @@
 """Governance assets: retention before resolution; privacy requests (erasure, access), the
 pseudonymised analytics views and the analyst database after the mart."""
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.golden.assets import CUSTOMERS
-from cdm_pipeline.defs.metadata import table_metadata, table_schema
+from cdm_pipeline.defs.metadata import table_metadata, table_schema, tally_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.golden.facts import build_facts
 from cdm_pipeline.governance.access import foreign_records, process_access_requests
@@ -48,6 +49,22 @@ NO_STALE_COPIES_CHECK = "no_copies_of_erased_people_left"
 EXPORT_HOLDS_ONE_CUSTOMER_CHECK = "exports_hold_only_the_requester"
 ANALYTICS_PII_CHECK = "no_pii_columns_in_analytics"
 ANALYST_DB_PII_CHECK = "no_pii_in_analyst_database"
+# One JSON document per request (exports/subject_access/<request_id>.json), as a table of its keys.
+EXPORT_DOCUMENT_SCHEMA = table_schema(
+    {
+        "customer_id": ("varchar", "the requester's customer"),
+        "generated_at": ("timestamp", "when the document was written"),
+        "customer": ("struct", "the golden record (mart.customers)"),
+        "attribute_lineage": ("list", "which record each golden value came from"),
+        "source_records": (
+            "list",
+            "every linked source record: source, id, link method, file, data",
+        ),
+        "orders / interactions / survey_responses": ("list", "the customer's facts"),
+        "consent_state": ("list", "consent per purpose and channel"),
+    },
+    pii={"customer", "source_records"},
+)
 ANALYTICS_TABLES = ("customers", "orders", "interactions", "survey_responses", "consent_ledger")
 PII_COLUMN_NAMES = {
     "first_name",
@@ -97,7 +114,7 @@ def retention_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 "rows_purged": sum(purged.values()),
-                "by_table": dg.MetadataValue.json(purged),
+                **tally_metadata(purged, "table", "rows_purged"),
             },
             check_results=[
                 dg.AssetCheckResult(
@@ -237,6 +254,15 @@ def _scrub_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 "rows_scrubbed": scrubbed,
                 "exports_deleted": len(exports),
                 "work_folders_removed": folders,
+                **tally_metadata(
+                    {
+                        "warehouse rows with an erased identifier": scrubbed,
+                        "subject-access documents of erased customers": len(exports),
+                        "work folders of earlier runs": folders,
+                    },
+                    "copy",
+                    "removed",
+                ),
             },
             check_results=[
                 dg.AssetCheckResult(
@@ -251,6 +277,17 @@ def _scrub_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         )
 
     return _scrub
+
+
+def _documents_preview(paths: list[Path], shown: int = 5) -> str:
+    """Tonight's first documents: file, customer and how many records each holds (no values)."""
+    lines = ["| document | customer_id | source_records |", "|---|---|---|"]
+    for path in paths[:shown]:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        lines.append(
+            f"| {path.name} | {document['customer_id']} | {len(document['source_records'])} |"
+        )
+    return "\n".join(lines) if paths else "no document written tonight"
 
 
 def _export_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
@@ -300,6 +337,8 @@ def _export_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 "waiting_for_steward": outcome.needs_steward,
                 "reasons": dg.MetadataValue.json(outcome.reasons),
                 "folder": dg.MetadataValue.path(str(folder)),
+                "dagster/column_schema": EXPORT_DOCUMENT_SCHEMA,
+                "preview": dg.MetadataValue.md(_documents_preview(outcome.paths)),
             },
             check_results=[
                 dg.AssetCheckResult(
@@ -528,6 +567,16 @@ def pii_values_in(conn: duckdb.DuckDBPyConnection, analyst_file: Path) -> int:
         conn.execute("detach analyst_check")
 
 
+def _file_schema(path: Path) -> dg.TableSchema:
+    """Every table's columns in a DuckDB file, as ``table.column``."""
+    with duckdb.connect(str(path), read_only=True) as db:
+        columns = db.execute(
+            "select table_name || '.' || column_name, data_type from information_schema.columns "
+            "order by table_name, ordinal_position"
+        ).fetchall()
+    return dg.TableSchema(columns=[dg.TableColumn(name=n, type=t.lower()) for n, t in columns])
+
+
 def analyst_database_asset() -> dg.AssetsDefinition:
     @dg.asset(
         op_tags=DUCKDB_TAGS,
@@ -538,11 +587,6 @@ def analyst_database_asset() -> dg.AssetsDefinition:
         kinds={"duckdb"},
         description="A separate DuckDB file (exports/analyst.duckdb) holding only the pseudonymised analytics "
         "tables, for analysts who must not see PII. DuckDB has no users: the boundary is the file.",
-        metadata={
-            "dagster/column_schema": table_schema(
-                {"customer_key": ("varchar", "pseudonymous customer key")}
-            )
-        },
         check_specs=[
             dg.AssetCheckSpec(
                 ANALYST_DB_PII_CHECK,
@@ -569,7 +613,11 @@ def analyst_database_asset() -> dg.AssetsDefinition:
                 str(target.name),
             )
         return dg.MaterializeResult(
-            metadata={"path": str(target), **{f"rows_{t}": n for t, n in counts.items()}},
+            metadata={
+                "path": str(target),
+                **tally_metadata(counts, "table", "rows"),
+                "dagster/column_schema": _file_schema(target),
+            },
             check_results=[
                 dg.AssetCheckResult(
                     check_name=ANALYST_DB_PII_CHECK,

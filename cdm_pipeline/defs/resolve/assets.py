@@ -8,6 +8,7 @@ from enum import Enum
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
@@ -144,8 +145,15 @@ def compare_pair_shard(pairs_file: str) -> str:
 
 
 @dg.op(description="Every shard compared: the link step can start.")
-def comparisons_complete(level_files: list[str]) -> int:
-    return len(level_files)
+def comparisons_complete(level_files: list[str]) -> dg.Output[int]:
+    """The pairs compared tonight, shown as the asset's table: the level of each comparison per
+    pair (numbers and record keys only)."""
+    if not level_files:
+        return dg.Output(0, metadata={"shards": 0})
+    with duckdb.connect() as db:
+        db.read_parquet(level_files, union_by_name=True).create_view("pair_levels")
+        shown = table_metadata(db, "main.pair_levels")
+    return dg.Output(len(level_files), metadata={"shards": len(level_files), **shown})
 
 
 @dg.asset_check(
