@@ -67,8 +67,12 @@ def _main(argv: list[str]) -> int:
 
     ui = commands.add_parser("ui", help="start the Dagster UI (dagster dev) on this project")
     _location_args(ui)
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
+    ui.add_argument("--port", type=int, default=3000, help="port (default 3000)")
 
     subject = commands.add_parser(
         "export-subject", help="write one JSON with everything held about a person"
