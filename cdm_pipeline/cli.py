@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines():
             print(f"cdm: {line}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a step's transaction rolls back; no traceback to read
+        if debug:
+            raise
+        print("cdm: stopped (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 def _main(argv: list[str]) -> int:
@@ -442,7 +447,13 @@ def _ui(args: argparse.Namespace) -> int:
         str(args.port),
     ]
     print(f"Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it)")
-    return subprocess.call(command)
+    ui = subprocess.Popen(command)
+    try:
+        return ui.wait()
+    except KeyboardInterrupt:  # the UI got the same Ctrl-C: let it shut down its processes
+        ui.wait()
+        print("Dagster UI stopped")
+        return 0
 
 
 if __name__ == "__main__":
