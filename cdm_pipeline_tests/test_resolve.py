@@ -34,6 +34,25 @@ COMPARISONS = {c.name: c for c in default_comparisons()}
         ("first_name_key", "micheal", "michael", "Jaro-Winkler >= 0.92"),
         ("first_name_key", "j", "john", "initial only"),
         ("first_name_key", "mary", "john", "different"),
+        (
+            "first_name_key",
+            "jakc",
+            "john",
+            "Jaro-Winkler >= 0.80, or a nickname typed with one slip",
+        ),
+        (
+            "first_name_key",
+            "anthony",
+            "toy",
+            "Jaro-Winkler >= 0.80, or a nickname typed with one slip",
+        ),
+        (
+            "first_name_key",
+            "miey",
+            "michael",
+            "Jaro-Winkler >= 0.80, or a nickname typed with one slip",
+        ),
+        ("first_name_key", "ali", "albert", "different"),  # Al is too short to allow a slip
         ("first_name_key", None, "john", "missing"),
         ("last_name_key", "smith", "smiht", "Jaro-Winkler >= 0.92"),
         ("last_name_key", "smith", "jones", "different"),
@@ -64,6 +83,10 @@ def test_comparison_levels(field, left, right, label):
         (("william", "fleming"), ("fleming", "bill"), "nickname", "exact"),
         (("sam", "smith"), ("sara", "smith"), "Jaro-Winkler >= 0.70", "exact"),  # not swapped
         (("smith", "sam"), ("sam", "smith"), "exact", "exact"),
+        # A lone name is compared where the other record holds it.
+        (("scott", None), ("debra", "scott"), "missing", "exact"),
+        (("debra", "scott"), (None, "debra"), "exact", "missing"),
+        (("scott", None), ("debra", "jones"), "different", "missing"),
     ],
 )
 def test_names_entered_the_wrong_way_round_are_compared_swapped_back(
@@ -81,8 +104,8 @@ def test_names_entered_the_wrong_way_round_are_compared_swapped_back(
     pairs = pl.DataFrame({"id_l": [1], "id_r": [2]})
     levels = compare_pairs(pairs, profiles, default_comparisons()).row(0, named=True)
     first, last = COMPARISONS["first_name_key"], COMPARISONS["last_name_key"]
-    assert first.labels[levels["first_name_key_level"]] == first_label
-    assert last.labels[levels["last_name_key_level"]] == last_label
+    assert first.label(levels["first_name_key_level"]) == f"first_name_key: {first_label}"
+    assert last.label(levels["last_name_key_level"]) == f"last_name_key: {last_label}"
 
 
 def test_a_comparison_checks_its_thresholds():

@@ -127,12 +127,17 @@ class FirstNameComparison(Comparison):
         initial = ((frame["l"].str.len_chars() == 1) | (frame["r"].str.len_chars() == 1)) & (
             frame["l"].str.slice(0, 1) == frame["r"].str.slice(0, 1)
         )
-        return pl.DataFrame({"score": score, "nick": nick, "initial": initial}).select(
+        far = frame.filter(~nick & (score.fill_null(1.0) < 0.80))
+        typo = frame.join(_nicknames_typed(far), on=["l", "r"], how="left", maintain_order="left")
+        typo = typo["typo"].fill_null(False)
+        return pl.DataFrame(
+            {"score": score, "nick": nick, "initial": initial, "typo": typo}
+        ).select(
             pl.when(pl.col("nick"))
             .then(5)
             .when(pl.col("score") >= 0.92)
             .then(4)
-            .when(pl.col("score") >= 0.80)
+            .when((pl.col("score") >= 0.80) | pl.col("typo"))
             .then(3)
             .when(pl.col("initial"))
             .then(1)
@@ -141,6 +146,25 @@ class FirstNameComparison(Comparison):
             .otherwise(DIFFERENT)
             .alias("level")
         )["level"]
+
+
+# A nickname this short is within one edit of too many other names (Al / Ali, Ed / Eli).
+NICKNAME_TYPO_MIN_CHARS = 4
+
+
+def _nicknames_typed(frame: pl.DataFrame) -> pl.DataFrame:
+    """Distinct ``(l, r)`` where one side is a nickname of the other, typed with one slip:
+    Jakc / John (Jack), Miey / Michael (Mikey), Toy / Anthony (Tony). Column ``typo``: True."""
+    names = frame.select("l", "r").unique()
+    forms = nickname_pairs().filter(pl.col("name_r").str.len_chars() >= NICKNAME_TYPO_MIN_CHARS)
+    found = []
+    for name, other in (("l", "r"), ("r", "l")):
+        candidates = names.join(forms, left_on=name, right_on="name_l").filter(
+            (pl.col("name_r").str.len_chars() - pl.col(other).str.len_chars()).abs() <= 1
+        )
+        distance = _pair_scores(candidates["name_r"], candidates[other], OSA.distance, "d")
+        found.append(candidates.filter(distance.fill_null(0) <= 1).select("l", "r"))
+    return pl.concat(found).unique().with_columns(typo=pl.lit(True))
 
 
 @dataclass(frozen=True)
@@ -210,7 +234,7 @@ def default_comparisons() -> list[Comparison]:
                 "different",
                 "initial only",
                 "Jaro-Winkler >= 0.70",
-                "Jaro-Winkler >= 0.80",
+                "Jaro-Winkler >= 0.80, or a nickname typed with one slip",
                 "Jaro-Winkler >= 0.92",
                 "nickname",
                 "exact",
@@ -341,6 +365,37 @@ def _names_swapped(joined: pl.DataFrame) -> pl.Series:
     return swapped.scatter(rows.to_numpy().astype(np.int64), True)
 
 
+def _lone_names_placed(joined: pl.DataFrame) -> pl.DataFrame:
+    """A record with one name is compared in the slot where the other record holds that name:
+    "Scott" (no surname) against "Debra Scott" is a surname that agrees and a first name that is
+    unknown, not a first name that differs. Forms put a lone name in either box."""
+    out = {}
+    for side, other in (("", "_r"), ("_r", "")):
+        first, last = pl.col(f"first_name_key{side}"), pl.col(f"last_name_key{side}")
+        first_o, last_o = pl.col(f"first_name_key{other}"), pl.col(f"last_name_key{other}")
+        first_is_surname = (
+            last.is_null() & (first == last_o) & first_o.is_not_null() & (first != first_o)
+        ).fill_null(False)
+        last_is_first_name = (
+            first.is_null() & (last == first_o) & last_o.is_not_null() & (last != last_o)
+        ).fill_null(False)
+        out[f"first_name_key{side}"] = (
+            pl.when(first_is_surname)
+            .then(None)
+            .when(last_is_first_name)
+            .then(last)
+            .otherwise(first)
+        )
+        out[f"last_name_key{side}"] = (
+            pl.when(first_is_surname)
+            .then(first)
+            .when(last_is_first_name)
+            .then(None)
+            .otherwise(last)
+        )
+    return joined.with_columns(**out)
+
+
 def _compare_chunk(
     pairs: pl.DataFrame, side: pl.DataFrame, comparisons: list[Comparison]
 ) -> pl.DataFrame:
@@ -365,5 +420,6 @@ def _compare_chunk(
             .otherwise(pl.col("last_name_key_r"))
             .alias("last_name_key_r"),
         )
+        joined = _lone_names_placed(joined)
     levels = {c.name: c.levels(joined[c.name], joined[f"{c.name}_r"]) for c in comparisons}
     return pairs.select("id_l", "id_r").with_columns(**{f"{n}_level": s for n, s in levels.items()})
