@@ -53,6 +53,7 @@ COMPARISONS = {c.name: c for c in default_comparisons()}
             "Jaro-Winkler >= 0.80, or a nickname typed with one slip",
         ),
         ("first_name_key", "ali", "albert", "different"),  # Al is too short to allow a slip
+        ("first_name_key", "sara", "carol", "different"),  # Cara, one slip away, but Sara is a name
         ("first_name_key", None, "john", "missing"),
         ("last_name_key", "smith", "smiht", "Jaro-Winkler >= 0.92"),
         ("last_name_key", "smith", "jones", "different"),
@@ -85,7 +86,8 @@ def test_comparison_levels(field, left, right, label):
         (("smith", "sam"), ("sam", "smith"), "exact", "exact"),
         # A lone name is compared where the other record holds it.
         (("scott", None), ("debra", "scott"), "missing", "exact"),
-        (("debra", "scott"), (None, "debra"), "exact", "missing"),
+        (("debra", "scott"), ("scott", None), "missing", "exact"),
+        ((None, "wolfe"), ("wolfe", "gregory"), "missing", "different"),  # maybe swapped
         (("scott", None), ("debra", "jones"), "different", "missing"),
     ],
 )

@@ -153,14 +153,18 @@ NICKNAME_TYPO_MIN_CHARS = 4
 
 
 def _nicknames_typed(frame: pl.DataFrame) -> pl.DataFrame:
-    """Distinct ``(l, r)`` where one side is a nickname of the other, typed with one slip:
-    Jakc / John (Jack), Miey / Michael (Mikey), Toy / Anthony (Tony). Column ``typo``: True."""
+    """Distinct ``(l, r)`` where one side is a nickname of the other typed with one slip into
+    something that is no name: Jakc / John (Jack), Miey / Michael (Mikey), Toy / Anthony (Tony).
+    Sara / Carol (Cara) is not: Sara is a name, and a household may hold both. Column ``typo``."""
     names = frame.select("l", "r").unique()
-    forms = nickname_pairs().filter(pl.col("name_r").str.len_chars() >= NICKNAME_TYPO_MIN_CHARS)
+    pairs = nickname_pairs()
+    known = pairs["name_l"].unique().implode()
+    forms = pairs.filter(pl.col("name_r").str.len_chars() >= NICKNAME_TYPO_MIN_CHARS)
     found = []
     for name, other in (("l", "r"), ("r", "l")):
         candidates = names.join(forms, left_on=name, right_on="name_l").filter(
-            (pl.col("name_r").str.len_chars() - pl.col(other).str.len_chars()).abs() <= 1
+            (pl.col("name_r").str.len_chars() - pl.col(other).str.len_chars()).abs() <= 1,
+            ~pl.col(other).is_in(known),
         )
         distance = _pair_scores(candidates["name_r"], candidates[other], OSA.distance, "d")
         found.append(candidates.filter(distance.fill_null(0) <= 1).select("l", "r"))
@@ -366,33 +370,20 @@ def _names_swapped(joined: pl.DataFrame) -> pl.Series:
 
 
 def _lone_names_placed(joined: pl.DataFrame) -> pl.DataFrame:
-    """A record with one name is compared in the slot where the other record holds that name:
-    "Scott" (no surname) against "Debra Scott" is a surname that agrees and a first name that is
-    unknown, not a first name that differs. Forms put a lone name in either box."""
+    """A record whose only name, in the first-name box, is the other record's surname is
+    compared as a surname: "Scott" (no surname) against "Debra Scott" is a surname that agrees
+    and a first name that is unknown, not a first name that differs. (A lone name in the
+    surname box is left where it is: against "Wolfe Gregory" it may be the other record whose
+    names are the wrong way round.)"""
     out = {}
     for side, other in (("", "_r"), ("_r", "")):
         first, last = pl.col(f"first_name_key{side}"), pl.col(f"last_name_key{side}")
         first_o, last_o = pl.col(f"first_name_key{other}"), pl.col(f"last_name_key{other}")
-        first_is_surname = (
+        surname = (
             last.is_null() & (first == last_o) & first_o.is_not_null() & (first != first_o)
         ).fill_null(False)
-        last_is_first_name = (
-            first.is_null() & (last == first_o) & last_o.is_not_null() & (last != last_o)
-        ).fill_null(False)
-        out[f"first_name_key{side}"] = (
-            pl.when(first_is_surname)
-            .then(None)
-            .when(last_is_first_name)
-            .then(last)
-            .otherwise(first)
-        )
-        out[f"last_name_key{side}"] = (
-            pl.when(first_is_surname)
-            .then(first)
-            .when(last_is_first_name)
-            .then(None)
-            .otherwise(last)
-        )
+        out[f"first_name_key{side}"] = pl.when(surname).then(None).otherwise(first)
+        out[f"last_name_key{side}"] = pl.when(surname).then(first).otherwise(last)
     return joined.with_columns(**out)
 
 

@@ -437,31 +437,13 @@ def score_pairs(
     prior_weight = math.log2(prior / (1 - prior))
     personal = [f"{c.name}_weight" for c in comparisons if not c.location]
     location_sum = pl.sum_horizontal(location) if location else pl.lit(0.0)
-    where = pl.min_horizontal(location_sum, pl.lit(LOCATION_WEIGHT_CAP))
-    if location and _full_name_agrees(comparisons) is not None:
-        # A household rarely holds two people of one full name: then where they live counts
-        # as much as its most specific part (the street), never more than its parts together
-        # (they are one fact).
-        specific = pl.min_horizontal(location_sum, pl.max_horizontal(location))
-        where = (
-            pl.when(_full_name_agrees(comparisons))
-            .then(pl.max_horizontal(where, specific))
-            .otherwise(where)
-        )
-    total = prior_weight + pl.sum_horizontal(personal) + where
+    total = (
+        prior_weight
+        + pl.sum_horizontal(personal)
+        + pl.min_horizontal(location_sum, pl.lit(LOCATION_WEIGHT_CAP))
+    )
     return scored.with_columns(match_weight=total).with_columns(
         match_probability=1.0 / (1.0 + (2.0 ** (-pl.col("match_weight"))))
-    )
-
-
-def _full_name_agrees(comparisons: list[Comparison]) -> pl.Expr | None:
-    """First name the same or a nickname, surname the same or one close spelling."""
-    by_name = {c.name: c for c in comparisons}
-    first, last = by_name.get("first_name_key"), by_name.get("last_name_key")
-    if first is None or last is None or "nickname" not in first.labels:
-        return None
-    return (pl.col("first_name_key_level") >= first.labels.index("nickname")) & (
-        pl.col("last_name_key_level") >= last.exact_level - 1
     )
 
 
