@@ -532,6 +532,15 @@ def _hit_condition(column: str) -> str:
     return f"{c} in (select v from {HIT_VALUES})"
 
 
+def _suppresses_identifiers(conn: duckdb.DuckDBPyConnection) -> bool:
+    if not table_exists(conn, "governance", "suppression_list"):
+        return False
+    ((count,),) = conn.execute(
+        "select count(*) from governance.suppression_list where kind in ('email', 'phone')"
+    ).fetchall()
+    return count > 0
+
+
 def scrub_identifiers(
     conn: duckdb.DuckDBPyConnection,
     sources: dict[str, SourceSpec],
@@ -547,6 +556,8 @@ def scrub_identifiers(
     keeps their record. The suppressed values are found once for all columns
     (``_find_hit_values``), then each column is cleaned by looking them up.
     """
+    if not _suppresses_identifiers(conn):  # nobody erased yet: nothing to look for
+        return 0
     key = secret_key(conn)
     now = datetime.now()
     touched = 0
