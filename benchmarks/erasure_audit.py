@@ -35,23 +35,31 @@ from cdm_pipeline.settings import PACKAGE_DATA  # noqa: E402
 VOLATILE = ("_loaded_at", "_run_id")
 
 
-def raw_rows(warehouse: Path, keys: pl.DataFrame) -> pl.DataFrame:
-    """``record_key, row_hash`` of every raw row of the given record keys."""
+def raw_rows(warehouse: Path, rows: pl.DataFrame) -> pl.DataFrame:
+    """``source, source_file, row_number, record_key, row_hash`` of the given landed rows, found
+    by file and row number (two people's rows may share a record id: the demo plants duplicate
+    order ids; a row planted without an id has none)."""
     sources = load_registry(PACKAGE_DATA / "sources.yaml")
     frames = []
     with duckdb.connect(str(warehouse), read_only=True) as conn:
-        conn.register("wanted", keys.to_arrow())
         for source in sources.values():
             if source.role == "privacy_request":
                 continue
+            conn.register(
+                "wanted",
+                rows.filter(pl.col("source") == source.name)
+                .select("source_file", "row_number", "record_key")
+                .to_arrow(),
+            )
             frames.append(
                 conn.sql(
-                    f"select '{source.name}:' || {source.record_id} as record_key, "
-                    f"md5(to_json(r)::varchar) as row_hash from (select * exclude "
-                    f"({', '.join(VOLATILE)}) from raw.{source.name}) r "
-                    f"where '{source.name}:' || {source.record_id} in (select record_key from wanted)"
+                    f"select '{source.name}' as source, w.source_file, w.row_number, w.record_key, "
+                    f"md5(to_json(r)::varchar) as row_hash from (select * "
+                    f"exclude ({', '.join(VOLATILE)}) from raw.{source.name}) r join wanted w "
+                    "on r._source_file = w.source_file and r._row_number = w.row_number"
                 ).pl()
             )
+            conn.unregister("wanted")
     return pl.concat(frames)
 
 
@@ -66,6 +74,53 @@ def customers_without_records(warehouse: Path) -> int:
             "select count(*) from mart.customers c where not exists "
             "(select 1 from mart.customer_xref x where x.customer_id = c.customer_id)"
         ).fetchall()[0][0]
+
+
+def why_merged(warehouse: Path, changed: pl.DataFrame, records: pl.DataFrame) -> dict[str, int]:
+    """Each changed bystander record, by what the data holds against its merge (computed from the
+    baseline warehouse and the truth):
+
+    - ``nothing_separates``: the record has no name or the name of the person it was merged
+      with, each email or phone it carries is one that person's records hold, and no record of
+      its own person elsewhere shares one: every value it carries points to the requester;
+    - ``other``: the data held evidence of another person (a name or contact of its own)."""
+    person = records.select("record_key", "person_id").unique("record_key")
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        identity = conn.sql(
+            "select x.record_key, x.customer_id, p.first_name_key, p.last_name_key, "
+            "p.email_norm, p.phone_e164 from mart.customer_xref x "
+            "join identity.person_records p using (record_key)"
+        ).pl()
+    identity = identity.join(person, on="record_key", how="left")
+    counts = {"nothing_separates": 0, "other": 0}
+    wanted = changed.select("record_key").unique().drop_nulls()
+    for row in identity.join(wanted, on="record_key").iter_rows(named=True):
+        merged_with = identity.filter(
+            (pl.col("customer_id") == row["customer_id"])
+            & (pl.col("person_id") != row["person_id"])
+        )
+        own_elsewhere = identity.filter(
+            (pl.col("person_id") == row["person_id"])
+            & (pl.col("customer_id").ne_missing(row["customer_id"]))
+        )
+        contacts = [(c, row[c]) for c in ("email_norm", "phone_e164") if row[c] is not None]
+        points_to_them = all(
+            merged_with.filter(pl.col(c) == value).height > 0 for c, value in contacts
+        )
+        shared_elsewhere = any(
+            own_elsewhere.filter(pl.col(c) == value).height > 0 for c, value in contacts
+        )
+        nameless = row["first_name_key"] is None and row["last_name_key"] is None
+        namesake = (
+            merged_with.filter(
+                pl.col("first_name_key").eq_missing(row["first_name_key"])
+                & pl.col("last_name_key").eq_missing(row["last_name_key"])
+            ).height
+            > 0
+        )
+        separable = not (nameless or namesake) or not points_to_them or shared_elsewhere
+        counts["other" if separable else "nothing_separates"] += 1
+    return counts
 
 
 def main() -> int:
@@ -88,8 +143,9 @@ def main() -> int:
         record_key=pl.col("source") + ":" + pl.col("record_id"),
         requester=pl.col("person_id").is_in(list(requesters)),
     )
-    bystanders = records.filter(~pl.col("requester")).select("record_key")
-    asked = records.filter(pl.col("requester")).select("record_key")
+    row_keys = ("source", "source_file", "row_number", "record_key")
+    bystanders = records.filter(~pl.col("requester")).select(row_keys)
+    asked = records.filter(pl.col("requester")).select(row_keys)
 
     figures: dict = {"people": args.people, "requesters": len(requesters)}
     baseline = run_pipeline(work / "without", baseline_landing, figures, label="baseline")
@@ -107,20 +163,21 @@ def main() -> int:
         label = f"night_{night}"
         settings = run_pipeline(work / "with", paths.landing, figures, label=label)
         got = raw_rows(settings.warehouse_path, bystanders)
-        changed = expected.join(got, on=["record_key", "row_hash"], how="anti")
+        changed = expected.join(
+            got, on=["source", "source_file", "row_number", "row_hash"], how="anti"
+        )
         requester_rows = raw_rows(settings.warehouse_path, asked).height
         figures[label].update(
             {
                 "bystander_rows_deleted_or_changed": changed.height,
-                "by_source": dict(
-                    changed.group_by(pl.col("record_key").str.split(":").list.first())
-                    .len()
-                    .iter_rows()
-                ),
+                "by_source": dict(changed.group_by("source").len().iter_rows()),
                 "of_which_merged_with_a_requester": changed.filter(
                     pl.col("record_key").is_in(list(with_requester))
                 )["record_key"].n_unique(),
                 "changed_records": changed["record_key"].n_unique(),
+                "changed_records_by_evidence": why_merged(
+                    baseline.warehouse_path, changed, records
+                ),
                 "requester_raw_rows_left": requester_rows,
                 "customers_without_records": customers_without_records(settings.warehouse_path),
             }

@@ -56,6 +56,32 @@ def test_phone(raw, region, e164):
     assert fields.standardise_phone(f"{raw}|{region}", ("US", "GB", "DE", "FR")) == e164
 
 
+def test_phone_validity_shortcut_agrees_with_the_library():
+    """The main-region shortcut gives what ``phonenumbers.is_valid_number`` gives, on numbers
+    of shared calling codes (+1: US, CA, the Caribbean; +44: GB, GG, JE; +7: RU, KZ) and junk."""
+    import random
+
+    import phonenumbers
+
+    rng = random.Random(3)
+    regions = ["US", "CA", "AG", "JM", "GB", "GG", "JE", "RU", "KZ", "DE", "FR", "AU", "MX", "IN"]
+    codes = ["", "+1", "+44", "+7", "+49", "+33", "+61", "+52", "+91", "001", "0"]
+    checked = valid = 0
+    for _ in range(6000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(6, 12)))
+        raw, region = rng.choice(codes) + digits, rng.choice(regions)
+        try:
+            number = phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            continue
+        expected = phonenumbers.is_valid_number(number)
+        assert fields._valid_in_main_region(number, region) <= expected, (raw, region)
+        assert (fields._valid_e164(raw, region) is not None) == expected, (raw, region)
+        checked += 1
+        valid += expected
+    assert checked > 4000 and valid > 300  # the sample holds both kinds
+
+
 @pytest.mark.parametrize(
     ("raw", "iso"),
     [

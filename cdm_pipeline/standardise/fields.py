@@ -221,9 +221,27 @@ def _valid_e164(raw: str, region: str) -> str | None:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_valid_number(number):
+    if not (_valid_in_main_region(number, region) or phonenumbers.is_valid_number(number)):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@cache
+def _main_region_of(region: str) -> bool:
+    """The region is its calling code's main one (US for +1) and claims no leading digits."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    return (
+        metadata is not None
+        and metadata.leading_digits is None
+        and phonenumbers.region_code_for_country_code(metadata.country_code) == region
+    )
+
+
+def _valid_in_main_region(number: phonenumbers.PhoneNumber, region: str) -> bool:
+    """``is_valid_number`` first looks for the number's region among every region of its
+    calling code (25 share +1), trying the main one first: a number valid in the main region it
+    was read in is valid by that answer, without the search (a third of the parse cost)."""
+    return _main_region_of(region) and phonenumbers.is_valid_number_for_region(number, region)
 
 
 # --------------------------------------------------------------------------- country
