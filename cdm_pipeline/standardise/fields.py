@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import re
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +22,8 @@ import phonenumbers
 import polars as pl
 import pycountry
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import EMAIL_MAX_LENGTH
+from email_validator.syntax import validate_email_local_part
 from scourgify import address_constants as usps
 
 # Providers that ignore dots in the local part; most providers ignore a "+tag".
@@ -180,13 +183,51 @@ def split_full_name(full: str | None) -> tuple[str | None, str | None]:
 # --------------------------------------------------------------------------- email
 
 
+# What nearly every address looks like: no quotes, brackets, spaces or non-ASCII letters.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._+\-]+@[A-Za-z0-9.\-]+")
+
+
 def standardise_email(raw: str) -> str | None:
-    """Lower-cased, syntax-checked address (no DNS lookups); None if it is not a valid address."""
+    """Lower-cased, syntax-checked address (no DNS lookups); None if it is not a valid address.
+
+    A plain address is checked by the validator in its two halves, the domain once per distinct
+    domain (most addresses share a few): the domain's checks cost the most, and neither half's
+    checks depend on the other (only the whole length does, checked here with the validator's
+    limit). Anything else is checked whole."""
+    text = raw.strip()
+    plain = _PLAIN_ADDRESS.fullmatch(text) and "xn--" not in text.lower()  # (IDNA: made Unicode)
+    if plain and len(text) <= EMAIL_MAX_LENGTH:
+        local, _, domain = text.partition("@")
+        return text.lower() if _valid_domain(domain.lower()) and _valid_local(local) else None
     try:
-        checked = validate_email(raw.strip(), check_deliverability=False)
+        checked = validate_email(text, check_deliverability=False)
     except EmailNotValidError:
         return None
     return checked.normalized.lower()
+
+
+@cache
+def _valid_domain(domain: str) -> bool:
+    return _validates(f"a@{domain}")
+
+
+def _valid_local(local: str) -> bool:
+    """The validator's own check of the part before the @ (with its defaults), without a domain
+    check that costs more (``email-validator`` is pinned; the tests compare with whole
+    addresses)."""
+    try:
+        validate_email_local_part(local)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def _validates(address: str) -> bool:
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
 
 
 def email_match_key(email: str | None) -> str | None:
