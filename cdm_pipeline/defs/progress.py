@@ -1,5 +1,6 @@
 """What ``cdm run`` prints while the night runs: one line per finished step, with its time and
-the rows its assets hold, so a person can watch a long night move."""
+the rows its assets hold, so a person can watch a long night move; on a terminal, the step that
+runs now (the comparison shards show how far the resolver has come: shard 2 of 4)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ class _StepLines(logging.Handler):
         if event is None or not event.step_key:
             return
         step = event.step_key
+        live = sys.stdout.isatty()  # a person watching: show what runs now, overwritten when done
+        if event.event_type == DagsterEventType.STEP_START:
+            if live:
+                print(f"\r  ...   {step:<58} running", end="", file=sys.stdout, flush=True)
+            return
+        clear = "\r" + " " * 80 + "\r" if live else ""
         if event.is_step_materialization:
             count = event.step_materialization_data.materialization.metadata.get(
                 "dagster/row_count"
@@ -45,11 +52,15 @@ class _StepLines(logging.Handler):
                 if rows
                 else ""
             )
-            print(f"  done  {step:<58} {seconds:7.1f}s {held}", file=sys.stdout, flush=True)
+            print(f"{clear}  done  {step:<58} {seconds:7.1f}s {held}", file=sys.stdout, flush=True)
         elif event.event_type == DagsterEventType.STEP_FAILURE:
-            print(f"  FAIL  {step}", file=sys.stdout, flush=True)
+            print(f"{clear}  FAIL  {step}", file=sys.stdout, flush=True)
         elif event.event_type == DagsterEventType.STEP_SKIPPED:
-            print(f"  skip  {step} (a blocking check upstream failed)", file=sys.stdout, flush=True)
+            print(
+                f"{clear}  skip  {step} (a blocking check upstream failed)",
+                file=sys.stdout,
+                flush=True,
+            )
 
 
 @dg.logger(description="One line per finished step with its time and rows (cdm run).")
