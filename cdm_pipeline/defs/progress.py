@@ -17,6 +17,9 @@ class _StepLines(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.rows: dict[str, list[int]] = {}
+        # A person watching a terminal: show the step that runs now, overwritten when it ends.
+        # Asked once, before any step: while one runs, Dagster tees its output through a pipe.
+        self.live = sys.stdout.isatty()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -30,12 +33,11 @@ class _StepLines(logging.Handler):
         if event is None or not event.step_key:
             return
         step = event.step_key
-        live = sys.stdout.isatty()  # a person watching: show what runs now, overwritten when done
         if event.event_type == DagsterEventType.STEP_START:
-            if live:
+            if self.live:
                 print(f"\r  ...   {step:<58} running", end="", file=sys.stdout, flush=True)
             return
-        clear = "\r" + " " * 80 + "\r" if live else ""
+        clear = "\r" + " " * 80 + "\r" if self.live else ""
         if event.is_step_materialization:
             count = event.step_materialization_data.materialization.metadata.get(
                 "dagster/row_count"
