@@ -112,3 +112,29 @@ def test_a_first_name_conflict_is_evidence_a_household_cannot_outweigh(evidence,
     params.global_prior = 1e-5  # about -16.6 bits
     pair = _conflicted_pair(**evidence).with_columns(match_probability=pl.lit(1.0))
     assert cannot_link(pair, comparisons, params, threshold=0.95)[0] is different_people
+
+
+@pytest.mark.parametrize(
+    ("probability", "email_level", "decision"),
+    [
+        (0.97, 0, "no match"),  # names and street agree, inboxes differ: mother and daughter?
+        (0.995, 0, "probabilistic"),  # ...unless as sure as a rare full name must be
+        (0.97, -1, "probabilistic"),  # no contact to contradict: the street corroborates
+    ],
+)
+def test_a_shared_street_against_differing_inboxes_needs_more_certainty(
+    probability, email_level, decision
+):
+    from cdm_pipeline.resolve.engine import _decision
+
+    row = {f"{c.name}_level": -1 for c in default_comparisons()} | {
+        "first_name_key_level": 6,
+        "last_name_key_level": 3,
+        "street_key_level": 2,
+        "email_norm_level": email_level,
+        "match_probability": probability,
+        "must_link": False,
+        "cannot_link": False,
+    }
+    got = pl.DataFrame([row]).select(_decision(0.95, 0.99).alias("d"))["d"][0]
+    assert got == decision

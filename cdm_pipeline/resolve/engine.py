@@ -360,7 +360,15 @@ def _decision(threshold: float, name_only_threshold: float) -> pl.Expr:
         .then(pl.lit("deterministic: email and name"))
         .when((nameless & identifier).fill_null(False))
         .then(pl.lit("deterministic: identifier-only record"))
-        .when((pl.col("match_probability") >= threshold) & corroborated())
+        .when((pl.col("match_probability") >= threshold) & corroborated(personal_only=True))
+        .then(pl.lit("probabilistic"))
+        .when(
+            (
+                pl.col("match_probability")
+                >= pl.when(contradicted()).then(name_only_threshold).otherwise(threshold)
+            )
+            & corroborated()
+        )
         .then(pl.lit("probabilistic"))
         .when((pl.col("match_probability") >= name_only_threshold) & ~contradicted())
         .then(pl.lit("probabilistic: rare full name"))
@@ -368,17 +376,19 @@ def _decision(threshold: float, name_only_threshold: float) -> pl.Expr:
     )
 
 
-def corroborated() -> pl.Expr:
+def corroborated(personal_only: bool = False) -> pl.Expr:
     """Names alone never link two records: something that is not a name must agree too (email,
     phone, birth date, an identifier or the street; a postcode or town is shared by thousands).
-    Two "Stephanie Pacheco"s with nothing else in common stay two customers."""
+    Two "Stephanie Pacheco"s with nothing else in common stay two customers. With
+    ``personal_only`` the street does not count: a household shares it."""
     agree = [
         pl.col("email_norm_level") >= 1,
         pl.col("phone_e164_level") >= 1,
         pl.col("birth_date_level") >= 1,
         pl.col("identifier_key_level") >= 1,
-        pl.col("street_key_level") >= 1,
     ]
+    if not personal_only:
+        agree.append(pl.col("street_key_level") >= 1)
     return pl.any_horizontal(agree).fill_null(False)
 
 
