@@ -83,7 +83,8 @@ def why_merged(warehouse: Path, changed: pl.DataFrame, records: pl.DataFrame) ->
     - ``nothing_separates``: the record has no name or the name of the person it was merged
       with, each email or phone it carries is one that person's records hold, and no record of
       its own person elsewhere shares one: every value it carries points to the requester;
-    - ``other``: the data held evidence of another person (a name or contact of its own)."""
+    - ``other``: the data held evidence of another person (a name or contact of its own);
+    - ``unlinked``: the record is in no customer (scrubbing removed a copy of an erased value)."""
     person = records.select("record_key", "person_id").unique("record_key")
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         identity = conn.sql(
@@ -92,9 +93,12 @@ def why_merged(warehouse: Path, changed: pl.DataFrame, records: pl.DataFrame) ->
             "join identity.person_records p using (record_key)"
         ).pl()
     identity = identity.join(person, on="record_key", how="left")
-    counts = {"nothing_separates": 0, "other": 0}
+    counts = {"nothing_separates": 0, "other": 0, "unlinked": 0}
     wanted = changed.select("record_key").unique().drop_nulls()
     for row in identity.join(wanted, on="record_key").iter_rows(named=True):
+        if row["customer_id"] is None:  # in no customer: touched by scrubbing, not by a merge
+            counts["unlinked"] += 1
+            continue
         merged_with = identity.filter(
             (pl.col("customer_id") == row["customer_id"])
             & (pl.col("person_id") != row["person_id"])

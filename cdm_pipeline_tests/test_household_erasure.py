@@ -343,3 +343,57 @@ def test_the_name_check_cannot_fail_on_a_customer_without_names(tmp_path):
         assert conn.execute(
             "select status from governance.privacy_request_log where request_id = 'R1'"
         ).fetchall() == [("erased",)]
+
+
+def test_a_shared_number_in_another_form_is_still_the_households(tmp_path):
+    """John typed the family number nationally, Micheal in E.164; a consent event carries it
+    with no name, so it links to neither. Erasing John leaves Micheal's record and the consent
+    event whole: the number is the household's in every form, not John's alone."""
+    from cdm_pipeline.registry import load_registry
+    from cdm_pipeline.settings import PACKAGE_DATA
+
+    crm = load_registry(PACKAGE_DATA / "sources.yaml")["crm_contacts"]
+    people = {
+        "C1": {"first_name": "John", "last_name": "Pea", "phone": "702.362.5038"},
+        "C2": {
+            "first_name": "Micheal",
+            "last_name": "Pena",
+            "phone": "+1 702 362 5038",
+            "email": "mpena10@example.org",
+        },
+    }
+    lines = [",".join(crm.column_names)]
+    for contact_id, own in people.items():
+        row = {c: "" for c in crm.column_names}
+        row.update(
+            contact_id=contact_id,
+            country="US",
+            created_at="2026-01-01T00:00:00",
+            updated_at="2026-01-02T00:00:00",
+            **own,
+        )
+        lines.append(",".join(row[c] for c in crm.column_names))
+    landing = tmp_path / "landing"
+    for folder in ("crm_contacts", "consent_events", "privacy_requests"):
+        (landing / folder).mkdir(parents=True)
+    (landing / "crm_contacts" / "crm.csv").write_text("\n".join(lines) + "\n")
+    (landing / "consent_events" / "c.csv").write_text(
+        "event_id,email,phone,purpose,action,event_at,source\n"
+        "E1,,(702) 362-5038,sms_marketing,grant,2026-04-22T19:32:34,web\n"
+    )
+    (landing / "privacy_requests" / "r.csv").write_text(
+        f"{REQUEST_COLUMNS}\nR1,erasure,,702.362.5038,John Pea,2026-11-28 12:00:00,GDPR\n"
+    )
+    settings = make_settings(tmp_path, landing)
+    assert run_pipeline(settings).success
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        status = conn.execute("select status from governance.privacy_request_log").fetchall()
+        crm_left = conn.execute("select contact_id, phone from raw.crm_contacts").fetchall()
+        consent = conn.execute("select event_id, phone from raw.consent_events").fetchall()
+        kinds = {
+            k for (k,) in conn.execute("select kind from governance.suppression_list").fetchall()
+        }
+    assert status == [("erased",)]
+    assert crm_left == [("C2", "+1 702 362 5038")]
+    assert consent == [("E1", "(702) 362-5038")]
+    assert "household_phone" in kinds and "phone" not in kinds

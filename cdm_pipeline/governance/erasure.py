@@ -341,9 +341,12 @@ def erase_customers(
         # A value another living customer holds too (a household phone, a family inbox) is
         # theirs as much as the requester's: it is kept where they hold it, and suppresses a
         # later row only together with the requester's name (``suppression``).
+        # One number or address in any of its forms: if another customer holds one form
+        # ('+17025550100'), every form ('7025550100', typed nationally) is theirs too.
         emails, phones = forms_of[row["record_key"]]
-        forms = [("household_email" if f in shared else "email", f) for f in emails]
-        forms += [("household_phone" if f in shared else "phone", f) for f in phones]
+        email_kind = "household_email" if emails & shared else "email"
+        phone_kind = "household_phone" if phones & shared else "phone"
+        forms = [(email_kind, f) for f in emails] + [(phone_kind, f) for f in phones]
         name = name_form(row["first_name"], row["last_name"])
         forms += [("name", name)] if name else []
         forms += [("record", row["record_key"])]
