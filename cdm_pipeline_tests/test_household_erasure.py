@@ -265,37 +265,44 @@ def test_a_killed_runs_work_files_are_removed_by_the_next_run(tmp_path, demo_dat
     assert not any(settings.work_path.iterdir())
 
 
-def test_a_request_naming_someone_else_than_the_phone_holder_waits_for_a_steward(tmp_path):
-    """Teresa asks by the household phone, which in the warehouse only her husband's record
-    carries: her name does not match his, so nothing is erased and a steward decides. A request
-    by the same phone naming him (by his nickname) erases him."""
+def _write_crm(landing: Path, contacts: dict[str, dict[str, str]]) -> None:
+    """A CRM export of the given contacts (``contact_id -> column values``), US, dated."""
     from cdm_pipeline.registry import load_registry
     from cdm_pipeline.settings import PACKAGE_DATA
 
     crm = load_registry(PACKAGE_DATA / "sources.yaml")["crm_contacts"]
-    values = {
-        "C1": {
-            "first_name": "Anthony",
-            "email": "anthony.hunt@example.org",
-            "phone": "213-856-2580",
-        },
-        "C2": {"first_name": "Teresa", "email": "teresa.hunt@example.org", "phone": ""},
-    }
     lines = [",".join(crm.column_names)]
-    for contact_id, own in values.items():
+    for contact_id, own in contacts.items():
         row = {c: "" for c in crm.column_names}
         row.update(
             contact_id=contact_id,
-            last_name="Hunt",
             country="US",
             created_at="2026-01-01T00:00:00",
             updated_at="2026-01-02T00:00:00",
             **own,
         )
         lines.append(",".join(row[c] for c in crm.column_names))
-    landing = tmp_path / "landing"
-    (landing / "crm_contacts").mkdir(parents=True)
+    (landing / "crm_contacts").mkdir(parents=True, exist_ok=True)
     (landing / "crm_contacts" / "crm.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_a_request_naming_someone_else_than_the_phone_holder_waits_for_a_steward(tmp_path):
+    """Teresa asks by the household phone, which in the warehouse only her husband's record
+    carries: her name does not match his, so nothing is erased and a steward decides. A request
+    by the same phone naming him (by his nickname) erases him."""
+    landing = tmp_path / "landing"
+    _write_crm(
+        landing,
+        {
+            "C1": {
+                "first_name": "Anthony",
+                "last_name": "Hunt",
+                "email": "anthony.hunt@example.org",
+                "phone": "213-856-2580",
+            },
+            "C2": {"first_name": "Teresa", "last_name": "Hunt", "email": "teresa.hunt@example.org"},
+        },
+    )
     (landing / "privacy_requests").mkdir()
     (landing / "privacy_requests" / "requests.csv").write_text(
         f"{REQUEST_COLUMNS}\nR1,erasure,,213-856-2580,Teresa Hunt,2026-11-28 12:00:00,GDPR\n"
@@ -349,34 +356,21 @@ def test_a_shared_number_in_another_form_is_still_the_households(tmp_path):
     """John typed the family number nationally, Micheal in E.164; a consent event carries it
     with no name, so it links to neither. Erasing John leaves Micheal's record and the consent
     event whole: the number is the household's in every form, not John's alone."""
-    from cdm_pipeline.registry import load_registry
-    from cdm_pipeline.settings import PACKAGE_DATA
-
-    crm = load_registry(PACKAGE_DATA / "sources.yaml")["crm_contacts"]
-    people = {
-        "C1": {"first_name": "John", "last_name": "Pea", "phone": "702.362.5038"},
-        "C2": {
-            "first_name": "Micheal",
-            "last_name": "Pena",
-            "phone": "+1 702 362 5038",
-            "email": "mpena10@example.org",
-        },
-    }
-    lines = [",".join(crm.column_names)]
-    for contact_id, own in people.items():
-        row = {c: "" for c in crm.column_names}
-        row.update(
-            contact_id=contact_id,
-            country="US",
-            created_at="2026-01-01T00:00:00",
-            updated_at="2026-01-02T00:00:00",
-            **own,
-        )
-        lines.append(",".join(row[c] for c in crm.column_names))
     landing = tmp_path / "landing"
-    for folder in ("crm_contacts", "consent_events", "privacy_requests"):
+    _write_crm(
+        landing,
+        {
+            "C1": {"first_name": "John", "last_name": "Pea", "phone": "702.362.5038"},
+            "C2": {
+                "first_name": "Micheal",
+                "last_name": "Pena",
+                "phone": "+1 702 362 5038",
+                "email": "mpena10@example.org",
+            },
+        },
+    )
+    for folder in ("consent_events", "privacy_requests"):
         (landing / folder).mkdir(parents=True)
-    (landing / "crm_contacts" / "crm.csv").write_text("\n".join(lines) + "\n")
     (landing / "consent_events" / "c.csv").write_text(
         "event_id,email,phone,purpose,action,event_at,source\n"
         "E1,,(702) 362-5038,sms_marketing,grant,2026-04-22T19:32:34,web\n"
