@@ -351,6 +351,10 @@ def _decision(threshold: float, name_only_threshold: float) -> pl.Expr:
     identifier = (pl.col("email_norm_level") == exact["email_norm"]) | (
         pl.col("phone_e164_level") == exact["phone_e164"]
     )
+    # Only the street agrees besides the names while a contact disagrees (two "Emily Clark"s of
+    # one address, each with her own inbox): as sure as a rare full name must be.
+    street_only = ~corroborated(personal_only=True) & contradicted()
+    needed = pl.when(street_only).then(name_only_threshold).otherwise(threshold)
     return (
         pl.when(pl.col("must_link"))
         .then(pl.lit("steward must-link"))
@@ -360,15 +364,7 @@ def _decision(threshold: float, name_only_threshold: float) -> pl.Expr:
         .then(pl.lit("deterministic: email and name"))
         .when((nameless & identifier).fill_null(False))
         .then(pl.lit("deterministic: identifier-only record"))
-        .when((pl.col("match_probability") >= threshold) & corroborated(personal_only=True))
-        .then(pl.lit("probabilistic"))
-        .when(
-            (
-                pl.col("match_probability")
-                >= pl.when(contradicted()).then(name_only_threshold).otherwise(threshold)
-            )
-            & corroborated()
-        )
+        .when((pl.col("match_probability") >= needed) & corroborated())
         .then(pl.lit("probabilistic"))
         .when((pl.col("match_probability") >= name_only_threshold) & ~contradicted())
         .then(pl.lit("probabilistic: rare full name"))
