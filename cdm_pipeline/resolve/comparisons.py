@@ -174,7 +174,8 @@ def _nicknames_typed(frame: pl.DataFrame) -> pl.DataFrame:
 @dataclass(frozen=True)
 class EditComparison(Comparison):
     """Exact, within one edit (a typo: one character inserted, dropped, changed, or two
-    neighbours swapped), or a shared part (``prefix3``/``suffix7``)."""
+    neighbours swapped) or a shared part (``prefix3``/``suffix7``), and with more labels, one
+    level per further edit allowed (two edits: 6531276 / 6539267)."""
 
     part: str = "none"
 
@@ -186,12 +187,11 @@ class EditComparison(Comparison):
             shared = frame["l"].str.slice(0, 3) == frame["r"].str.slice(0, 3)
         else:
             shared = pl.Series([False] * frame.height, dtype=pl.Boolean)
-        return pl.DataFrame({"d": distance, "shared": shared}).select(
-            pl.when((pl.col("d") <= 1) | pl.col("shared"))
-            .then(1)
-            .otherwise(DIFFERENT)
-            .alias("level")
-        )["level"]
+        level = pl.lit(DIFFERENT)
+        for edits in range(self.exact_level - 1, 0, -1):
+            level = pl.when(pl.col("d") <= edits).then(self.exact_level - edits).otherwise(level)
+        level = pl.when(pl.col("shared")).then(self.exact_level - 1).otherwise(level)
+        return pl.DataFrame({"d": distance, "shared": shared}).select(level.alias("level"))["level"]
 
 
 @dataclass(frozen=True)
@@ -277,9 +277,12 @@ def default_comparisons() -> list[Comparison]:
             location=True,
             household=True,
         ),
-        # Ids the customer gave (national id, loyalty number): a typed id with one slip is the
-        # same id far more often than another person's.
-        EditComparison("identifier_key", ("different", "one edit or two digits swapped", "exact")),
+        # Ids the customer gave (national id, loyalty number): a typed id with one or two slips
+        # is the same id far more often than another person's (how often: learnt per level).
+        EditComparison(
+            "identifier_key",
+            ("different", "two edits", "one edit or two digits swapped", "exact"),
+        ),
         SimilarityComparison(
             "city_key",
             ("different", "Jaro-Winkler >= 0.90", "exact"),

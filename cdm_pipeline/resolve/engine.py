@@ -183,7 +183,9 @@ def cluster_profiles(profiles: pl.DataFrame, scored: pl.DataFrame) -> tuple[pl.D
     # Only a steward's cannot-link is a veto; the model's is one vote among many (a typo'd
     # record should not split a customer, see clustering._GuardedUnion).
     hard = scored.filter(pl.col("steward_cannot_link")).select("id_l", "id_r")
-    labels = guarded_clusters(profiles["profile_id"].to_numpy(), edges, judged, hard)
+    personal = [c for c in ("first_name_key", "birth_date") if c in profiles.columns]
+    traits = profiles.select(pl.col("profile_id").alias("node"), *personal)
+    labels = guarded_clusters(profiles["profile_id"].to_numpy(), edges, judged, hard, traits)
     steward = scored.filter(pl.col("must_link")).select("id_l", "id_r")
     return _detach_ambiguous(labels, edges, profiles, steward)
 
