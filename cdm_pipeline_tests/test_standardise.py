@@ -329,6 +329,24 @@ def test_fast_standardising_gives_the_same_values(monkeypatch):
     assert standardise_records(frame, "US", regions_all).equals(out)
 
 
+def test_ascii_shortcuts_agree_with_the_unicode_path():
+    """Folding and street words take a shortcut for ASCII text; on every printable ASCII
+    character, and on random strings of them, it gives what the Unicode path gives."""
+    import random
+    import string
+
+    from cdm_pipeline.standardise import fields
+
+    rnd = random.Random(7)
+    samples = list(string.printable) + [
+        "".join(rnd.choices(string.printable, k=rnd.randint(0, 40))) for _ in range(3000)
+    ]
+    for text in samples:
+        assert fields.fold(text) == fields._fold_unicode(text)
+        upper = text.upper()
+        assert fields._street_words(upper) == fields._street_words_unicode(upper)
+
+
 def test_a_closure_is_standardised_in_this_process(monkeypatch):
     """A function that cannot travel to a worker (a closure) runs here instead of failing."""
     import polars as pl

@@ -54,26 +54,49 @@ def map_unique(
     function: Callable[[str], object],
     dtype: pl.DataType,
     keys: pl.Series | None = None,
+    spread: bool = True,
 ) -> pl.Series:
     """Apply a per-value Python function once per distinct non-null value.
 
     ``keys`` (optional, aligned with ``values``) are what the function is applied to instead: a
     form of each value the function cannot tell from the value itself ("(212) 555-0101" and
     "212.555.0101" are both "2125550101"), so that it runs once per distinct key. Large inputs
-    are spread over the machine's cores (``parallel_map``)."""
+    are spread over the machine's cores (``parallel_map``) unless ``spread`` is false (this
+    process's core is free while the workers parse something else)."""
+    if not spread:
+        values = keys if keys is not None else values
+        distinct = values.drop_nulls().unique()
+        results = [function(x) for x in distinct.to_list()]
+        lookup = pl.DataFrame({"key": distinct, "value": pl.Series(results, dtype=dtype)})
+        return (
+            values.to_frame("key")
+            .join(lookup, on="key", how="left", maintain_order="left")["value"]
+            .alias(values.name)
+        )
+    return map_unique_started(values, function, dtype, keys)()
+
+
+def map_unique_started(
+    values: pl.Series,
+    function: Callable[[str], object],
+    dtype: pl.DataType,
+    keys: pl.Series | None = None,
+) -> Callable[[], pl.Series]:
+    """``map_unique`` handed to the worker processes now; calling the result collects it. The
+    caller's own work runs meanwhile, so that its core is not idle while the workers parse."""
     values = keys if keys is not None else values
     distinct = values.drop_nulls().unique()
-    lookup = pl.DataFrame(
-        {
-            "key": distinct,
-            "value": pl.Series(parallel_map(function, distinct.to_list()), dtype=dtype),
-        }
-    )
-    return (
-        values.to_frame("key")
-        .join(lookup, on="key", how="left", maintain_order="left")["value"]
-        .alias(values.name)
-    )
+    results = parallel_map_started(function, distinct.to_list())
+
+    def collect() -> pl.Series:
+        lookup = pl.DataFrame({"key": distinct, "value": pl.Series(results(), dtype=dtype)})
+        return (
+            values.to_frame("key")
+            .join(lookup, on="key", how="left", maintain_order="left")["value"]
+            .alias(values.name)
+        )
+
+    return collect
 
 
 PARALLEL_FROM = 20_000  # distinct values; below this a worker's start-up costs more than it saves
@@ -84,24 +107,36 @@ def parallel_map(function: Callable[[str], object], items: list[str]) -> list:
     """``[function(x) for x in items]``, on every core when there are many items. The workers
     are spawned (forking a process that runs polars' and DuckDB's threads can deadlock) once per
     process and kept; ``function`` must be picklable (a module function or a partial of one)."""
+    return parallel_map_started(function, items)()
+
+
+def parallel_map_started(function: Callable[[str], object], items: list[str]) -> Callable[[], list]:
+    """``parallel_map`` submitted now, its results gathered when the returned function is
+    called (a small input is simply computed then, in this process)."""
     global _POOL
     workers = min(os.cpu_count() or 1, 8)
     if len(items) < PARALLEL_FROM or workers < 2 or _POOL is False or not _picklable(function):
-        return [function(x) for x in items]
+        return lambda: [function(x) for x in items]
     if _POOL is None:
         _POOL = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     size = -(-len(items) // (workers * 4))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    out: list = []
-    try:
-        for part in _POOL.map(_apply, [function] * len(chunks), chunks):
-            out.extend(part)
-    except BrokenProcessPool:
-        # Workers could not start (a calling script without an ``if __name__ == "__main__"``
-        # guard is run again by spawn): the same work, in this process, from now on.
-        _POOL = False
-        return [function(x) for x in items]
-    return out
+    futures = [_POOL.submit(_apply, function, chunk) for chunk in chunks]
+
+    def gather() -> list:
+        global _POOL
+        out: list = []
+        try:
+            for future in futures:
+                out.extend(future.result())
+        except BrokenProcessPool:
+            # Workers could not start (a calling script without an ``if __name__ ==
+            # "__main__"`` guard is run again by spawn): the same work, here, from now on.
+            _POOL = False
+            return [function(x) for x in items]
+        return out
+
+    return gather
 
 
 def _picklable(function: Callable) -> bool:
@@ -144,6 +179,12 @@ def email_keys(raw: pl.Series) -> pl.Series:
 
 def fold(text: str) -> str:
     """NFKC, case-folded, accents removed: the form names and places are compared in."""
+    if text.isascii():  # all of it is lower-casing then (the common case, 5x faster)
+        return text.lower()
+    return _fold_unicode(text)
+
+
+def _fold_unicode(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).casefold()
     text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     return text.replace("ß", "ss").replace("ø", "o").replace("æ", "ae").replace("ł", "l")
@@ -364,6 +405,20 @@ def split_name_parts(full: str) -> dict[str, str | None]:
     return dict(zip(("first", "last"), split_full_name(full), strict=True))
 
 
+_NOT_ASCII_WORD = re.compile(r"[^0-9A-Za-z#]")
+
+
+def _street_words(text: str) -> list[str]:
+    """Letters, digits and '#' runs (ASCII by one regex, the common case)."""
+    if text.isascii():
+        return _NOT_ASCII_WORD.sub(" ", text).split()
+    return _street_words_unicode(text)
+
+
+def _street_words_unicode(text: str) -> list[str]:
+    return "".join(c if c.isalnum() or c == "#" else " " for c in text).split()
+
+
 def street_parts(raw: str) -> dict[str, str | None]:
     """``street_key`` as a struct row (a module function: it may run in a worker process)."""
     return dict(zip(("street", "unit"), street_key(raw), strict=True))
@@ -371,8 +426,7 @@ def street_parts(raw: str) -> dict[str, str | None]:
 
 def street_key(raw: str) -> tuple[str | None, str | None]:
     """(street, unit) in USPS Pub 28 abbreviations: '12 Main Street Apt 4' -> ('12 MAIN ST', '4')."""
-    text = fold(raw).upper().replace("#", " # ")
-    tokens = "".join(c if c.isalnum() or c == "#" else " " for c in text).split()
+    tokens = _street_words(fold(raw).upper().replace("#", " # "))
     street, unit = tokens, []
     for i, token in enumerate(tokens):
         if token in _UNIT_WORDS and i > 0:

@@ -90,23 +90,28 @@ def standardise_records(
     ``email_valid``/``phone_valid`` (false only where a value was given and is not valid).
     """
     frame = clean_inputs(frame)
-    first, last = _names(frame)
     # The record's own country; the deployment default only decides how to read its phone.
     country = fields.map_unique(frame["country"], fields.standardise_country, pl.String)
     region = country.fill_null(default_country)
-    email = fields.map_unique(
-        frame["email"], fields.standardise_email, pl.String, fields.email_keys(frame["email"])
-    )
-    email_norm = fields.map_unique(email, fields.email_match_key, pl.String)
-    phone = fields.map_unique(
+    # Phones and streets cost the most: the workers parse them while this process does the rest.
+    phone_started = fields.map_unique_started(
         frame["phone"],
         partial(fields.standardise_phone, fallback_regions=tuple(phone_regions)),
         pl.String,
         fields.phone_keys(frame["phone"], region),
     )
-    street_parts = fields.map_unique(
+    street_started = fields.map_unique_started(
         frame["street"], fields.street_parts, pl.Struct({"street": pl.String, "unit": pl.String})
     )
+    first, last = _names(frame)
+    email = fields.map_unique(
+        frame["email"],
+        fields.standardise_email,
+        pl.String,
+        fields.email_keys(frame["email"]),
+        spread=False,
+    )
+    email_norm = fields.map_unique(email, fields.email_match_key, pl.String, spread=False)
     first_key = fields.map_unique(first, fields.name_key, pl.String)
     last_key = fields.map_unique(last, fields.name_key, pl.String)
     out = frame.select(
@@ -125,19 +130,15 @@ def standardise_records(
         last_name_key=last_key.str.replace_all(" ", ""),
         last_name_soundex=fields.map_unique(last_key, fields.soundex, pl.String),
         # Both names in alphabetical order: blocks "Sophie Snell" with "Snell Sophie".
-        name_tokens=pl.concat_list(first_key, last_key.str.replace_all(" ", ""))
-        .list.drop_nulls()
-        .list.sort()
-        .list.join(" ")
-        .replace("", None),
+        name_tokens=_name_tokens(first_key, last_key.str.replace_all(" ", "")),
         email=email,
         email_norm=email_norm,
         email_local=email_norm.str.split("@").list.first(),
         email_valid=frame["email"].is_null() | email.is_not_null(),
-        phone_e164=phone,
-        phone_valid=frame["phone"].is_null() | phone.is_not_null(),
-        street_key=street_parts.struct.field("street"),
-        unit=street_parts.struct.field("unit"),
+        phone_e164=pl.lit(None, pl.String),
+        phone_valid=pl.lit(None, pl.Boolean),
+        street_key=pl.lit(None, pl.String),
+        unit=pl.lit(None, pl.String),
         city_key=fields.map_unique(frame["city"], fields.name_key, pl.String),
         state=frame["state"].str.to_uppercase(),
         postal_code=_postal_codes(frame["postal_code"], region),
@@ -145,7 +146,30 @@ def standardise_records(
         birth_date=_birth_dates(frame["birth_date"]),
         identifier_key=_identifier_keys(frame["identifier"]),
     )
-    return out
+    phone = phone_started()
+    street_parts = street_started()
+    return out.with_columns(
+        phone_e164=phone,
+        phone_valid=frame["phone"].is_null() | phone.is_not_null(),
+        street_key=street_parts.struct.field("street"),
+        unit=street_parts.struct.field("unit"),
+    )
+
+
+def _name_tokens(first: pl.Series, last: pl.Series) -> pl.Series:
+    """The two name keys in alphabetical order, one space between (either alone if the other
+    is missing).
+
+    >>> _name_tokens(pl.Series(["sophie", None, "b"]), pl.Series(["snell", "lee", None])).to_list()
+    ['snell sophie', 'lee', 'b']
+    """
+    return pl.select(
+        pl.when(first.is_null() | last.is_null())
+        .then(pl.coalesce(first, last))
+        .when(first <= last)
+        .then(pl.concat_str([first, last], separator=" "))
+        .otherwise(pl.concat_str([last, first], separator=" "))
+    ).to_series()
 
 
 def _postal_codes(raw: pl.Series, region: pl.Series) -> pl.Series:
