@@ -62,29 +62,42 @@ CEILINGS = [
 
 
 class PeakRss:
-    """Samples this process's RSS every 50 ms; ``peak_above_start`` in MB."""
+    """Samples the RSS of this process and its children (worker pools) every 50 ms;
+    ``peak_above_start`` in MB, and ``samples`` (wall-clock time, bytes) for peaks per step."""
 
     def __init__(self) -> None:
         self.process = psutil.Process(os.getpid())
-        self.start = self.peak = self.process.memory_info().rss
+        self.start = self.peak = self._rss()
+        self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _rss(self) -> int:
+        total = self.process.memory_info().rss
+        for child in self.process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
+            rss = self._rss()
+            self.samples.append((time.time(), rss))
+            self.peak = max(self.peak, rss)
             time.sleep(0.05)
 
     def __enter__(self) -> PeakRss:
         gc.collect()
-        self.start = self.peak = self.process.memory_info().rss
+        self.start = self.peak = self._rss()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
+        self.peak = max(self.peak, self._rss())
 
     @property
     def peak_mb(self) -> float:
@@ -94,12 +107,16 @@ class PeakRss:
     def peak_above_start_mb(self) -> float:
         return (self.peak - self.start) / 2**20
 
+    def peak_between_mb(self, start: float, end: float) -> float:
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        return max(inside, default=0) / 2**20
+
 
 @contextmanager
 def timed(label: str, figures: dict):
     with PeakRss() as rss:
         started = time.perf_counter()
-        yield
+        yield rss
         elapsed = time.perf_counter() - started
     figures[label] = {
         "seconds": round(elapsed, 2),
@@ -124,7 +141,7 @@ def run_pipeline(
         exports_dir=workdir / "exports",
     )
     instance = dg.DagsterInstance.ephemeral()
-    with timed(label, figures):
+    with timed(label, figures) as rss:
         result = (
             build_definitions(settings)
             .resolve_job_def(NIGHTLY_JOB)
@@ -135,10 +152,12 @@ def run_pipeline(
             )
         )
     figures[label]["success"] = result.success
-    stages = {}
+    stages, peaks = {}, {}
     for step in instance.get_run_step_stats(result.run_id):
         stages[step.step_key] = round((step.end_time or 0) - (step.start_time or 0), 2)
+        peaks[step.step_key] = round(rss.peak_between_mb(step.start_time or 0, step.end_time or 0))
     figures[f"{label}_stages_seconds" if label != "pipeline" else "stages_seconds"] = stages
+    figures[f"{label}_stages_peak_rss_mb" if label != "pipeline" else "stages_peak_rss_mb"] = peaks
     return settings
 
 
