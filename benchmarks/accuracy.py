@@ -46,9 +46,11 @@ from cdm_pipeline.evaluation import accuracy, evaluate_warehouse, read_truth  # 
 RESOLVE_STEPS = ("identity__pair_comparisons", "identity__match_pairs", "resolve")
 
 
-def run_ours(dataset: Dataset, workdir: Path, figures: dict) -> Path:
+def run_ours(dataset: Dataset, workdir: Path, figures: dict, parallel: bool = False) -> Path:
     """The whole nightly job on the dataset's landing folder and sources file."""
-    settings = run_pipeline(workdir, dataset.landing, figures, "ours_night", dataset.sources)
+    settings = run_pipeline(
+        workdir, dataset.landing, figures, "ours_night", dataset.sources, parallel=parallel
+    )
     if not figures["ours_night"]["success"]:
         raise RuntimeError(f"{dataset.name}: the pipeline run failed")
     figures["ours_resolve_seconds"] = round(
@@ -151,10 +153,11 @@ def run_splink(frame: pl.DataFrame, figures: dict) -> pl.DataFrame:
     return assigned.select(record_key="unique_id", cluster=pl.col("cluster_id").cast(pl.String))
 
 
-def measure(name: str, records: int, splink: bool, workdir: Path) -> dict:
+def measure(name: str, records: int, splink: bool, workdir: Path, parallel: bool = False) -> dict:
     dataset = build(name, workdir / "data", records)
     figures: dict = {"dataset": dataset.name}
-    warehouse = run_ours(dataset, workdir, figures)
+    warehouse = run_ours(dataset, workdir, figures, parallel)
+    figures["executor"] = "multiprocess" if parallel else "in-process"
     truth = read_truth(dataset.truth)
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         report = evaluate_warehouse(conn, truth)
@@ -202,11 +205,16 @@ def main() -> int:
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated names")
     parser.add_argument("--records", type=int, default=20_000, help="size of generated datasets")
     parser.add_argument("--no-splink", action="store_true")
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run the night as `cdm run --parallel` does: each step its own process",
+    )
     args = parser.parse_args()
     rows = []
     for name in args.datasets.split(","):
         with tempfile.TemporaryDirectory(prefix=f"cdm-accuracy-{name}-") as tmp:
-            figures = measure(name, args.records, not args.no_splink, Path(tmp))
+            figures = measure(name, args.records, not args.no_splink, Path(tmp), args.parallel)
         rows.append(figures)
         print(table([figures]).splitlines()[-1], flush=True)
     print()

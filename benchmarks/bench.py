@@ -131,7 +131,11 @@ def run_pipeline(
     figures: dict,
     label: str = "pipeline",
     sources: Path = PACKAGE_DATA / "sources.yaml",
+    parallel: bool = False,
 ) -> Settings:
+    """The nightly job, in this process; with ``parallel`` as ``cdm run --parallel`` runs it
+    (every step its own process, the comparison shards side by side), memory summed over
+    the processes alive at once."""
     settings = Settings(
         landing_dir=landing,
         warehouse_path=workdir / "warehouse" / "cdm.duckdb",
@@ -140,17 +144,35 @@ def run_pipeline(
         overrides_path=workdir / "none.csv",
         exports_dir=workdir / "exports",
     )
-    instance = dg.DagsterInstance.ephemeral()
-    with timed(label, figures) as rss:
-        result = (
-            build_definitions(settings)
-            .resolve_job_def(NIGHTLY_JOB)
-            .execute_in_process(
-                instance=instance,
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
-            )
+    run_config = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    if parallel:
+        from cdm_pipeline.definitions import parallel_job
+
+        os.environ.update(
+            CDM_LANDING=str(settings.landing_dir),
+            CDM_WAREHOUSE=str(settings.warehouse_path),
+            CDM_SOURCES=str(settings.sources_path),
+            CDM_CONFIG=str(settings.pipeline_config_path),
+            CDM_OVERRIDES=str(settings.overrides_path),
+            CDM_EXPORTS=str(settings.exports_dir),
         )
+        (workdir / "dagster_home").mkdir(parents=True, exist_ok=True)
+        instance = dg.DagsterInstance.local_temp(str(workdir / "dagster_home"))
+        with timed(label, figures) as rss:
+            result = dg.execute_job(
+                dg.reconstructable(parallel_job),
+                instance=instance,
+                run_config=run_config,
+                raise_on_error=False,
+            )
+    else:
+        instance = dg.DagsterInstance.ephemeral()
+        with timed(label, figures) as rss:
+            result = (
+                build_definitions(settings)
+                .resolve_job_def(NIGHTLY_JOB)
+                .execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
+            )
     figures[label]["success"] = result.success
     stages, peaks = {}, {}
     for step in instance.get_run_step_stats(result.run_id):
