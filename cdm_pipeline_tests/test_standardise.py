@@ -357,3 +357,25 @@ def test_a_closure_is_standardised_in_this_process(monkeypatch):
     suffix = "!"
     out = fields.map_unique(pl.Series(["a", "b", "a", None]), lambda v: v + suffix, pl.String)
     assert out.to_list() == ["a!", "b!", "a!", None]
+
+
+def _standardise_in_a_child() -> None:
+    from cdm_pipeline.standardise import fields
+
+    fields.PARALLEL_FROM = 1
+    assert fields.parallel_map(fields.name_key, ["Ann Lee", "Bo"]) == ["ann lee", "bo"]
+
+
+def test_a_process_that_used_the_workers_still_exits():
+    """A step of ``cdm run --parallel`` is a multiprocessing child; at exit it joins its
+    children, so worker processes left open hung a 3M-record night. Without any explicit close
+    the child must end."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=_standardise_in_a_child)
+    child.start()
+    child.join(60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0

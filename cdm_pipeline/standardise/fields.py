@@ -7,6 +7,7 @@ Distinct values are standardised once and joined back, because the libraries are
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
 import re
@@ -119,6 +120,9 @@ def parallel_map_started(function: Callable[[str], object], items: list[str]) ->
         return lambda: [function(x) for x in items]
     if _POOL is None:
         _POOL = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        # Stopped before a multiprocessing child joins its children at exit (see close_pool),
+        # and before its queues close (their finalizers run at priority 10).
+        multiprocessing.util.Finalize(_POOL, close_pool, exitpriority=100)
     size = -(-len(items) // (workers * 4))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     futures = [_POOL.submit(_apply, function, chunk) for chunk in chunks]
@@ -137,6 +141,16 @@ def parallel_map_started(function: Callable[[str], object], items: list[str]) ->
         return out
 
     return gather
+
+
+def close_pool() -> None:
+    """Stop the worker processes. A process started by ``multiprocessing`` (a step of
+    ``cdm run --parallel``, a Dask worker) joins its children before the executor's own exit
+    hook runs: workers left waiting would keep it from ever exiting (a 3M-record night hung so)."""
+    global _POOL
+    if isinstance(_POOL, ProcessPoolExecutor):
+        _POOL.shutdown(wait=True, cancel_futures=True)
+        _POOL = None
 
 
 def _picklable(function: Callable) -> bool:

@@ -87,8 +87,18 @@ def standardise_records(
     """Standardise a frame holding ``CANONICAL_INPUT`` columns (any may be null) plus keys.
 
     Originals are kept as ``<field>_raw``; match keys are ``*_key``/``*_norm``; validity flags are
-    ``email_valid``/``phone_valid`` (false only where a value was given and is not valid).
+    ``email_valid``/``phone_valid`` (false only where a value was given and is not valid). The
+    worker processes stop afterwards: their memory is not held through the rest of the night.
     """
+    try:
+        return _standardise(frame, default_country, phone_regions)
+    finally:
+        fields.close_pool()
+
+
+def _standardise(
+    frame: pl.DataFrame, default_country: str, phone_regions: tuple[str, ...]
+) -> pl.DataFrame:
     frame = clean_inputs(frame)
     # The record's own country; the deployment default only decides how to read its phone.
     country = fields.map_unique(frame["country"], fields.standardise_country, pl.String)

@@ -40,12 +40,25 @@ interactions as (
         count(*) filter (where channel = 'email') as email_interactions,
         count(*) filter (where channel = 'sms') as sms_interactions,
         max(started_at) as last_contact_at,
-        mode(channel) as preferred_contact_channel,
         count(*) filter (where is_open) as open_issues,
         round(avg(csat), 2) as average_csat,
     from mart.interactions
     where customer_id is not null
     group by 1
+),
+-- The channel used most; a tie goes to the one used last, then by name (mode() breaks ties
+-- by chance, and a rebuild must not change the answer).
+preferred_channel as (
+    select customer_id, channel as preferred_contact_channel
+    from (
+        select customer_id, channel, count(*) as uses, max(started_at) as last_used
+        from mart.interactions
+        where customer_id is not null and channel is not null
+        group by all
+    )
+    qualify row_number() over (
+        partition by customer_id order by uses desc, last_used desc nulls last, channel
+    ) = 1
 ),
 surveys as (
     select
@@ -106,7 +119,7 @@ final as (
         coalesce(interactions.email_interactions, 0) as email_interactions,
         coalesce(interactions.sms_interactions, 0) as sms_interactions,
         interactions.last_contact_at,
-        interactions.preferred_contact_channel,
+        preferred_channel.preferred_contact_channel,
         coalesce(interactions.open_issues, 0) as open_issues,
         interactions.average_csat,
         surveys.latest_nps,
@@ -123,6 +136,7 @@ final as (
     left join records using (customer_id)
     left join orders using (customer_id)
     left join interactions using (customer_id)
+    left join preferred_channel using (customer_id)
     left join surveys using (customer_id)
     left join consent using (customer_id)
 )

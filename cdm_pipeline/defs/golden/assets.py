@@ -15,6 +15,7 @@ from cdm_pipeline.golden.facts import FACTS, build_facts, fact_sources
 from cdm_pipeline.golden.records import candidates_from, golden_records
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import (
+    append_table,
     audit,
     quote_ident,
     replace_table,
@@ -181,15 +182,9 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     ):
         config = pipeline.config()
         with warehouse.get_connection() as conn:
-            persons = conn.sql("select * from identity.person_records").pl()
-            xref = conn.sql("select * from mart.customer_xref").pl()
-            golden, lineage = golden_records(candidates_from(persons, xref), config["survivorship"])
-            golden = golden.join(_attributes(conn, sources, xref), on="customer_id", how="left")
-            if "account_owner" not in golden.columns:
-                golden = golden.with_columns(account_owner=pl.lit(None, dtype=pl.String))
             try:
                 with transaction(conn):
-                    conn.register("golden", golden.to_arrow())
+                    lineage_rows = _build_golden(conn, sources, config["survivorship"])
                     fact_rows = build_facts(conn, sources, config["currency_rates_to_usd"])
                     conn.execute(
                         f"create or replace table governance.consent_ledger as {sql_text('governance/consent_ledger')}"
@@ -197,7 +192,6 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     conn.execute(
                         f"create or replace table mart.customers as {sql_text('mart/customers')}"
                     )
-                    replace_table(conn, "mart", "customer_attribute_lineage", lineage)
                     problems = _precommit_problems(conn)
                     if any(problems.values()):
                         raise _MartRejected(problems)  # rolls back: the previous mart stays
@@ -214,7 +208,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                         customers,
                         "golden records with lineage",
                     )
-                    conn.unregister("golden")
+                    conn.execute("drop table golden")
             except _MartRejected as rejected:
                 # The failed checks are recorded with what they measured, then the step fails.
                 yield from _check_results(rejected.problems)
@@ -230,7 +224,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             }
         yield dg.MaterializeResult(
             asset_key=LINEAGE,
-            metadata={"rows": lineage.height, **shown[LINEAGE]},
+            metadata={"rows": lineage_rows, **shown[LINEAGE]},
         )
         for fact in FACTS:
             yield dg.MaterializeResult(
@@ -273,28 +267,71 @@ class _MartRejected(Exception):
         super().__init__(f"mart.customers not replaced, pre-commit checks failed: {failed}")
 
 
+# Customers are chosen for in slices of about this many records (by a hash of the customer
+# id): memory stays bounded however many records the night holds.
+GOLDEN_SLICE_RECORDS = 1_000_000
+CANDIDATE_QUERY = """
+select p.*, x.customer_id as xref_customer_id
+from identity.person_records p join mart.customer_xref x using (record_key)
+where x.customer_id is not null and hash(x.customer_id) % ? = ?
+"""
+
+
+def _build_golden(conn, sources: dict[str, SourceSpec], rules: dict[str, list[str]]) -> int:
+    """Survivorship for every customer, slice by slice, into the temporary table ``golden``
+    (read by ``sql/mart/customers.sql``) and ``mart.customer_attribute_lineage``; returns the
+    lineage rows written."""
+    linked = conn.execute(
+        "select count(*) from mart.customer_xref where customer_id is not null"
+    ).fetchone()[0]
+    slices = max(1, -(-linked // GOLDEN_SLICE_RECORDS))
+    declared = {"account_owner"} | {a for s in sources.values() for a in (s.attributes or {})}
+    lineage_rows = 0
+    conn.execute("drop table if exists golden")
+    for number in range(slices):
+        part = conn.sql(CANDIDATE_QUERY, params=[slices, number]).pl()
+        xref = part.select("record_key", customer_id="xref_customer_id")
+        golden, lineage = golden_records(
+            candidates_from(part.drop("xref_customer_id"), xref), rules
+        )
+        golden = golden.join(_attributes(conn, sources, xref), on="customer_id", how="left")
+        golden = golden.with_columns(
+            pl.lit(None, dtype=pl.String).alias(a) for a in sorted(declared - set(golden.columns))
+        )
+        if number == 0:
+            replace_table(conn, "mart", "customer_attribute_lineage", lineage)
+            conn.register("_golden_slice", golden.to_arrow())
+            conn.execute("create temp table golden as select * from _golden_slice")
+        else:
+            append_table(conn, "mart", "customer_attribute_lineage", lineage)
+            conn.register("_golden_slice", golden.to_arrow())
+            conn.execute("insert into golden by name select * from _golden_slice")
+        conn.unregister("_golden_slice")
+        lineage_rows += lineage.height
+    return lineage_rows
+
+
 def _attributes(conn, sources: dict[str, SourceSpec], xref: pl.DataFrame) -> pl.DataFrame:
     """Descriptive attributes declared in the registry: the most recent non-null value wins."""
     frames = []
+    conn.register("_slice_xref", xref.select("record_key", "customer_id").to_arrow())
     for source in sources.values():
         if not source.attributes or not table_exists(conn, "staging", source.name):
             continue
         for attribute, column in source.attributes.items():
             frames.append(
                 conn.sql(
-                    f"select ? || ':' || {quote_ident(source.record_id)} as record_key, ? as attribute, "
+                    f"select x.customer_id, v.* from (select ? || ':' || {quote_ident(source.record_id)} as record_key, ? as attribute, "
                     f"cast({quote_ident(column)} as varchar) as value, try_cast({quote_ident(source.event_at)} as timestamp) as event_at "
-                    f"from staging.{quote_ident(source.name + '_current')} where {quote_ident(column)} is not null",
+                    f"from staging.{quote_ident(source.name + '_current')} where {quote_ident(column)} is not null) v "
+                    "join _slice_xref x using (record_key) where x.customer_id is not null",
                     params=[source.name, attribute],
                 ).pl()
             )
+    conn.unregister("_slice_xref")
     if not frames:
         return pl.DataFrame(schema={"customer_id": pl.String})
-    values = (
-        pl.concat(frames)
-        .join(xref.select("record_key", "customer_id"), on="record_key")
-        .filter(pl.col("customer_id").is_not_null())
-    )
+    values = pl.concat(frames)
     latest = (
         values.sort("event_at", "record_key", descending=[True, False])
         .group_by("customer_id", "attribute")
