@@ -217,7 +217,5 @@ def test_golden_records_chosen_in_slices_equal_one_pass(
     assert sliced["customers"].height > 1000
     for name in tables:
         assert sliced[name].columns == whole[name].columns, name
-        differing = [
-            c for c in whole[name].columns if not sliced[name][c].equals(whole[name][c])
-        ]
+        differing = [c for c in whole[name].columns if not sliced[name][c].equals(whole[name][c])]
         assert differing == [], name

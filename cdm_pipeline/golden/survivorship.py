@@ -66,6 +66,17 @@ def choose(candidates: pl.DataFrame, attribute: Attribute, rules: list[str]) -> 
     valid = candidates.filter(
         pl.all_horizontal(pl.col(c).is_not_null() for c in attribute.required)
     )
+    # Most customers have one valid record: its value is the only one, nothing to rank.
+    alone = pl.len().over("customer_id") == 1
+    only = valid.filter(alone).select(
+        "customer_id",
+        *columns,
+        "source",
+        "source_record_id",
+        rule=pl.lit("only value"),
+        candidates=pl.lit(1, dtype=pl.UInt32),
+    )
+    valid = valid.filter(~alone)
     ranked = valid.with_columns(
         frequency=pl.len().over("customer_id", *columns),
         completeness=pl.sum_horizontal(pl.col(c).is_not_null().cast(pl.Int32) for c in columns),
@@ -92,6 +103,7 @@ def choose(candidates: pl.DataFrame, attribute: Attribute, rules: list[str]) -> 
         differs = pl.col(column).ne_missing(pl.col(f"_{r}"))
         rule = pl.when(differs).then(pl.lit(r)).otherwise(rule)
     rule = pl.when(pl.col("candidates") == 1).then(pl.lit("only value")).otherwise(rule)
-    return decided.select(
+    chosen = decided.select(
         "customer_id", *columns, "source", "source_record_id", rule.alias("rule"), "candidates"
     )
+    return pl.concat([only, chosen.cast(only.schema)])
