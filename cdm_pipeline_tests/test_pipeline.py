@@ -193,18 +193,22 @@ def test_evidence_ceiling_leaves_a_shared_inbox_unattributed_when_asked():
     assert evidence_ceiling(records, truth, attributable_only=True).pairwise_recall == 0.0
 
 
-def test_golden_records_chosen_in_slices_equal_one_pass(
+def test_records_standardised_and_golden_values_chosen_in_slices_equal_one_pass(
     tmp_path_factory, demo_data, materialised, monkeypatch
 ):
-    """Survivorship runs slice by slice of customers (bounded memory at any size): with slices
-    of 300 records the mart's customers and lineage are those of the one-slice build."""
+    """Standardising and survivorship run slice by slice (bounded memory at any size): with
+    slices of a few hundred records the person records, the mart's customers and the lineage
+    are those of the one-slice build."""
     from cdm_pipeline.defs.golden import assets as golden_assets
+    from cdm_pipeline.defs.standardise import assets as standardise_assets
     from cdm_pipeline_tests.conftest import make_settings
 
     monkeypatch.setattr(golden_assets, "GOLDEN_SLICE_RECORDS", 300)
+    monkeypatch.setattr(standardise_assets, "STANDARDISE_SLICE_RECORDS", 700)
     settings = make_settings(tmp_path_factory.mktemp("sliced"), demo_data / "landing")
     assert run_pipeline(settings).success
     tables = {
+        "person_records": "select * from identity.person_records order by record_key",
         "customers": "select * exclude (refreshed_at) from mart.customers order by customer_id",
         "lineage": "select * from mart.customer_attribute_lineage order by customer_id, attribute",
     }

@@ -19,6 +19,14 @@ from cdm_pipeline.standardise.records import (
 from cdm_pipeline.warehouse import audit, replace_table, table_exists, transaction
 
 PERSON_RECORDS = dg.AssetKey(["identity", "person_records"])
+# Records are standardised in slices of this many (bounded memory at any size) into a temporary
+# table that replaces identity.person_records in one transaction.
+STANDARDISE_SLICE_RECORDS = 1_000_000
+NEW_RECORDS = "_person_records_new"
+VALIDITY_INPUTS = (
+    "select source, email_raw, email, phone_raw, phone_e164, birth_date_raw, birth_date "
+    "from identity.person_records"
+)
 VALIDITY_CHECK = "identity_field_validity"
 
 PERSON_RECORD_COLUMNS = {
@@ -97,14 +105,13 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     ):
         config = pipeline.config()
         fingerprint = standardise_fingerprint(config["standardise"])
+        regions = tuple(config["standardise"]["phone_regions"])
         with warehouse.get_connection() as conn:
             canonical = clean_inputs(canonical_records(conn, {s.name: s for s in identity_sources}))
             # Records whose inputs did not change since they were standardised are kept as they
             # are (they passed the suppression check then; erasure removes them since).
-            stored = _stored_records(conn, fingerprint)
-            reused = unchanged_record_keys(canonical, stored)
+            reused = unchanged_record_keys(canonical, _stored_inputs(conn, fingerprint))
             canonical = canonical.join(reused, on="record_key", how="anti")
-            regions = tuple(config["standardise"]["phone_regions"])
             blocked = pl.Series([False] * canonical.height, dtype=pl.Boolean)
             for source in identity_sources:
                 mask = (canonical["source"] == source.name).to_numpy()
@@ -115,22 +122,40 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     blocked = blocked.scatter(mask.nonzero()[0], hits)
             suppressed = int(blocked.sum() or 0)
             canonical = canonical.filter(~blocked)
-            fresh = standardise_records(
-                canonical,
-                config["standardise"]["default_country"],
-                tuple(config["standardise"]["phone_regions"]),
-            )
-            late = suppressed_person_records(conn, fresh)
-            suppressed += int(late.sum() or 0)
-            fresh = fresh.filter(~late)
-            kept = stored.join(reused, on="record_key", how="semi")
-            records = (
-                pl.concat([kept.select(fresh.columns), fresh], how="vertical_relaxed")
-                if kept.height
-                else fresh
-            )
+            conn.execute(f"drop table if exists {NEW_RECORDS}")
+            created = reused.height > 0
+            if created:
+                conn.register("_reused", reused.to_arrow())
+                conn.execute(
+                    f"create temp table {NEW_RECORDS} as select * from identity.person_records "
+                    "where record_key in (select record_key from _reused)"
+                )
+                conn.unregister("_reused")
+            # Standardised slice by slice into a temporary table: memory stays bounded.
+            standardised = 0
+            for start in range(0, max(canonical.height, 1), STANDARDISE_SLICE_RECORDS):
+                fresh = standardise_records(
+                    canonical.slice(start, STANDARDISE_SLICE_RECORDS),
+                    config["standardise"]["default_country"],
+                    regions,
+                )
+                late = suppressed_person_records(conn, fresh)
+                suppressed += int(late.sum() or 0)
+                fresh = fresh.filter(~late)
+                standardised += fresh.height
+                conn.register("_fresh", fresh.to_arrow())
+                if created:
+                    conn.execute(f"insert into {NEW_RECORDS} by name select * from _fresh")
+                else:
+                    conn.execute(f"create temp table {NEW_RECORDS} as select * from _fresh")
+                    created = True
+                conn.unregister("_fresh")
+            del canonical
+            records = conn.execute(f"select count(*) from {NEW_RECORDS}").fetchone()[0]
             with transaction(conn):
-                replace_table(conn, "identity", "person_records", records)
+                conn.execute(
+                    f"create or replace table identity.person_records as select * from {NEW_RECORDS}"
+                )
                 replace_table(
                     conn,
                     "identity",
@@ -142,11 +167,12 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     context.run.run_id,
                     "standardised",
                     "identity.person_records",
-                    records.height,
+                    records,
                     f"{suppressed} suppressed records left out",
                 )
+            conn.execute(f"drop table {NEW_RECORDS}")
             shown = table_metadata(conn, "identity.person_records")
-        rates = validity_rates(records)
+            rates = validity_rates(conn.sql(VALIDITY_INPUTS).pl())
         minimum = config["quality"]["min_validity"]
         failing = rates.filter(
             pl.any_horizontal(
@@ -155,11 +181,11 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         )
         return dg.MaterializeResult(
             metadata={
-                "records": records.height,
-                "records_standardised": fresh.height,
+                "records": records,
+                "records_standardised": standardised,
                 "records_unchanged_reused": reused.height,
                 "suppressed_records_left_out": suppressed,
-                "sources": records["source"].n_unique(),
+                "sources": rates.height,
                 **shown,
             },
             check_results=[
@@ -178,14 +204,17 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     return _person_records
 
 
-def _stored_records(conn, fingerprint: str) -> pl.DataFrame:
-    """Last run's person records if they were made under the same settings, else none."""
+def _stored_inputs(conn, fingerprint: str) -> pl.DataFrame:
+    """What last run's person records were made from, if made under the same settings."""
+    columns = ["record_key", "source", "source_record_id", "trust_rank", "event_at"] + [
+        f"{c}_raw" for c in CANONICAL_INPUT
+    ]
     if table_exists(conn, "identity", "standardise_settings") and table_exists(
         conn, "identity", "person_records"
     ):
         rows = conn.execute("select fingerprint from identity.standardise_settings").fetchall()
         if rows == [(fingerprint,)]:
-            return conn.sql("select * from identity.person_records").pl()
+            return conn.sql(f"select {', '.join(columns)} from identity.person_records").pl()
     return pl.DataFrame(
         schema={"record_key": pl.String, "source": pl.String, "source_record_id": pl.String}
         | {"trust_rank": pl.Int32, "event_at": pl.Datetime("us")}
