@@ -148,14 +148,7 @@ def run_pipeline(
     if parallel:
         from cdm_pipeline.definitions import parallel_job
 
-        os.environ.update(
-            CDM_LANDING=str(settings.landing_dir),
-            CDM_WAREHOUSE=str(settings.warehouse_path),
-            CDM_SOURCES=str(settings.sources_path),
-            CDM_CONFIG=str(settings.pipeline_config_path),
-            CDM_OVERRIDES=str(settings.overrides_path),
-            CDM_EXPORTS=str(settings.exports_dir),
-        )
+        os.environ.update(settings.environ())
         (workdir / "dagster_home").mkdir(parents=True, exist_ok=True)
         instance = dg.DagsterInstance.local_temp(str(workdir / "dagster_home"))
         with timed(label, figures) as rss:

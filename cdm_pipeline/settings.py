@@ -35,6 +35,19 @@ class Settings:
     def work_path(self) -> Path:
         return self.work_dir or self.warehouse_path.parent / "work"
 
+    def environ(self) -> dict[str, str]:
+        """The environment ``load_settings`` reads these settings back from: what a process
+        that rebuilds the job (a step of the multiprocess executor) needs to be given."""
+        env = {
+            "CDM_LANDING": str(self.landing_dir),
+            "CDM_WAREHOUSE": str(self.warehouse_path),
+            "CDM_SOURCES": str(self.sources_path),
+            "CDM_CONFIG": str(self.pipeline_config_path),
+            "CDM_OVERRIDES": str(self.overrides_path),
+            "CDM_EXPORTS": str(self.exports_dir),
+        }
+        return env | ({"CDM_WORK_DIR": str(self.work_dir)} if self.work_dir else {})
+
 
 def load_settings() -> Settings:
     data = Path(os.environ.get("CDM_DATA_DIR", "data"))

@@ -82,3 +82,19 @@ def test_dg_loads_the_project():
         [dg_cli, "list", "defs", "--json"], cwd=repo, capture_output=True, text=True, timeout=300
     )
     assert listed.returncode == 0 and "mart/customers" in listed.stdout
+
+
+def test_settings_travel_to_step_processes_through_the_environment(tmp_path, monkeypatch):
+    """A step process of the multiprocess executor rebuilds its settings from CDM_* variables:
+    what ``Settings.environ`` writes, ``load_settings`` reads back unchanged."""
+    from dataclasses import replace
+
+    from cdm_pipeline.settings import load_settings
+
+    settings = replace(
+        make_settings(tmp_path, tmp_path / "landing", sources=tmp_path / "sources.yaml"),
+        work_dir=tmp_path / "scratch",
+    )
+    for name, value in settings.environ().items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == settings
