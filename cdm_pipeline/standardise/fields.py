@@ -67,13 +67,7 @@ def map_unique(
     if not spread:
         values = keys if keys is not None else values
         distinct = values.drop_nulls().unique()
-        results = [function(x) for x in distinct.to_list()]
-        lookup = pl.DataFrame({"key": distinct, "value": pl.Series(results, dtype=dtype)})
-        return (
-            values.to_frame("key")
-            .join(lookup, on="key", how="left", maintain_order="left")["value"]
-            .alias(values.name)
-        )
+        return _looked_up(values, distinct, [function(x) for x in distinct.to_list()], dtype)
     return map_unique_started(values, function, dtype, keys)()
 
 
@@ -88,16 +82,19 @@ def map_unique_started(
     values = keys if keys is not None else values
     distinct = values.drop_nulls().unique()
     results = parallel_map_started(function, distinct.to_list())
+    return lambda: _looked_up(values, distinct, results(), dtype)
 
-    def collect() -> pl.Series:
-        lookup = pl.DataFrame({"key": distinct, "value": pl.Series(results(), dtype=dtype)})
-        return (
-            values.to_frame("key")
-            .join(lookup, on="key", how="left", maintain_order="left")["value"]
-            .alias(values.name)
-        )
 
-    return collect
+def _looked_up(
+    values: pl.Series, distinct: pl.Series, results: list, dtype: pl.DataType
+) -> pl.Series:
+    """Each value's result: its key joined to the distinct keys' results."""
+    lookup = pl.DataFrame({"key": distinct, "value": pl.Series(results, dtype=dtype)})
+    return (
+        values.to_frame("key")
+        .join(lookup, on="key", how="left", maintain_order="left")["value"]
+        .alias(values.name)
+    )
 
 
 PARALLEL_FROM = 20_000  # distinct values; below this a worker's start-up costs more than it saves
