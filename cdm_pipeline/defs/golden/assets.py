@@ -298,14 +298,16 @@ def _build_golden(conn, sources: dict[str, SourceSpec], rules: dict[str, list[st
         golden = golden.with_columns(
             pl.lit(None, dtype=pl.String).alias(a) for a in sorted(declared - set(golden.columns))
         )
-        if number == 0:
-            replace_table(conn, "mart", "customer_attribute_lineage", lineage)
-            conn.register("_golden_slice", golden.to_arrow())
-            conn.execute("create temp table golden as select * from _golden_slice")
-        else:
-            append_table(conn, "mart", "customer_attribute_lineage", lineage)
-            conn.register("_golden_slice", golden.to_arrow())
-            conn.execute("insert into golden by name select * from _golden_slice")
+        first = number == 0
+        (replace_table if first else append_table)(
+            conn, "mart", "customer_attribute_lineage", lineage
+        )
+        conn.register("_golden_slice", golden.to_arrow())
+        conn.execute(
+            "create temp table golden as select * from _golden_slice"
+            if first
+            else "insert into golden by name select * from _golden_slice"
+        )
         conn.unregister("_golden_slice")
         lineage_rows += lineage.height
     return lineage_rows
