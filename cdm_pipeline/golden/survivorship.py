@@ -44,7 +44,13 @@ ATTRIBUTES = (
 
 
 def choose(candidates: pl.DataFrame, attribute: Attribute, rules: list[str]) -> pl.DataFrame:
-    """Pick one value per customer.
+    """Pick one value per customer (see ``choose_lazy``)."""
+    return choose_lazy(candidates.lazy(), attribute, rules).collect()
+
+
+def choose_lazy(candidates: pl.LazyFrame, attribute: Attribute, rules: list[str]) -> pl.LazyFrame:
+    """Pick one value per customer: a query, so that every attribute's choice can run in one
+    parallel collect.
 
     Args:
         candidates: one row per source record with ``customer_id, record_key, source,
@@ -106,4 +112,4 @@ def choose(candidates: pl.DataFrame, attribute: Attribute, rules: list[str]) -> 
     chosen = decided.select(
         "customer_id", *columns, "source", "source_record_id", rule.alias("rule"), "candidates"
     )
-    return pl.concat([only, chosen.cast(only.schema)])
+    return pl.concat([only, chosen.cast(only.collect_schema())])
