@@ -398,3 +398,35 @@ def test_database_errors_carry_no_data_values_and_release_the_file(tmp_path):
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as conn:
         assert conn.execute("select count(*) from t").fetchall() == [(1,)]
+
+
+def test_the_analyst_pii_check_counts_an_identifying_value_but_not_a_city(tmp_path):
+    """The check that guards the analyst database finds a leaked email, phone, full name or
+    street in any text column (however its case), and lets a city through."""
+    from cdm_pipeline.defs.governance.assets import pii_values_in
+
+    analyst = tmp_path / "analyst.duckdb"
+    with duckdb.connect(str(analyst)) as conn:
+        conn.execute("create table customers (customer_key varchar, city varchar)")
+        conn.execute(
+            "insert into customers values ('k1', 'Leeds'), ('Ann.Lee@Example.org', 'Leeds'), "
+            "('k3', '12 high street'), ('ann lee', null)"
+        )
+        conn.execute("create table orders (order_key varchar)")
+        conn.execute("insert into orders values ('+441234567890'), ('o2')")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        conn.execute("create schema mart")
+        conn.execute("create schema identity")
+        conn.execute(
+            "create table mart.customers as select 'ann.lee@example.org' as email, "
+            "'+441234567890' as phone, '12 High Street' as street, 'Ann' as first_name, "
+            "'Lee' as last_name"
+        )
+        conn.execute(
+            "create table identity.person_records as select ' ANN.LEE@example.org' as email_raw, "
+            "null as phone_raw, 'Ann Lee' as full_name_raw, 'ann.lee@example.org' as email, "
+            "'+441234567890' as phone_e164, '12 High Street' as street_raw, 'Ann' as first_name, "
+            "'Lee' as last_name, 'Leeds' as city_raw"
+        )
+        # the email, the street, the full name and the phone: four values; the city is allowed
+        assert pii_values_in(conn, analyst) == 4

@@ -541,29 +541,36 @@ def pii_values_in(conn: duckdb.DuckDBPyConnection, analyst_file: Path) -> int:
     in the warehouse."""
     conn.execute("attach ? as analyst_check (read_only)", [str(analyst_file)])
     try:
-        # Identifying values only: emails, phones, full names and street addresses. A single first
-        # or last name is no identifier on its own (and collides with place names: "Chester").
-        conn.execute(
-            "create or replace temp table pii_values as "
-            "select distinct lower(trim(v)) as v from ("
-            "select unnest([email, phone, street, first_name || ' ' || last_name]) as v from mart.customers "
-            "union all select unnest([email_raw, phone_raw, full_name_raw, email, phone_e164, street_raw, "
-            "first_name || ' ' || last_name]) from identity.person_records"
-            ") where v is not null and length(v) > 3 "
-            # Cities are allowed in the analyst database; Faker-like "West Michael" is a city too.
-            "and lower(trim(v)) not in (select lower(trim(city_raw)) from identity.person_records where city_raw is not null)"
-        )
-        total = 0
-        for table, column in conn.execute(
+        columns = conn.execute(
             "select table_name, column_name from information_schema.columns where table_catalog = 'analyst_check' "
             "and data_type = 'VARCHAR'"
-        ).fetchall():
-            total += conn.execute(
-                f"select count(*) from analyst_check.{quote_ident(table)} where lower({quote_ident(column)}) in "
-                "(select v from pii_values)"
-            ).fetchall()[0][0]
-        return total
+        ).fetchall()
+        if not columns:
+            return 0
+        # The analyst side's distinct values are few (masked): the warehouse's identifying
+        # values are streamed past them, not gathered into a set of their own.
+        texts = " union all ".join(
+            f"select lower({quote_ident(column)}) as v from analyst_check.{quote_ident(table)}"
+            for table, column in columns
+        )
+        conn.execute(
+            "create or replace temp table analyst_values as "
+            f"select v, count(*) as occurrences from ({texts}) where length(v) > 3 group by v"
+        )
+        # Identifying values only: emails, phones, full names and street addresses. A single first
+        # or last name is no identifier on its own (and collides with place names: "Chester").
+        return conn.execute(
+            "with identifying as ("
+            "select unnest([email, phone, street, first_name || ' ' || last_name]) as v from mart.customers "
+            "union all select unnest([email_raw, phone_raw, full_name_raw, email, phone_e164, street_raw, "
+            "first_name || ' ' || last_name]) from identity.person_records), "
+            "found as (select distinct a.v from identifying i join analyst_values a on a.v = lower(trim(i.v))) "
+            "select coalesce(sum(occurrences), 0) from analyst_values where v in (select v from found) "
+            # Cities are allowed in the analyst database; Faker-like "West Michael" is a city too.
+            "and v not in (select lower(trim(city_raw)) from identity.person_records where city_raw is not null)"
+        ).fetchall()[0][0]
     finally:
+        conn.execute("drop table if exists analyst_values")
         conn.execute("detach analyst_check")
 
 

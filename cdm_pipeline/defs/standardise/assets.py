@@ -19,10 +19,10 @@ from cdm_pipeline.standardise.records import (
 from cdm_pipeline.warehouse import audit, replace_table, table_exists, transaction
 
 PERSON_RECORDS = dg.AssetKey(["identity", "person_records"])
-# Records are standardised in slices of this many (bounded memory at any size) into a temporary
-# table that replaces identity.person_records in one transaction.
+# Records are standardised in slices of this many (bounded memory at any size) into a table of
+# their own, renamed to identity.person_records in one transaction (written once, not copied).
 STANDARDISE_SLICE_RECORDS = 1_000_000
-NEW_RECORDS = "_person_records_new"
+NEW_RECORDS = "identity._person_records_new"
 VALIDITY_INPUTS = (
     "select source, email_raw, email, phone_raw, phone_e164, birth_date_raw, birth_date "
     "from identity.person_records"
@@ -123,54 +123,32 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             suppressed = int(blocked.sum() or 0)
             canonical = canonical.filter(~blocked)
             conn.execute(f"drop table if exists {NEW_RECORDS}")
-            created = reused.height > 0
-            if created:
-                conn.register("_reused", reused.to_arrow())
-                conn.execute(
-                    f"create temp table {NEW_RECORDS} as select * from identity.person_records "
-                    "where record_key in (select record_key from _reused)"
+            try:
+                suppressed, standardised, records = _write_new_records(
+                    conn, canonical, reused, config["standardise"], suppressed
                 )
-                conn.unregister("_reused")
-            # Standardised slice by slice into a temporary table: memory stays bounded.
-            standardised = 0
-            for start in range(0, max(canonical.height, 1), STANDARDISE_SLICE_RECORDS):
-                fresh = standardise_records(
-                    canonical.slice(start, STANDARDISE_SLICE_RECORDS),
-                    config["standardise"]["default_country"],
-                    regions,
-                )
-                late = suppressed_person_records(conn, fresh)
-                suppressed += int(late.sum() or 0)
-                fresh = fresh.filter(~late)
-                standardised += fresh.height
-                conn.register("_fresh", fresh.to_arrow())
-                if created:
-                    conn.execute(f"insert into {NEW_RECORDS} by name select * from _fresh")
-                else:
-                    conn.execute(f"create temp table {NEW_RECORDS} as select * from _fresh")
-                    created = True
-                conn.unregister("_fresh")
-            del canonical
-            records = conn.execute(f"select count(*) from {NEW_RECORDS}").fetchone()[0]
-            with transaction(conn):
-                conn.execute(
-                    f"create or replace table identity.person_records as select * from {NEW_RECORDS}"
-                )
-                replace_table(
-                    conn,
-                    "identity",
-                    "standardise_settings",
-                    pl.DataFrame({"fingerprint": [fingerprint], "run_id": [context.run.run_id]}),
-                )
-                audit(
-                    conn,
-                    context.run.run_id,
-                    "standardised",
-                    "identity.person_records",
-                    records,
-                    f"{suppressed} suppressed records left out",
-                )
-            conn.execute(f"drop table {NEW_RECORDS}")
+                del canonical
+                with transaction(conn):
+                    conn.execute("drop table if exists identity.person_records")
+                    conn.execute(f"alter table {NEW_RECORDS} rename to person_records")
+                    replace_table(
+                        conn,
+                        "identity",
+                        "standardise_settings",
+                        pl.DataFrame(
+                            {"fingerprint": [fingerprint], "run_id": [context.run.run_id]}
+                        ),
+                    )
+                    audit(
+                        conn,
+                        context.run.run_id,
+                        "standardised",
+                        "identity.person_records",
+                        records,
+                        f"{suppressed} suppressed records left out",
+                    )
+            finally:
+                conn.execute(f"drop table if exists {NEW_RECORDS}")
             shown = table_metadata(conn, "identity.person_records")
             rates = validity_rates(conn.sql(VALIDITY_INPUTS).pl())
         minimum = config["quality"]["min_validity"]
@@ -202,6 +180,41 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         )
 
     return _person_records
+
+
+def _write_new_records(
+    conn, canonical: pl.DataFrame, reused: pl.DataFrame, settings: dict, suppressed: int
+) -> tuple[int, int, int]:
+    """Fill ``NEW_RECORDS`` with the reused records and tonight's, standardised slice by slice
+    (memory stays bounded); returns (suppressed, standardised, records) counts."""
+    created = reused.height > 0
+    if created:
+        conn.register("_reused", reused.to_arrow())
+        conn.execute(
+            f"create table {NEW_RECORDS} as select * from identity.person_records "
+            "where record_key in (select record_key from _reused)"
+        )
+        conn.unregister("_reused")
+    standardised = 0
+    for start in range(0, max(canonical.height, 1), STANDARDISE_SLICE_RECORDS):
+        fresh = standardise_records(
+            canonical.slice(start, STANDARDISE_SLICE_RECORDS),
+            settings["default_country"],
+            tuple(settings["phone_regions"]),
+        )
+        late = suppressed_person_records(conn, fresh)
+        suppressed += int(late.sum() or 0)
+        fresh = fresh.filter(~late)
+        standardised += fresh.height
+        conn.register("_fresh", fresh.to_arrow())
+        if created:
+            conn.execute(f"insert into {NEW_RECORDS} by name select * from _fresh")
+        else:
+            conn.execute(f"create table {NEW_RECORDS} as select * from _fresh")
+            created = True
+        conn.unregister("_fresh")
+    records = conn.execute(f"select count(*) from {NEW_RECORDS}").fetchone()[0]
+    return suppressed, standardised, records
 
 
 def _stored_inputs(conn, fingerprint: str) -> pl.DataFrame:
