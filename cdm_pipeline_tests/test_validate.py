@@ -139,3 +139,61 @@ def test_every_failed_check_of_a_row_is_reported():
         frame("orders", [GOOD["orders"] | {"amount": "-1", "currency": "XYZ"}]), SOURCES["orders"]
     )
     assert rejected["failed_checks"][0] == "amount: at_least_0; currency: allowed_value"
+
+
+def test_dates_and_timestamps_read_as_the_first_format_that_reads_them():
+    """Each format only sees the values the formats before it could not read: the result is
+    what trying every format on every value and keeping the first success gives."""
+    from cdm_pipeline.validate import parsing
+
+    values = [
+        "2024-02-29",
+        "2024/02/29",
+        "02/29/2024",
+        "29.02.2024",
+        "20240229",
+        "2023-02-29",  # no such day
+        "2024-03-01T10:15:30",
+        "2024-03-01 10:15:30.250",
+        "2024-03-01T10:15",
+        "03/01/2024 10:15:30",
+        "2024-03-01T10:15:30+02:00",
+        "2024-03-01T10:15:30Z",
+        " 2024-03-01 ",
+        "",
+        None,
+        "yesterday",
+        "1' or '1'='1",
+    ]
+    frame = pl.DataFrame({"v": values * 3}, schema={"v": pl.String})
+
+    def every_format(column: str, dtype, formats, aware=()) -> pl.Expr:
+        value = parsing.text(column).str.replace(r"Z$", "+00:00")
+        tried = [value.str.strptime(dtype, f, strict=False, exact=True) for f in formats]
+        tried += [
+            value.str.strptime(pl.Datetime("us", "UTC"), f, strict=False, exact=True)
+            .dt.replace_time_zone(None)
+            .cast(dtype)
+            for f in aware
+        ]
+        return pl.coalesce(*tried).alias(column)
+
+    dates = frame.select(parsing.parse_date("v"))["v"]
+    expected_dates = frame.select(every_format("v", pl.Date, parsing.DATE_FORMATS))["v"]
+    assert dates.to_list() == expected_dates.to_list()
+    assert dates.drop_nulls().len() == 3 * 6  # five formats, and the padded one
+
+    stamps = frame.select(parsing.parse_timestamp("v"))["v"]
+    expected = frame.select(
+        pl.coalesce(
+            every_format(
+                "v",
+                pl.Datetime("us"),
+                parsing.TIMESTAMP_FORMATS,
+                parsing.TZ_TIMESTAMP_FORMATS,
+            ),
+            every_format("v", pl.Date, parsing.DATE_FORMATS).cast(pl.Datetime("us")),
+        ).alias("v")
+    )["v"]
+    assert stamps.to_list() == expected.to_list()
+    assert stamps.drop_nulls().len() == 3 * 12  # the dates, the stamps, the padded date

@@ -3,6 +3,7 @@ passes a check is exactly a value that casts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 
 import polars as pl
@@ -29,26 +30,53 @@ def text(column: str) -> pl.Expr:
 
 
 def parse_date(column: str) -> pl.Expr:
-    value = text(column)
-    return pl.coalesce(
-        *[value.str.strptime(pl.Date, fmt, strict=False, exact=True) for fmt in DATE_FORMATS]
-    ).alias(column)
+    return (
+        text(column)
+        .map_batches(lambda values: _first_read(values, _date_readers()), return_dtype=pl.Date)
+        .alias(column)
+    )
 
 
 def parse_timestamp(column: str) -> pl.Expr:
     """Naive timestamps as given; offset timestamps (``+02:00``, ``Z``) converted to UTC."""
     value = text(column).str.replace(r"Z$", "+00:00")
-    naive = [
-        value.str.strptime(pl.Datetime("us"), fmt, strict=False, exact=True)
-        for fmt in TIMESTAMP_FORMATS
-    ]
+    naive = [_reader(pl.Datetime("us"), fmt) for fmt in TIMESTAMP_FORMATS]
     aware = [
-        value.str.strptime(
-            pl.Datetime("us", "UTC"), fmt, strict=False, exact=True
-        ).dt.replace_time_zone(None)
+        lambda values, fmt=fmt: (
+            _reader(pl.Datetime("us", "UTC"), fmt)(values)
+            .dt.replace_time_zone(None)
+            .cast(pl.Datetime("us"))
+        )
         for fmt in TZ_TIMESTAMP_FORMATS
     ]
-    return pl.coalesce(*naive, *aware, parse_date(column).cast(pl.Datetime("us"))).alias(column)
+    dates = [
+        lambda values, read=read: read(values).cast(pl.Datetime("us")) for read in _date_readers()
+    ]
+    return value.map_batches(
+        lambda values: _first_read(values, [*naive, *aware, *dates]),
+        return_dtype=pl.Datetime("us"),
+    ).alias(column)
+
+
+def _reader(dtype: pl.DataType, fmt: str) -> Callable[[pl.Series], pl.Series]:
+    return lambda values: values.str.strptime(dtype, fmt, strict=False, exact=True)
+
+
+def _date_readers() -> list[Callable[[pl.Series], pl.Series]]:
+    return [_reader(pl.Date, fmt) for fmt in DATE_FORMATS]
+
+
+def _first_read(values: pl.Series, readers: list[Callable[[pl.Series], pl.Series]]) -> pl.Series:
+    """What the first reader that can read a value makes of it, as ``pl.coalesce`` of them all;
+    but each reader sees only the values the readers before it left unread, so that a column in
+    one format is read once, not once per format."""
+    result = readers[0](values)
+    for read in readers[1:]:
+        unread = (result.is_null() & values.is_not_null()).arg_true()
+        if unread.len() == 0:
+            break
+        result = result.scatter(unread, read(values.gather(unread)))
+    return result
 
 
 def parse_decimal(column: str) -> pl.Expr:
