@@ -16,12 +16,32 @@ CANDIDATE_COLUMNS = (
 )
 
 
-def candidates_from(person_records: pl.DataFrame, xref: pl.DataFrame) -> pl.DataFrame:
-    """One candidate per linked source record, with display values for each golden field."""
-    return person_records.join(
-        xref.filter(pl.col("customer_id").is_not_null()).select("record_key", "customer_id"),
-        on="record_key",
-    ).select(
+# What survivorship reads of each linked person record (besides its customer_id).
+PERSON_RECORD_COLUMNS = (
+    "record_key",
+    "source",
+    "source_record_id",
+    "trust_rank",
+    "event_at",
+    "first_name",
+    "last_name",
+    "email",
+    "phone_e164",
+    "street_key",
+    "street_raw",
+    "unit",
+    "city_raw",
+    "state",
+    "postal_code",
+    "country",
+    "birth_date",
+)
+
+
+def candidates_from(linked: pl.DataFrame) -> pl.DataFrame:
+    """One candidate per linked source record (``PERSON_RECORD_COLUMNS`` and its
+    ``customer_id``), with display values for each golden field."""
+    return linked.filter(pl.col("customer_id").is_not_null()).select(
         *CANDIDATE_COLUMNS,
         "first_name",
         "last_name",

@@ -12,7 +12,7 @@ from cdm_pipeline.defs.resolve.assets import CUSTOMER_XREF
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
 from cdm_pipeline.golden.facts import FACTS, build_facts, fact_sources
-from cdm_pipeline.golden.records import candidates_from, golden_records
+from cdm_pipeline.golden.records import PERSON_RECORD_COLUMNS, candidates_from, golden_records
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import (
     append_table,
@@ -270,8 +270,8 @@ class _MartRejected(Exception):
 # Customers are chosen for in slices of about this many records (by a hash of the customer
 # id): memory stays bounded however many records the night holds.
 GOLDEN_SLICE_RECORDS = 1_000_000
-CANDIDATE_QUERY = """
-select p.*, x.customer_id as xref_customer_id
+CANDIDATE_QUERY = f"""
+select {", ".join(f"p.{c}" for c in PERSON_RECORD_COLUMNS)}, x.customer_id
 from identity.person_records p join mart.customer_xref x using (record_key)
 where x.customer_id is not null and hash(x.customer_id) % ? = ?
 """
@@ -290,10 +290,8 @@ def _build_golden(conn, sources: dict[str, SourceSpec], rules: dict[str, list[st
     conn.execute("drop table if exists golden")
     for number in range(slices):
         part = conn.sql(CANDIDATE_QUERY, params=[slices, number]).pl()
-        xref = part.select("record_key", customer_id="xref_customer_id")
-        golden, lineage = golden_records(
-            candidates_from(part.drop("xref_customer_id"), xref), rules
-        )
+        xref = part.select("record_key", "customer_id")
+        golden, lineage = golden_records(candidates_from(part), rules)
         golden = golden.join(_attributes(conn, sources, xref), on="customer_id", how="left")
         golden = golden.with_columns(
             pl.lit(None, dtype=pl.String).alias(a) for a in sorted(declared - set(golden.columns))
