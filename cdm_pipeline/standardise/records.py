@@ -82,18 +82,24 @@ def unchanged_record_keys(inputs: pl.DataFrame, stored: pl.DataFrame) -> pl.Data
 
 
 def standardise_records(
-    frame: pl.DataFrame, default_country: str = "US", phone_regions: tuple[str, ...] = ()
+    frame: pl.DataFrame,
+    default_country: str = "US",
+    phone_regions: tuple[str, ...] = (),
+    keep_workers: bool = False,
 ) -> pl.DataFrame:
     """Standardise a frame holding ``CANONICAL_INPUT`` columns (any may be null) plus keys.
 
     Originals are kept as ``<field>_raw``; match keys are ``*_key``/``*_norm``; validity flags are
     ``email_valid``/``phone_valid`` (false only where a value was given and is not valid). The
-    worker processes stop afterwards: their memory is not held through the rest of the night.
+    worker processes stop afterwards, their memory not held through the rest of the night;
+    unless ``keep_workers``: a caller with more slices to come stops them (``fields.close_pool``)
+    after the last, rather than start them again for each.
     """
     try:
         return _standardise(frame, default_country, phone_regions)
     finally:
-        fields.close_pool()
+        if not keep_workers:
+            fields.close_pool()
 
 
 def _standardise(

@@ -8,6 +8,7 @@ from cdm_pipeline.defs.metadata import table_metadata, table_schema
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.governance.suppression import suppressed_person_records, suppressed_rows
 from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.standardise.fields import close_pool
 from cdm_pipeline.standardise.load import IDENTITY_ROLES, canonical_records
 from cdm_pipeline.standardise.records import (
     CANONICAL_INPUT,
@@ -196,23 +197,27 @@ def _write_new_records(
         )
         conn.unregister("_reused")
     standardised = 0
-    for start in range(0, max(canonical.height, 1), STANDARDISE_SLICE_RECORDS):
-        fresh = standardise_records(
-            canonical.slice(start, STANDARDISE_SLICE_RECORDS),
-            settings["default_country"],
-            tuple(settings["phone_regions"]),
-        )
-        late = suppressed_person_records(conn, fresh)
-        suppressed += int(late.sum() or 0)
-        fresh = fresh.filter(~late)
-        standardised += fresh.height
-        conn.register("_fresh", fresh.to_arrow())
-        if created:
-            conn.execute(f"insert into {NEW_RECORDS} by name select * from _fresh")
-        else:
-            conn.execute(f"create table {NEW_RECORDS} as select * from _fresh")
-            created = True
-        conn.unregister("_fresh")
+    try:
+        for start in range(0, max(canonical.height, 1), STANDARDISE_SLICE_RECORDS):
+            fresh = standardise_records(
+                canonical.slice(start, STANDARDISE_SLICE_RECORDS),
+                settings["default_country"],
+                tuple(settings["phone_regions"]),
+                keep_workers=True,
+            )
+            late = suppressed_person_records(conn, fresh)
+            suppressed += int(late.sum() or 0)
+            fresh = fresh.filter(~late)
+            standardised += fresh.height
+            conn.register("_fresh", fresh.to_arrow())
+            if created:
+                conn.execute(f"insert into {NEW_RECORDS} by name select * from _fresh")
+            else:
+                conn.execute(f"create table {NEW_RECORDS} as select * from _fresh")
+                created = True
+            conn.unregister("_fresh")
+    finally:
+        close_pool()
     records = conn.execute(f"select count(*) from {NEW_RECORDS}").fetchone()[0]
     return suppressed, standardised, records
 
