@@ -196,18 +196,27 @@ def test_evidence_ceiling_leaves_a_shared_inbox_unattributed_when_asked():
 def test_records_standardised_and_golden_values_chosen_in_slices_equal_one_pass(
     tmp_path_factory, demo_data, materialised, monkeypatch
 ):
-    """Standardising and survivorship run slice by slice (bounded memory at any size): with
-    slices of a few hundred records the person records, the mart's customers and the lineage
-    are those of the one-slice build."""
+    """Validation, standardising and survivorship run slice by slice (bounded memory at any
+    size): with slices of a few hundred rows the staged and quarantined rows (the planted
+    repeated ids among them), the person records, the mart's customers and the lineage are
+    those of the one-slice build."""
     from cdm_pipeline.defs.golden import assets as golden_assets
     from cdm_pipeline.defs.standardise import assets as standardise_assets
+    from cdm_pipeline.validate import stage
     from cdm_pipeline_tests.conftest import make_settings
 
     monkeypatch.setattr(golden_assets, "GOLDEN_SLICE_RECORDS", 300)
     monkeypatch.setattr(standardise_assets, "STANDARDISE_SLICE_RECORDS", 700)
+    monkeypatch.setattr(stage, "VALIDATE_SLICE_ROWS", 400)
     settings = make_settings(tmp_path_factory.mktemp("sliced"), demo_data / "landing")
     assert run_pipeline(settings).success
     tables = {
+        "quarantine": "select * exclude (quarantined_at, run_id) from quarantine.rejected_rows "
+        "order by source, file_sha256, row_number",
+        "crm_contacts": "select * exclude (_loaded_at, _run_id) from staging.crm_contacts "
+        "order by _file_sha256, _row_number",
+        "orders": "select * exclude (_loaded_at, _run_id) from staging.orders "
+        "order by _file_sha256, _row_number",
         "person_records": "select * from identity.person_records order by record_key",
         "customers": "select * exclude (refreshed_at) from mart.customers order by customer_id",
         "lineage": "select * from mart.customer_attribute_lineage order by customer_id, attribute",
@@ -219,6 +228,7 @@ def test_records_standardised_and_golden_values_chosen_in_slices_equal_one_pass(
 
     sliced, whole = read(settings.warehouse_path), read(materialised[0].warehouse_path)
     assert sliced["customers"].height > 1000
+    assert "unique_in_file" in " ".join(whole["quarantine"]["failed_checks"])
     for name in tables:
         assert sliced[name].columns == whole[name].columns, name
         differing = [c for c in whole[name].columns if not sliced[name][c].equals(whole[name][c])]

@@ -13,6 +13,9 @@ from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.validate.contracts import split, to_typed
 from cdm_pipeline.warehouse import quote_ident, table_exists, transaction
 
+# Landed rows are validated in slices of about this many (bounded memory at any file size).
+VALIDATE_SLICE_ROWS = 1_000_000
+
 
 @dataclass
 class ValidationSummary:
@@ -41,13 +44,44 @@ def validate_new_files(
         _ensure_current_view(conn, source)
         return summary
     conn.register("pending_files", pl.DataFrame({"sha": pending}).to_arrow())
-    landed = conn.sql(
-        f"select * from {raw} where _file_sha256 in (select sha from pending_files)"
-    ).pl()
-    conn.unregister("pending_files")
+    try:
+        rows = conn.execute(
+            f"select count(*) from {raw} where _file_sha256 in (select sha from pending_files)"
+        ).fetchone()[0]
+        # Slices by a hash of the record id, so that every row of an id in a file is in one
+        # slice (the unique-in-file check sees them together), in file order.
+        slices = max(1, -(-rows // VALIDATE_SLICE_ROWS))
+        query = (
+            f"select * from {raw} where _file_sha256 in (select sha from pending_files) "
+            f"and coalesce(hash({quote_ident(source.record_id)}), 0) % ? = ? "
+            f"order by _file_sha256, {ROW_NUMBER}"
+        )
+        now = datetime.now()
+        with transaction(conn):
+            for number in range(slices):
+                landed = conn.sql(query, params=[slices, number]).pl()
+                _stage_slice(conn, source, landed, summary, now, run_id)
+            conn.executemany(
+                "update raw.file_ledger set validated_at = ? where source = ? and file_sha256 = ?",
+                [[now, source.name, sha] for sha in pending],
+            )
+            _ensure_current_view(conn, source)
+    finally:
+        conn.unregister("pending_files")
+    return summary
+
+
+def _stage_slice(
+    conn: duckdb.DuckDBPyConnection,
+    source: SourceSpec,
+    landed: pl.DataFrame,
+    summary: ValidationSummary,
+    now: datetime,
+    run_id: str,
+) -> None:
+    """Validate landed rows: the valid ones typed into staging, the rest into quarantine."""
     valid, rejected = split(landed, source)
     typed = to_typed(valid, source)
-    now = datetime.now()
     quarantine = rejected.select(
         pl.lit(source.name).alias("source"),
         pl.col("_source_file").alias("source_file"),
@@ -60,27 +94,20 @@ def validate_new_files(
         pl.lit(run_id).alias("run_id"),
     )
     staging = f"staging.{quote_ident(source.name)}"
-    with transaction(conn):
-        conn.register("typed_rows", typed.to_arrow())
-        if not table_exists(conn, "staging", source.name):
-            conn.execute(f"create table {staging} as select * from typed_rows limit 0")
-        conn.execute(f"insert into {staging} by name select * from typed_rows")
-        conn.unregister("typed_rows")
-        conn.register("rejected_rows", quarantine.to_arrow())
-        conn.execute("insert into quarantine.rejected_rows by name select * from rejected_rows")
-        conn.unregister("rejected_rows")
-        conn.executemany(
-            "update raw.file_ledger set validated_at = ? where source = ? and file_sha256 = ?",
-            [[now, source.name, sha] for sha in pending],
-        )
-        _ensure_current_view(conn, source)
-    summary.rows_in = landed.height
-    summary.rows_staged = typed.height
-    summary.rows_quarantined = quarantine.height
+    conn.register("typed_rows", typed.to_arrow())
+    if not table_exists(conn, "staging", source.name):
+        conn.execute(f"create table {staging} as select * from typed_rows limit 0")
+    conn.execute(f"insert into {staging} by name select * from typed_rows")
+    conn.unregister("typed_rows")
+    conn.register("rejected_rows", quarantine.to_arrow())
+    conn.execute("insert into quarantine.rejected_rows by name select * from rejected_rows")
+    conn.unregister("rejected_rows")
+    summary.rows_in += landed.height
+    summary.rows_staged += typed.height
+    summary.rows_quarantined += quarantine.height
     for reasons in quarantine["failed_checks"].to_list():
         for reason in reasons.split("; "):
             summary.failed_checks[reason] = summary.failed_checks.get(reason, 0) + 1
-    return summary
 
 
 def _ensure_current_view(conn: duckdb.DuckDBPyConnection, source: SourceSpec) -> None:
