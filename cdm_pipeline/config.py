@@ -23,7 +23,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "standardise": {"default_country": "US", "phone_regions": ["US", "GB", "DE", "FR"]},
     "resolve": {
-        "match_threshold": 0.95,
+        "match_threshold": 0.90,
         "name_only_threshold": 0.99,
         "household_evidence_cap": 12.0,
         "floor_weight": 0.0,
