@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
@@ -21,6 +23,7 @@ from cdm_pipeline.resolve.scoring import (
     cannot_link,
     estimate_u,
     identifier_u,
+    level_patterns,
     score_pairs,
     train_m,
 )
@@ -40,6 +43,19 @@ class Resolution:
     refreshed: pl.Series = field(default_factory=lambda: pl.Series("profile_id", [], pl.Int64))
     gone: pl.Series = field(default_factory=lambda: pl.Series("profile_id", [], pl.Int64))
     stats: dict[str, float] = field(default_factory=dict)
+    # Set when the scored pairs were written to disk piece by piece (``link(spill=...)``): then
+    # ``pairs`` is empty and ``scored_pairs`` reads them back.
+    pair_files: list[Path] = field(default_factory=list)
+
+    def scored_pairs(self) -> Iterator[pl.DataFrame]:
+        """Every pair scored in this run, a piece at a time, with ``linked``."""
+        if not self.pair_files:
+            yield self.pairs
+            return
+        clusters = self.profiles.select(node="profile_id", cluster="cluster")
+        for path in self.pair_files:
+            piece = pl.read_parquet(path)
+            yield piece if "linked" in piece.columns else mark_linked(piece, clusters)
 
 
 @dataclass
@@ -94,28 +110,56 @@ def plan_full(
 
 def link(
     plan: ResolvePlan,
-    levels: pl.DataFrame,
+    levels: pl.DataFrame | list[Path],
     settings: dict,
     overrides: pl.DataFrame | None = None,
     comparisons: list[Comparison] | None = None,
+    spill: Path | None = None,
 ) -> Resolution:
     """Score the compared pairs (learning the model first if the plan has none), then cluster
-    the plan's profiles. ``levels`` may come from shards in any order."""
+    the plan's profiles. ``levels`` is one frame, or the shards' level files in any order. With
+    ``spill`` (a folder) each file is scored on its own and its scored pairs written there:
+    memory then holds the pairs clustering reads (match edges, pairs it can judge), not every
+    scored pair, which is what lets ten million records resolve on one machine."""
     comparisons = comparisons or default_comparisons()
-    levels = levels.sort("id_l", "id_r")
+    pieces = _level_pieces(levels, comparisons)
     model = plan.model or train(
-        levels, plan.profiles, comparisons, blocking_rules(settings), settings
+        level_patterns(pl.concat([level_patterns(p, comparisons) for p in pieces()]), comparisons),
+        plan.profiles,
+        comparisons,
+        blocking_rules(settings),
+        settings,
     )
     incremental = plan.kept is not None
     in_plan = pl.col("profile_id").is_in(plan.refreshed.implode())
     membership = plan.membership.filter(in_plan) if incremental else plan.membership
-    scored = score(levels, plan.profiles, comparisons, model, settings, membership, overrides)
-    del levels
+    steward = steward_pairs(membership, overrides)
+    graph = PairGraph()
+    held: list[pl.DataFrame] = []
+    files: list[Path] = []
+
+    def keep(scored: pl.DataFrame) -> None:
+        if spill is None:
+            held.append(scored)
+        else:
+            files.append(spill / f"scored-{len(files):03d}.parquet")
+            scored.write_parquet(files[-1])
+
+    schema = None
+    for piece in pieces():
+        scored = score(piece, plan.profiles, comparisons, model, settings, steward)
+        graph.add(scored)
+        schema = scored.schema
+        keep(scored)
+    extra = _unproposed(steward, graph, schema, settings)
+    if extra.height:
+        graph.add(extra)
+        keep(extra)
     subset = plan.profiles.filter(in_plan) if incremental else plan.profiles
-    labels, ambiguous = cluster_profiles(subset, scored)
-    scored = mark_linked(scored, labels)
+    labels, ambiguous = cluster_profiles(subset, graph)
+    edges = mark_linked(graph.frame("edges"), labels)
     profiles = with_link_decision(
-        subset.join(labels.rename({"node": "profile_id"}), on="profile_id", how="left"), scored
+        subset.join(labels.rename({"node": "profile_id"}), on="profile_id", how="left"), edges
     )
     if incremental:
         kept = plan.profiles.filter(~in_plan)  # in the order plan.kept was taken
@@ -125,32 +169,105 @@ def link(
         if "cluster_key" in kept.columns:
             profiles = profiles.with_columns(cluster_key=pl.lit(None, pl.String))
         profiles = pl.concat([kept, profiles.select(kept.columns)])
-        scored = pl.concat([scored, plan.outside.select(scored.columns)])
+        graph.count(plan.outside)
+    scored = pl.DataFrame()
+    if spill is None:
+        scored = mark_linked(pl.concat(held), labels)
+        if incremental:
+            scored = pl.concat([scored, plan.outside.select(scored.columns)])
+    elif incremental:
+        keep(plan.outside)
     result = Resolution(
         profiles, plan.membership, scored, model, plan.report, pl.DataFrame(), mode=plan.mode
     )
+    result.pair_files = files
+    counts = {
+        "candidate_pairs": graph.pairs,
+        "match_edges": edges.height,
+        "edges_refused_by_guard": edges.height - int(edges["linked"].sum()),
+        "cannot_link_pairs": graph.cannot_link,
+    }
     result = finish_resolution(
-        result, plan.unresolvable, refreshed=plan.refreshed, ambiguous=ambiguous, gone=plan.gone
+        result,
+        plan.unresolvable,
+        refreshed=plan.refreshed,
+        ambiguous=ambiguous,
+        gone=plan.gone,
+        counts=counts,
     )
     result.stats.update(plan.stats)
     return result
 
 
+def _level_pieces(
+    levels: pl.DataFrame | list[Path], comparisons: list[Comparison]
+) -> Callable[[], Iterator[pl.DataFrame]]:
+    """A way to go over the levels a piece at a time, as often as needed: a frame is one piece
+    (sorted, so that the result does not depend on the order pairs were compared in), a list of
+    files a piece per file."""
+    if isinstance(levels, pl.DataFrame):
+        ordered = levels.sort("id_l", "id_r")
+        return lambda: iter([ordered])
+    paths = sorted(levels)
+    if not paths:
+        empty = pl.DataFrame(
+            schema={
+                "id_l": pl.Int64,
+                "id_r": pl.Int64,
+                **{f"{c.name}_level": pl.Int8 for c in comparisons},
+            }
+        )
+        return lambda: iter([empty])
+    return lambda: (pl.read_parquet(path) for path in paths)
+
+
+@dataclass
+class PairGraph:
+    """What clustering reads of the scored pairs, gathered a piece at a time: the match edges,
+    the pairs whose personal fields it can judge, the steward's pairs, and counts."""
+
+    pieces: dict[str, list[pl.DataFrame]] = field(
+        default_factory=lambda: {"edges": [], "judged": [], "hard": [], "must": []}
+    )
+    pairs: int = 0
+    cannot_link: int = 0
+
+    def add(self, scored: pl.DataFrame) -> None:
+        ids = ["id_l", "id_r"]
+        self.pieces["edges"].append(
+            scored.filter(is_edge()).select(*ids, "match_weight", "decision", "cannot_link")
+        )
+        self.pieces["judged"].append(
+            scored.filter(judgeable() & ~pl.col("must_link")).select(*ids, "cannot_link")
+        )
+        self.pieces["hard"].append(scored.filter(pl.col("steward_cannot_link")).select(ids))
+        self.pieces["must"].append(scored.filter(pl.col("must_link")).select(ids))
+        self.count(scored)
+
+    def count(self, scored: pl.DataFrame) -> None:
+        self.pairs += scored.height
+        self.cannot_link += int(scored["cannot_link"].sum())
+
+    def frame(self, name: str) -> pl.DataFrame:
+        return pl.concat(self.pieces[name])
+
+
 def train(
-    levels: pl.DataFrame,
+    patterns: pl.DataFrame,
     profiles: pl.DataFrame,
     comparisons: list[Comparison],
     rules: list[BlockingRule],
     settings: dict,
 ) -> ModelParameters:
-    """u from the profiles, m by EM over the candidate pairs' levels, the prior, the term
-    frequencies: everything scoring needs, learnt without labels."""
+    """u from the profiles, m by EM over the candidate pairs' levels (``level_patterns``: each
+    distinct row of levels and its count), the prior, the term frequencies: everything scoring
+    needs, learnt without labels."""
     u = estimate_u(profiles, comparisons)
     single_keys = [rule.keys[0] for rule in rules if len(rule.keys) == 1]
-    u = identifier_u(u, levels, comparisons, single_keys, profiles.height)
+    u = identifier_u(u, patterns, comparisons, single_keys, profiles.height)
     return (
-        train_m(levels, comparisons, u, iterations=settings["em_iterations"])
-        .with_global_prior(levels.height, profiles.height)
+        train_m(patterns, comparisons, u, iterations=settings["em_iterations"])
+        .with_global_prior(int(patterns["pairs"].sum()), profiles.height)
         .with_term_frequencies(profiles, comparisons)
     )
 
@@ -161,33 +278,38 @@ def score(
     comparisons: list[Comparison],
     model: ModelParameters,
     settings: dict,
-    membership: pl.DataFrame,
-    overrides: pl.DataFrame | None,
+    steward: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Weights, probability, cannot-link evidence, steward overrides and the decision per pair."""
+    """Weights, probability, cannot-link evidence, steward overrides (``steward_pairs``) and
+    the decision per pair."""
     cap = settings.get("household_evidence_cap", HOUSEHOLD_EVIDENCE_CAP)
     scored = score_pairs(levels, profiles, comparisons, model)
     scored = scored.with_columns(
         cannot_link(scored, comparisons, model, settings["match_threshold"], cap)
     )
-    scored = _apply_overrides(scored, membership, overrides)
-    return scored.with_columns(
-        decision=_decision(settings["match_threshold"], settings.get("name_only_threshold", 1.0))
-    )
+    scored = _flag_overrides(scored, steward)
+    return scored.with_columns(decision=_decision_of(settings))
 
 
-def cluster_profiles(profiles: pl.DataFrame, scored: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+def _decision_of(settings: dict) -> pl.Expr:
+    return _decision(settings["match_threshold"], settings.get("name_only_threshold", 1.0))
+
+
+def cluster_profiles(profiles: pl.DataFrame, graph: PairGraph) -> tuple[pl.DataFrame, int]:
     """``node, component, cluster`` for every profile (cluster null: detached as ambiguous)."""
-    edges = scored.filter(is_edge()).select("id_l", "id_r", "match_weight")
-    judged = scored.filter(judgeable() & ~pl.col("must_link")).select("id_l", "id_r", "cannot_link")
+    edges = graph.frame("edges").select("id_l", "id_r", "match_weight")
     # Only a steward's cannot-link is a veto; the model's is one vote among many (a typo'd
     # record should not split a customer, see clustering._GuardedUnion).
-    hard = scored.filter(pl.col("steward_cannot_link")).select("id_l", "id_r")
     personal = [c for c in ("first_name_key", "birth_date") if c in profiles.columns]
     traits = profiles.select(pl.col("profile_id").alias("node"), *personal)
-    labels = guarded_clusters(profiles["profile_id"].to_numpy(), edges, judged, hard, traits)
-    steward = scored.filter(pl.col("must_link")).select("id_l", "id_r")
-    return _detach_ambiguous(labels, edges, profiles, steward)
+    labels = guarded_clusters(
+        profiles["profile_id"].to_numpy(),
+        edges,
+        graph.frame("judged"),
+        graph.frame("hard"),
+        traits,
+    )
+    return _detach_ambiguous(labels, edges, profiles, graph.frame("must"))
 
 
 def is_edge() -> pl.Expr:
@@ -248,8 +370,9 @@ def finish_resolution(
     refreshed: pl.Series,
     ambiguous: int,
     gone: pl.Series | None = None,
+    counts: dict[str, int] | None = None,
 ) -> Resolution:
-    """Record-level clusters and run statistics."""
+    """Record-level clusters and run statistics (``counts``: of the scored pairs, from ``link``)."""
     result.profiles = with_cluster_keys(result.profiles)
     record_clusters = result.membership.join(
         result.profiles.select("profile_id", "cluster_key"), on="profile_id", how="left"
@@ -265,8 +388,6 @@ def finish_resolution(
     result.refreshed = refreshed
     if gone is not None:
         result.gone = gone
-    scored = result.pairs
-    edges = scored.filter(is_edge()).height
     result.stats = {
         "mode": result.mode,
         "records": result.membership.height + unresolvable.height,
@@ -274,10 +395,7 @@ def finish_resolution(
         "profiles": result.profiles.height,
         "profiles_reclustered": refreshed.len(),
         "profiles_gone": result.gone.len(),
-        "candidate_pairs": scored.height,
-        "match_edges": edges,
-        "edges_refused_by_guard": edges - int(scored["linked"].sum()),
-        "cannot_link_pairs": int(scored["cannot_link"].sum()),
+        **(counts or {}),
         "clusters": result.profiles["cluster"].drop_nulls().n_unique(),
         "ambiguous_profiles": ambiguous,
         "em_iterations": result.params.em_iterations,
@@ -430,13 +548,11 @@ def resolvable() -> pl.Expr:
     )
 
 
-def _apply_overrides(
-    scored: pl.DataFrame, membership: pl.DataFrame, overrides: pl.DataFrame | None
-) -> pl.DataFrame:
-    """Steward decisions win over the model: must-link adds an edge, cannot-link forbids one."""
-    scored = scored.with_columns(must_link=pl.lit(False), steward_cannot_link=pl.lit(False))
+def steward_pairs(membership: pl.DataFrame, overrides: pl.DataFrame | None) -> pl.DataFrame:
+    """The steward's must-link / cannot-link decisions as profile pairs: ``rule, id_l, id_r``."""
+    empty = pl.DataFrame(schema={"rule": pl.String, "id_l": pl.Int64, "id_r": pl.Int64})
     if overrides is None or overrides.height == 0:
-        return scored
+        return empty
     keyed = (
         overrides.with_columns(
             key_l=pl.col("source_l") + ":" + pl.col("record_id_l"),
@@ -447,31 +563,19 @@ def _apply_overrides(
         .filter(pl.col("p_l") != pl.col("p_r"))
         .select("rule", id_l=pl.min_horizontal("p_l", "p_r"), id_r=pl.max_horizontal("p_l", "p_r"))
     )
-    if keyed.height == 0:
+    return keyed.cast(empty.schema)
+
+
+def _flag_overrides(scored: pl.DataFrame, steward: pl.DataFrame | None) -> pl.DataFrame:
+    """Steward decisions win over the model: must-link adds an edge, cannot-link forbids one."""
+    scored = scored.with_columns(must_link=pl.lit(False), steward_cannot_link=pl.lit(False))
+    if steward is None or steward.height == 0:
         return scored
-    # Steward pairs the blocking did not propose are added as pairs with no model evidence.
-    extra = keyed.join(scored.select("id_l", "id_r"), on=["id_l", "id_r"], how="anti").select(
-        "id_l", "id_r"
-    )
-    if extra.height:
-        filler = {
-            c: (pl.lit(None, dtype=scored.schema[c]))
-            for c in scored.columns
-            if c not in ("id_l", "id_r")
-        }
-        scored = pl.concat([scored, extra.with_columns(**filler).select(scored.columns)])
-        scored = scored.with_columns(
-            pl.col("match_weight").fill_null(0.0),
-            pl.col("match_probability").fill_null(0.0),
-            pl.col("cannot_link").fill_null(False),
-            pl.col("must_link").fill_null(False),
-            pl.col("steward_cannot_link").fill_null(False),
-        )
-    must = keyed.filter(pl.col("rule") == "must_link").select("id_l", "id_r", m=pl.lit(True))
-    never = keyed.filter(pl.col("rule") == "cannot_link").select("id_l", "id_r", c=pl.lit(True))
+    must = steward.filter(pl.col("rule") == "must_link").select("id_l", "id_r", m=pl.lit(True))
+    never = steward.filter(pl.col("rule") == "cannot_link").select("id_l", "id_r", c=pl.lit(True))
     return (
-        scored.join(must, on=["id_l", "id_r"], how="left")
-        .join(never, on=["id_l", "id_r"], how="left")
+        scored.join(must.unique(["id_l", "id_r"]), on=["id_l", "id_r"], how="left")
+        .join(never.unique(["id_l", "id_r"]), on=["id_l", "id_r"], how="left")
         .with_columns(
             must_link=pl.col("m").fill_null(False),
             cannot_link=pl.col("cannot_link") | pl.col("c").fill_null(False),
@@ -479,3 +583,27 @@ def _apply_overrides(
         )
         .drop("m", "c")
     )
+
+
+def _unproposed(
+    steward: pl.DataFrame, graph: PairGraph, schema: pl.Schema, settings: dict
+) -> pl.DataFrame:
+    """Steward pairs the blocking did not propose, as pairs with no model evidence."""
+    seen = pl.concat([graph.frame("must"), graph.frame("hard")])
+    extra = (
+        steward.select("id_l", "id_r")
+        .unique()
+        .join(seen, on=["id_l", "id_r"], how="anti")
+        .sort("id_l", "id_r")
+    )
+    if extra.height == 0:
+        return extra
+    evidence = {
+        c: pl.lit(None, dtype=dtype)
+        for c, dtype in schema.items()
+        if c not in ("id_l", "id_r", "must_link", "steward_cannot_link", "decision")
+    }
+    filler = extra.with_columns(**evidence).with_columns(
+        match_weight=pl.lit(0.0), match_probability=pl.lit(0.0), cannot_link=pl.lit(False)
+    )
+    return _flag_overrides(filler, steward).with_columns(decision=_decision_of(settings))

@@ -111,8 +111,6 @@ def plan_incremental(
         comparisons,
         state.model,
         settings,
-        membership,
-        None,
     )
     reached = probe.filter(is_edge()).select(ids=pl.concat_list("id_l", "id_r")).explode("ids")
     departed = block_keys(old.filter(pl.col("profile_id").is_in(gone_ids.implode())), rules)

@@ -213,7 +213,8 @@ def identifier_u(
 ) -> dict[str, list[float]]:
     """Exact-level u for identifiers that block on their own (email, phone): every pair sharing
     the value is a candidate, so count how many of them are different people, judged by the
-    cannot-link evidence (different first name or birth date) where it can be judged.
+    cannot-link evidence (different first name or birth date) where it can be judged. ``levels``
+    may be ``level_patterns`` (a ``pairs`` count per distinct row of levels).
 
     Value frequencies would say two random people share an email as often as one person's
     records repeat it; this counts only sharing between people who are evidently different.
@@ -230,8 +231,11 @@ def identifier_u(
             continue
         agreeing = flags.filter(pl.col(f"{c.name}_level") == c.exact_level)
         judged_pairs = agreeing.filter(pl.col("judged"))
-        share_different = (judged_pairs["different"].sum() + 1) / (judged_pairs.height + 2)
-        exact = max(agreeing.height * share_different, 1.0) / all_pairs
+        different_pairs = float(
+            (pair_counts(judged_pairs) * judged_pairs["different"].to_numpy()).sum()
+        )
+        share_different = (different_pairs + 1) / (pair_counts(judged_pairs).sum() + 2)
+        exact = max(pair_counts(agreeing).sum() * share_different, 1.0) / all_pairs
         others = np.asarray(u[c.name][:-1], dtype=float)
         others = (
             others / others.sum() * (1.0 - exact)
@@ -260,8 +264,10 @@ def estimate_m(
     ``fixed_m``, when given: then only the prior is learnt)."""
     names = [c.name for c in comparisons]
     columns = [f"{n}_level" for n in names]
-    patterns = levels.group_by(columns).len()
-    counts = patterns["len"].to_numpy().astype(float)
+    patterns = (
+        levels.with_columns(pairs=pair_counts(levels)).group_by(columns).agg(pl.col("pairs").sum())
+    )
+    counts = patterns["pairs"].to_numpy().astype(float)
     pattern_levels = {n: patterns[f"{n}_level"].to_numpy().astype(np.int64) for n in names}
     m = dict(fixed_m) if fixed_m else {c.name: _initial_m(c) for c in comparisons}
     prior = 0.1
@@ -330,20 +336,25 @@ def train_m(
         if any(f"{f}_level" not in levels.columns for f in block):
             continue
         inside = levels.filter(pl.all_horizontal(pl.col(f"{f}_level") == exact[f] for f in block))
-        if inside.height < MIN_TRAINING_PAIRS:
+        weights = pair_counts(inside)
+        if weights.sum() < MIN_TRAINING_PAIRS:
             continue
         free = [c for c in comparisons if c.name not in block and not c.location]
         session = estimate_m(inside, free, u, iterations)
-        observed = [c for c in free if inside[f"{c.name}_level"].ne(NULL_LEVEL).sum() > 0]
+        present_pairs = {
+            c.name: weights[inside[f"{c.name}_level"].ne(NULL_LEVEL).to_numpy()].sum()
+            for c in free + location
+        }
+        observed = [c for c in free if present_pairs[c.name] > 0]
         for c in observed:
-            if inside[f"{c.name}_level"].ne(NULL_LEVEL).sum() >= MIN_TRAINING_PAIRS:
+            if present_pairs[c.name] >= MIN_TRAINING_PAIRS:
                 estimates[c.name].append(session.m[c.name])
         if location and not {c.name for c in location} & set(block):
-            posterior = _posterior(inside, observed, session.m, u, session.prior)
+            posterior = _posterior(inside, observed, session.m, u, session.prior) * weights
             for c in location:
                 lv = inside[f"{c.name}_level"].to_numpy().astype(np.int64)
                 present = lv != NULL_LEVEL
-                if present.sum() >= MIN_TRAINING_PAIRS:
+                if present_pairs[c.name] >= MIN_TRAINING_PAIRS:
                     totals = np.bincount(
                         lv[present], weights=posterior[present], minlength=len(c.labels)
                     )
@@ -361,6 +372,26 @@ def train_m(
     params.em_iterations = fallback.em_iterations
     params.em_converged = fallback.em_converged
     return params
+
+
+def level_patterns(levels: pl.DataFrame, comparisons: list[Comparison]) -> pl.DataFrame:
+    """Each distinct row of levels with the number of pairs showing it (``pairs``): all that
+    training reads, a few thousand rows however many pairs were compared. Patterns of several
+    shards add up (``pl.concat`` them and call this again)."""
+    columns = [f"{c.name}_level" for c in comparisons]
+    return (
+        levels.with_columns(pairs=pair_counts(levels))
+        .group_by(columns)
+        .agg(pl.col("pairs").sum())
+        .sort(columns)
+    )
+
+
+def pair_counts(levels: pl.DataFrame) -> np.ndarray:
+    """How many pairs each row stands for: its ``pairs`` count in ``level_patterns``, else 1."""
+    if "pairs" in levels.columns:
+        return levels["pairs"].to_numpy().astype(float)
+    return np.ones(levels.height)
 
 
 def _posterior(

@@ -3,8 +3,8 @@
 A run's plan is written to a work folder once: the profiles' compared fields as Arrow IPC, the
 candidate pairs split by a hash of the left profile id into one Parquet file per shard, and the
 rest of the plan. Each shard is then compared on its own, reading only those files; the link phase
-reads the plan back with every shard's levels. Comparing a pair does not depend on any other pair,
-so any number of shards gives the same levels, and ``link`` sorts them: the same customers
+reads the plan back and scores the shards' levels file by file. Comparing a pair does not depend
+on any other pair, so any number of shards gives the same levels and the same customers
 (``test_sharded_resolution_equals_a_single_process``).
 """
 
@@ -69,8 +69,9 @@ def compare_shard(pairs_file: Path, comparisons: list[Comparison] | None = None)
     return out
 
 
-def read_plan(workdir: Path) -> tuple[ResolvePlan, pl.DataFrame]:
-    """The plan and the levels of every shard (which must all have been compared)."""
+def read_plan(workdir: Path) -> tuple[ResolvePlan, list[Path]]:
+    """The plan (without its pairs, which the shards hold) and every shard's level file (all
+    shards must have been compared): ``link`` reads them one at a time."""
     plan = _read_plan_frames(workdir)
     pair_files = sorted(workdir.glob("pairs-*.parquet"))
     level_files = sorted(workdir.glob("levels-*.parquet"))
@@ -79,8 +80,7 @@ def read_plan(workdir: Path) -> tuple[ResolvePlan, pl.DataFrame]:
             f"{len(pair_files) - len(level_files)} of {len(pair_files)} comparison shards "
             f"have no levels in {workdir}"
         )
-    plan.pairs = pl.concat([pl.read_parquet(f) for f in pair_files])
-    return plan, pl.concat([pl.read_parquet(f) for f in level_files])
+    return plan, level_files
 
 
 def _write_plan_frames(plan: ResolvePlan, workdir: Path) -> None:

@@ -262,10 +262,11 @@ def resolve_assets() -> dg.AssetsDefinition:
         now = datetime.now()
         run_id = context.run.run_id
         workdir = pipeline.run_work_dir(run_id)
-        plan, levels = read_plan(workdir)
+        plan, level_files = read_plan(workdir)
         retrain = bool(plan.stats["model_retrained"])
-        result = link(plan, levels, settings, read_overrides(pipeline.overrides_path))
-        del plan, levels
+        overrides = read_overrides(pipeline.overrides_path)
+        result = link(plan, level_files, settings, overrides, spill=workdir)
+        del plan
         with warehouse.get_connection() as conn:
             records = conn.sql(
                 "select record_key, source, source_record_id from identity.person_records"
@@ -278,9 +279,8 @@ def resolve_assets() -> dg.AssetsDefinition:
             last_histogram = _last_histogram(conn)
             assignment, history = assign_customer_ids(result.clusters, previous)
             xref = _xref(records, result, assignment, now)
-            pairs = _pairs_table(result, settings["floor_weight"], run_id)
             with transaction(conn):
-                _write_pairs(conn, result, pairs)
+                written, weight_bins = _write_pairs(conn, result, settings["floor_weight"], run_id)
                 _write_state(conn, result, settings, retrain, records.height, run_id, now)
                 replace_table(conn, "mart", "customer_xref", xref)
                 append_table(
@@ -341,7 +341,7 @@ def resolve_assets() -> dg.AssetsDefinition:
         yield dg.MaterializeResult(
             asset_key=MATCH_PAIRS,
             metadata={
-                "pairs_written": pairs.height,
+                "pairs_written": written,
                 "pairs_scored": result.stats["candidate_pairs"],
                 "mode": result.mode,
                 "blocking": dg.MetadataValue.md(
@@ -355,7 +355,7 @@ def resolve_assets() -> dg.AssetsDefinition:
                     _bars(histogram, [f"{b:.1f}" for b in PROBABILITY_BINS[:-1]])
                 ),
                 "em_iterations": result.params.em_iterations,
-                "match_weight_histogram": dg.MetadataValue.md(_weight_bars(pairs)),
+                "match_weight_histogram": dg.MetadataValue.md(_weight_bars(weight_bins)),
                 **shown[MATCH_PAIRS],
             },
         )
@@ -464,27 +464,26 @@ def _xref(
     )
 
 
-def _pairs_table(result: Resolution, floor: float, run_id: str) -> pl.DataFrame:
-    kept = result.pairs.filter(
+def _pairs_table(
+    scored: pl.DataFrame, first_keys: pl.DataFrame, floor: float, run_id: str
+) -> pl.DataFrame:
+    """The scored pairs match_pairs keeps, each end named by an example record key."""
+    kept = scored.filter(
         (pl.col("match_weight") >= floor)
         | pl.col("linked")
         | pl.col("cannot_link")
         | pl.col("must_link")
     )
     named = pl.concat([kept["id_l"], kept["id_r"]]).unique().implode()
-    keys = (
-        result.membership.filter(pl.col("profile_id").is_in(named))
-        .group_by("profile_id")
-        .agg(pl.col("record_key").min().alias("record_key"))
-    )
+    keys = first_keys.filter(pl.col("profile_id").is_in(named))
     return (
         kept.join(
-            keys.rename({"profile_id": "id_l", "record_key": "example_record_key_l"}),
+            keys.rename({"profile_id": "id_l", "first_record_key": "example_record_key_l"}),
             on="id_l",
             how="left",
         )
         .join(
-            keys.rename({"profile_id": "id_r", "record_key": "example_record_key_r"}),
+            keys.rename({"profile_id": "id_r", "first_record_key": "example_record_key_r"}),
             on="id_r",
             how="left",
         )
@@ -493,26 +492,38 @@ def _pairs_table(result: Resolution, floor: float, run_id: str) -> pl.DataFrame:
     )
 
 
-def _write_pairs(conn, result: Resolution, pairs: pl.DataFrame) -> None:
+def _write_pairs(conn, result: Resolution, floor: float, run_id: str) -> tuple[int, pl.DataFrame]:
     """A full run replaces match_pairs; an incremental one replaces the pairs among re-clustered
-    profiles and of vanished ones, and keeps the rest (scored by the same model on earlier nights)."""
-    if result.mode == "full" or not table_exists(conn, "identity", "match_pairs"):
-        replace_table(conn, "identity", "match_pairs", pairs)
-        return
-    conn.register("_refreshed", result.refreshed.to_frame("profile_id").to_arrow())
-    conn.register("_gone", result.gone.to_frame("profile_id").to_arrow())
-    try:
-        conn.execute(
-            "delete from identity.match_pairs where "
-            "(profile_id_l in (select profile_id from _refreshed) "
-            "and profile_id_r in (select profile_id from _refreshed)) "
-            "or profile_id_l in (select profile_id from _gone) "
-            "or profile_id_r in (select profile_id from _gone)"
-        )
-    finally:
-        conn.unregister("_refreshed")
-        conn.unregister("_gone")
-    append_table(conn, "identity", "match_pairs", pairs)
+    profiles and of vanished ones, and keeps the rest (scored by the same model on earlier
+    nights). Written a piece of scored pairs at a time; returns how many rows were written and
+    their match weights binned (``_weight_bins``)."""
+    replace = result.mode == "full" or not table_exists(conn, "identity", "match_pairs")
+    if not replace:
+        conn.register("_refreshed", result.refreshed.to_frame("profile_id").to_arrow())
+        conn.register("_gone", result.gone.to_frame("profile_id").to_arrow())
+        try:
+            conn.execute(
+                "delete from identity.match_pairs where "
+                "(profile_id_l in (select profile_id from _refreshed) "
+                "and profile_id_r in (select profile_id from _refreshed)) "
+                "or profile_id_l in (select profile_id from _gone) "
+                "or profile_id_r in (select profile_id from _gone)"
+            )
+        finally:
+            conn.unregister("_refreshed")
+            conn.unregister("_gone")
+    first_keys = result.profiles.select("profile_id", "first_record_key")
+    written, bins = 0, []
+    for scored in result.scored_pairs():
+        pairs = _pairs_table(scored, first_keys, floor, run_id)
+        if replace:
+            replace_table(conn, "identity", "match_pairs", pairs)
+            replace = False
+        else:
+            append_table(conn, "identity", "match_pairs", pairs)
+        written += pairs.height
+        bins.append(_weight_bins(pairs))
+    return written, pl.concat(bins).group_by("bin").agg(pl.col("len").sum()).sort("bin")
 
 
 def _load_state(conn, settings: dict) -> ResolverState | None:
@@ -604,17 +615,21 @@ def _last_histogram(conn) -> list[int]:
     return [r[0] for r in rows]
 
 
-def _weight_bars(pairs: pl.DataFrame, width: float = 5.0) -> str:
-    """Scored pairs by match weight (bits), in bins of ``width``: the two humps of a healthy
-    model, non-matches far left and matches far right, with few in between."""
-    if "match_weight" not in pairs.columns or pairs.height == 0:
-        return "no pairs scored this run"
-    binned = (
+def _weight_bins(pairs: pl.DataFrame, width: float = 5.0) -> pl.DataFrame:
+    """``bin, len``: scored pairs by match weight (bits), in bins of ``width``."""
+    return (
         pairs.select((pl.col("match_weight").clip(-30, 45) / width).floor().mul(width).alias("bin"))
         .group_by("bin")
         .len()
-        .sort("bin")
     )
+
+
+def _weight_bars(binned: pl.DataFrame, width: float = 5.0) -> str:
+    """Scored pairs by match weight: the two humps of a healthy model, non-matches far left and
+    matches far right, with few in between."""
+    binned = binned.drop_nulls("bin").filter(pl.col("len") > 0)
+    if binned.height == 0:
+        return "no pairs scored this run"
     labels = [f"{b:+.0f} to {b + width:+.0f}" for b in binned["bin"].to_list()]
     return _bars(binned["len"].to_list(), labels)
 
