@@ -82,6 +82,53 @@ def append_table(
         conn.unregister("_appended")
 
 
+class StagedTable:
+    """A table built beside its live version, outside the run's transaction, and swapped in
+    inside it (``swap``). DuckDB keeps every row a transaction inserted in memory until it
+    commits; rows appended here are committed piece by piece, so a table of tens of millions of
+    rows costs one piece of memory, and the live table still changes all at once. Use it as a
+    context manager: the staged table is dropped on the way out, swapped in or not (a failed run
+    leaves the previous good table and no half-built one)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, schema: str, table: str):
+        self.conn = conn
+        self.schema, self.table = schema, table
+        self.name = f"{quote_ident(schema)}.{quote_ident('_' + table + '_new')}"
+        self.created = False
+
+    def __enter__(self) -> StagedTable:
+        self.conn.execute(f"drop table if exists {self.name}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.conn.execute(f"drop table if exists {self.name}")
+
+    def append(self, frame: pl.DataFrame) -> None:
+        self.conn.register("_staged", frame.to_arrow())
+        try:
+            if self.created:
+                self.conn.execute(f"insert into {self.name} by name select * from _staged")
+            else:
+                self.conn.execute(f"create table {self.name} as select * from _staged")
+                self.created = True
+        finally:
+            self.conn.unregister("_staged")
+
+    def create_as(self, query: str, params: list | None = None) -> None:
+        """Start the staged table from a query (of the live tables, say)."""
+        self.conn.execute(f"create table {self.name} as {query}", params or [])
+        self.created = True
+
+    def swap(self) -> None:
+        """Replace the live table by the staged one; call it inside the run's transaction."""
+        if not self.created:
+            raise RuntimeError(f"nothing was staged for {self.schema}.{self.table}")
+        self.conn.execute(
+            f"drop table if exists {quote_ident(self.schema)}.{quote_ident(self.table)}"
+        )
+        self.conn.execute(f"alter table {self.name} rename to {quote_ident(self.table)}")
+
+
 def audit(
     conn: duckdb.DuckDBPyConnection,
     run_id: str | None,

@@ -12,6 +12,7 @@ import pytest
 
 from cdm_pipeline.config import DEFAULTS
 from cdm_pipeline.definitions import parallel_job
+from cdm_pipeline.resolve import engine
 from cdm_pipeline.resolve.blocking import oversized_blocks
 from cdm_pipeline.resolve.engine import blocking_rules, resolve
 from cdm_pipeline.resolve.incremental import (
@@ -223,8 +224,10 @@ def test_the_nightly_job_resolves_incrementally_and_agrees_with_a_full_rebuild(
 
 
 def _same_customers_across_executors(root, demo_data, monkeypatch, job_fn, run_config=None):
-    """Run ``job_fn``'s job (3 shards, out of process) and cdm_nightly (in process, 1 shard) on
-    the same landing files; assert equal customers and scored pairs."""
+    """Run ``job_fn``'s job (3 shards, out of process) and cdm_nightly (in process, 1 shard,
+    scored in pieces of 97 pairs) on the same landing files; assert equal customers and scored
+    pairs."""
+    monkeypatch.setattr(engine, "LINK_PIECE_PAIRS", 97)  # in this process only
     text = (PACKAGE_DATA / "pipeline.yaml").read_text()
     outcomes = {}
     for name, shards in (("single", 1), ("spread", 3)):

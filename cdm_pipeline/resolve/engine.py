@@ -218,7 +218,19 @@ def _level_pieces(
             }
         )
         return lambda: iter([empty])
-    return lambda: (pl.read_parquet(path) for path in paths)
+    return lambda: (piece for path in paths for piece in _file_pieces(path))
+
+
+# Pairs scored at a time from a shard's level file: a piece, scored, is ~130 bytes a pair.
+LINK_PIECE_PAIRS = 2_000_000
+
+
+def _file_pieces(path: Path) -> Iterator[pl.DataFrame]:
+    """A level file in slices of ``LINK_PIECE_PAIRS`` rows (Parquet reads only their row
+    groups), so that a piece's memory does not grow with the shard."""
+    rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+    for start in range(0, max(rows, 1), LINK_PIECE_PAIRS):
+        yield pl.scan_parquet(path).slice(start, LINK_PIECE_PAIRS).collect()
 
 
 @dataclass

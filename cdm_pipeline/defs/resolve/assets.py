@@ -3,6 +3,7 @@
 (``identity.profiles``, ``identity.resolver_model``) that lets the next night be incremental."""
 
 import shutil
+from collections.abc import Iterator
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -24,7 +25,14 @@ from cdm_pipeline.resolve.overrides import read_overrides
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS
 from cdm_pipeline.resolve.scoring import ModelParameters
 from cdm_pipeline.resolve.shards import clear_stale_work, compare_shard, read_plan, write_plan
-from cdm_pipeline.warehouse import append_table, audit, replace_table, table_exists, transaction
+from cdm_pipeline.warehouse import (
+    StagedTable,
+    append_table,
+    audit,
+    replace_table,
+    table_exists,
+    transaction,
+)
 
 MATCH_PAIRS = dg.AssetKey(["identity", "match_pairs"])
 ID_HISTORY = dg.AssetKey(["identity", "customer_id_history"])
@@ -279,37 +287,70 @@ def resolve_assets() -> dg.AssetsDefinition:
             last_histogram = _last_histogram(conn)
             assignment, history = assign_customer_ids(result.clusters, previous)
             xref = _xref(records, result, assignment, now)
-            with transaction(conn):
-                written, weight_bins = _write_pairs(conn, result, settings["floor_weight"], run_id)
-                _write_state(conn, result, settings, retrain, records.height, run_id, now)
-                replace_table(conn, "mart", "customer_xref", xref)
-                append_table(
-                    conn,
-                    "identity",
-                    "customer_id_history",
-                    history.with_columns(run_id=pl.lit(context.run.run_id), event_at=pl.lit(now)),
+            record_count = records.height
+            del records, previous, assignment
+            # The large tables are staged outside the transaction (see StagedTable) and swapped
+            # in inside it with everything else: all of the run's tables change, or none.
+            full = result.mode == "full" or not table_exists(conn, "identity", "match_pairs")
+            with (
+                StagedTable(conn, "identity", "match_pairs") as staged_pairs,
+                StagedTable(conn, "identity", "profiles") as staged_profiles,
+                StagedTable(conn, "mart", "customer_xref") as staged_xref,
+            ):
+                pieces = _pair_pieces(result, settings["floor_weight"], run_id)
+                written, weight_bins = 0, []
+                if full:
+                    for pairs in pieces:
+                        staged_pairs.append(pairs)
+                        written += pairs.height
+                        weight_bins.append(_weight_bins(pairs))
+                staged_profiles.append(
+                    result.profiles.with_columns(erased=pl.lit(False), recheck=pl.lit(False))
                 )
-                append_table(conn, "identity", "model_parameters", _parameters(result, run_id))
-                append_table(
-                    conn,
-                    "identity",
-                    "blocking_report",
-                    pl.DataFrame([vars(r) for r in result.blocking]).with_columns(
-                        run_id=pl.lit(run_id), mode=pl.lit(result.mode)
-                    ),
-                )
-                histogram = _histogram(conn)
-                append_table(
-                    conn,
-                    "identity",
-                    "probability_histogram",
-                    pl.DataFrame(
-                        {"run_id": run_id, "bin": list(range(len(histogram))), "pairs": histogram}
-                    ),
-                )
-                for event in ("created", "merged", "split"):
-                    n = history.filter(pl.col("event") == event).height
-                    audit(conn, run_id, event, "identity.customer_id_history", n)
+                staged_xref.append(xref)
+                with transaction(conn):
+                    if full:
+                        staged_pairs.swap()
+                    else:
+                        for pairs in _replace_incremental_pairs(conn, result, pieces):
+                            written += pairs.height
+                            weight_bins.append(_weight_bins(pairs))
+                    staged_profiles.swap()
+                    staged_xref.swap()
+                    _write_model(conn, result, settings, retrain, record_count, run_id, now)
+                    append_table(
+                        conn,
+                        "identity",
+                        "customer_id_history",
+                        history.with_columns(
+                            run_id=pl.lit(context.run.run_id), event_at=pl.lit(now)
+                        ),
+                    )
+                    append_table(conn, "identity", "model_parameters", _parameters(result, run_id))
+                    append_table(
+                        conn,
+                        "identity",
+                        "blocking_report",
+                        pl.DataFrame([vars(r) for r in result.blocking]).with_columns(
+                            run_id=pl.lit(run_id), mode=pl.lit(result.mode)
+                        ),
+                    )
+                    histogram = _histogram(conn)
+                    append_table(
+                        conn,
+                        "identity",
+                        "probability_histogram",
+                        pl.DataFrame(
+                            {
+                                "run_id": run_id,
+                                "bin": list(range(len(histogram))),
+                                "pairs": histogram,
+                            }
+                        ),
+                    )
+                    for event in ("created", "merged", "split"):
+                        n = history.filter(pl.col("event") == event).height
+                        audit(conn, run_id, event, "identity.customer_id_history", n)
         with warehouse.get_connection() as conn:  # fresh connection: see validate/assets.py
             unexplained = conn.execute(
                 "select count(*) from (select distinct customer_id from mart.customer_xref where customer_id is not null) x "
@@ -492,38 +533,34 @@ def _pairs_table(
     )
 
 
-def _write_pairs(conn, result: Resolution, floor: float, run_id: str) -> tuple[int, pl.DataFrame]:
-    """A full run replaces match_pairs; an incremental one replaces the pairs among re-clustered
-    profiles and of vanished ones, and keeps the rest (scored by the same model on earlier
-    nights). Written a piece of scored pairs at a time; returns how many rows were written and
-    their match weights binned (``_weight_bins``)."""
-    replace = result.mode == "full" or not table_exists(conn, "identity", "match_pairs")
-    if not replace:
-        conn.register("_refreshed", result.refreshed.to_frame("profile_id").to_arrow())
-        conn.register("_gone", result.gone.to_frame("profile_id").to_arrow())
-        try:
-            conn.execute(
-                "delete from identity.match_pairs where "
-                "(profile_id_l in (select profile_id from _refreshed) "
-                "and profile_id_r in (select profile_id from _refreshed)) "
-                "or profile_id_l in (select profile_id from _gone) "
-                "or profile_id_r in (select profile_id from _gone)"
-            )
-        finally:
-            conn.unregister("_refreshed")
-            conn.unregister("_gone")
+def _pair_pieces(result: Resolution, floor: float, run_id: str) -> Iterator[pl.DataFrame]:
+    """The rows match_pairs gets from this run, a piece of scored pairs at a time."""
     first_keys = result.profiles.select("profile_id", "first_record_key")
-    written, bins = 0, []
     for scored in result.scored_pairs():
-        pairs = _pairs_table(scored, first_keys, floor, run_id)
-        if replace:
-            replace_table(conn, "identity", "match_pairs", pairs)
-            replace = False
-        else:
-            append_table(conn, "identity", "match_pairs", pairs)
-        written += pairs.height
-        bins.append(_weight_bins(pairs))
-    return written, pl.concat(bins).group_by("bin").agg(pl.col("len").sum()).sort("bin")
+        yield _pairs_table(scored, first_keys, floor, run_id)
+
+
+def _replace_incremental_pairs(
+    conn, result: Resolution, pieces: Iterator[pl.DataFrame]
+) -> Iterator[pl.DataFrame]:
+    """An incremental run replaces the pairs among re-clustered profiles and of vanished ones,
+    and keeps the rest (scored by the same model on earlier nights); yields what it appends."""
+    conn.register("_refreshed", result.refreshed.to_frame("profile_id").to_arrow())
+    conn.register("_gone", result.gone.to_frame("profile_id").to_arrow())
+    try:
+        conn.execute(
+            "delete from identity.match_pairs where "
+            "(profile_id_l in (select profile_id from _refreshed) "
+            "and profile_id_r in (select profile_id from _refreshed)) "
+            "or profile_id_l in (select profile_id from _gone) "
+            "or profile_id_r in (select profile_id from _gone)"
+        )
+    finally:
+        conn.unregister("_refreshed")
+        conn.unregister("_gone")
+    for pairs in pieces:
+        append_table(conn, "identity", "match_pairs", pairs)
+        yield pairs
 
 
 def _load_state(conn, settings: dict) -> ResolverState | None:
@@ -548,7 +585,7 @@ def _load_state(conn, settings: dict) -> ResolverState | None:
     return ResolverState(model, profiles, model_fingerprint(settings), row[1])
 
 
-def _write_state(
+def _write_model(
     conn,
     result: Resolution,
     settings: dict,
@@ -557,12 +594,7 @@ def _write_state(
     run_id: str,
     now: datetime,
 ) -> None:
-    replace_table(
-        conn,
-        "identity",
-        "profiles",
-        result.profiles.with_columns(erased=pl.lit(False), recheck=pl.lit(False)),
-    )
+    """The model a retrained run learnt, for the next nights to score with."""
     if not trained:
         return
     replace_table(
@@ -624,10 +656,14 @@ def _weight_bins(pairs: pl.DataFrame, width: float = 5.0) -> pl.DataFrame:
     )
 
 
-def _weight_bars(binned: pl.DataFrame, width: float = 5.0) -> str:
-    """Scored pairs by match weight: the two humps of a healthy model, non-matches far left and
-    matches far right, with few in between."""
-    binned = binned.drop_nulls("bin").filter(pl.col("len") > 0)
+def _weight_bars(pieces: list[pl.DataFrame], width: float = 5.0) -> str:
+    """Scored pairs by match weight (``_weight_bins`` of each piece): the two humps of a healthy
+    model, non-matches far left and matches far right, with few in between."""
+    if not pieces:
+        return "no pairs scored this run"
+    binned = (
+        pl.concat(pieces).drop_nulls("bin").group_by("bin").agg(pl.col("len").sum()).sort("bin")
+    )
     if binned.height == 0:
         return "no pairs scored this run"
     labels = [f"{b:+.0f} to {b + width:+.0f}" for b in binned["bin"].to_list()]

@@ -17,13 +17,12 @@ from cdm_pipeline.standardise.records import (
     standardise_records,
     unchanged_record_keys,
 )
-from cdm_pipeline.warehouse import audit, replace_table, table_exists, transaction
+from cdm_pipeline.warehouse import StagedTable, audit, replace_table, table_exists, transaction
 
 PERSON_RECORDS = dg.AssetKey(["identity", "person_records"])
 # Records are standardised in slices of this many (bounded memory at any size) into a table of
 # their own, renamed to identity.person_records in one transaction (written once, not copied).
 STANDARDISE_SLICE_RECORDS = 1_000_000
-NEW_RECORDS = "identity._person_records_new"
 VALIDITY_INPUTS = (
     "select source, email_raw, email, phone_raw, phone_e164, birth_date_raw, birth_date "
     "from identity.person_records"
@@ -123,15 +122,13 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     blocked = blocked.scatter(mask.nonzero()[0], hits)
             suppressed = int(blocked.sum() or 0)
             canonical = canonical.filter(~blocked)
-            conn.execute(f"drop table if exists {NEW_RECORDS}")
-            try:
+            with StagedTable(conn, "identity", "person_records") as staged:
                 suppressed, standardised, records = _write_new_records(
-                    conn, canonical, reused, config["standardise"], suppressed
+                    staged, canonical, reused, config["standardise"], suppressed
                 )
                 del canonical
                 with transaction(conn):
-                    conn.execute("drop table if exists identity.person_records")
-                    conn.execute(f"alter table {NEW_RECORDS} rename to person_records")
+                    staged.swap()
                     replace_table(
                         conn,
                         "identity",
@@ -148,8 +145,6 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                         records,
                         f"{suppressed} suppressed records left out",
                     )
-            finally:
-                conn.execute(f"drop table if exists {NEW_RECORDS}")
             shown = table_metadata(conn, "identity.person_records")
             rates = validity_rates(conn.sql(VALIDITY_INPUTS).pl())
         minimum = config["quality"]["min_validity"]
@@ -184,15 +179,19 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
 
 
 def _write_new_records(
-    conn, canonical: pl.DataFrame, reused: pl.DataFrame, settings: dict, suppressed: int
+    staged: StagedTable,
+    canonical: pl.DataFrame,
+    reused: pl.DataFrame,
+    settings: dict,
+    suppressed: int,
 ) -> tuple[int, int, int]:
-    """Fill ``NEW_RECORDS`` with the reused records and tonight's, standardised slice by slice
-    (memory stays bounded); returns (suppressed, standardised, records) counts."""
-    created = reused.height > 0
-    if created:
+    """Stage the reused records and tonight's, standardised slice by slice (memory stays
+    bounded); returns (suppressed, standardised, records) counts."""
+    conn = staged.conn
+    if reused.height > 0:
         conn.register("_reused", reused.to_arrow())
-        conn.execute(
-            f"create table {NEW_RECORDS} as select * from identity.person_records "
+        staged.create_as(
+            "select * from identity.person_records "
             "where record_key in (select record_key from _reused)"
         )
         conn.unregister("_reused")
@@ -209,16 +208,10 @@ def _write_new_records(
             suppressed += int(late.sum() or 0)
             fresh = fresh.filter(~late)
             standardised += fresh.height
-            conn.register("_fresh", fresh.to_arrow())
-            if created:
-                conn.execute(f"insert into {NEW_RECORDS} by name select * from _fresh")
-            else:
-                conn.execute(f"create table {NEW_RECORDS} as select * from _fresh")
-                created = True
-            conn.unregister("_fresh")
+            staged.append(fresh)
     finally:
         close_pool()
-    records = conn.execute(f"select count(*) from {NEW_RECORDS}").fetchone()[0]
+    records = conn.execute(f"select count(*) from {staged.name}").fetchone()[0]
     return suppressed, standardised, records
 
 
