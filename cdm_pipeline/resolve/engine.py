@@ -339,7 +339,10 @@ def split_resolvable(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
     the resolver reads: person records carry every original value too, and copying those would
     double the resolver's memory at a million people."""
     records = records.select("record_key", *MATCH_FIELDS, *DERIVED_KEYS)
-    return records.filter(resolvable()), records.filter(~resolvable()).select("record_key")
+    linkable = records.select(resolvable()).to_series()
+    if linkable.all():  # the usual case: no copy
+        return records, records.clear().select("record_key")
+    return records.filter(linkable), records.filter(~linkable).select("record_key")
 
 
 def mark_linked(scored: pl.DataFrame, profile_state: pl.DataFrame) -> pl.DataFrame:

@@ -44,10 +44,18 @@ def build_profiles(
     """
     keyed = records.with_columns(profile_id=profile_hash(), check=profile_hash(seed=1))
     if known is None:
-        profiles = (
-            keyed.group_by("profile_id")
-            .agg(*[pl.col(c).first() for c in IDENTITY], *_membership_aggregates())
-            .sort("profile_id")
+        # Each profile's first record, gathered by row number: the gathered strings share the
+        # records' buffers (a group-by copied every identity column, twice the memory).
+        members = (
+            keyed.lazy().group_by("profile_id").agg(*_membership_aggregates()).sort("profile_id")
+        )
+        first = (
+            keyed.select("profile_id", row=pl.int_range(pl.len(), dtype=pl.UInt32))
+            .unique(subset="profile_id", keep="first")
+            .sort("profile_id")["row"]
+        )
+        profiles = keyed.select("profile_id", *IDENTITY)[first].hstack(
+            members.collect().drop("profile_id")
         )
     else:
         profiles = _extend(keyed, known)
