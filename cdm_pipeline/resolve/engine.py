@@ -158,9 +158,15 @@ def link(
     subset = plan.profiles.filter(in_plan) if incremental else plan.profiles
     labels, ambiguous = cluster_profiles(subset, graph)
     edges = mark_linked(graph.frame("edges"), labels)
-    profiles = with_link_decision(
-        subset.join(labels.rename({"node": "profile_id"}), on="profile_id", how="left"), edges
+    # The clustering's columns are joined to the profile ids alone and put beside the wide
+    # identity columns (a join of the wide frame would copy all of them).
+    state = subset.select("profile_id").join(
+        labels.rename({"node": "profile_id"}), on="profile_id", how="left", maintain_order="left"
     )
+    state = with_link_decision(state, edges)
+    if not state["profile_id"].equals(subset["profile_id"]):
+        raise RuntimeError("clustering state out of step with the profiles")
+    profiles = subset.hstack(state.drop("profile_id"))
     if incremental:
         kept = plan.profiles.filter(~in_plan)  # in the order plan.kept was taken
         if not kept["profile_id"].equals(plan.kept["profile_id"]):
@@ -376,7 +382,9 @@ def with_link_decision(profiles: pl.DataFrame, scored: pl.DataFrame) -> pl.DataF
         .first()
         .select("profile_id", link_decision="decision")
     )
-    return profiles.drop("link_decision", strict=False).join(best, on="profile_id", how="left")
+    return profiles.drop("link_decision", strict=False).join(
+        best, on="profile_id", how="left", maintain_order="left"
+    )
 
 
 def finish_resolution(
