@@ -47,7 +47,7 @@ def validate_new_files(
     try:
         rows = conn.execute(
             f"select count(*) from {raw} where _file_sha256 in (select sha from pending_files)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         # Slices by a hash of the record id, so that every row of an id in a file is in one
         # slice (the unique-in-file check sees them together), in file order.
         slices = max(1, -(-rows // VALIDATE_SLICE_ROWS))

@@ -15,10 +15,9 @@ from cdm_pipeline.golden.facts import FACTS, build_facts, fact_sources
 from cdm_pipeline.golden.records import PERSON_RECORD_COLUMNS, candidates_from, golden_records
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import (
-    append_table,
+    StagedTable,
     audit,
     quote_ident,
-    replace_table,
     sql_text,
     table_exists,
     transaction,
@@ -181,10 +180,18 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
     ):
         config = pipeline.config()
-        with warehouse.get_connection() as conn:
+        with (
+            warehouse.get_connection() as conn,
+            StagedTable(conn, "mart", "customer_attribute_lineage") as lineage,
+            StagedTable(conn, "mart", "golden") as golden,
+        ):
+            # The golden records and their lineage (tens of millions of rows at 10M records) are
+            # built outside the transaction, which would hold them in memory until it commits.
+            lineage_rows = _build_golden(conn, sources, config["survivorship"], lineage, golden)
+            conn.execute(f"create or replace temp view golden as select * from {golden.name}")
             try:
                 with transaction(conn):
-                    lineage_rows = _build_golden(conn, sources, config["survivorship"])
+                    lineage.swap()
                     fact_rows = build_facts(conn, sources, config["currency_rates_to_usd"])
                     conn.execute(
                         f"create or replace table governance.consent_ledger as {sql_text('governance/consent_ledger')}"
@@ -208,7 +215,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                         customers,
                         "golden records with lineage",
                     )
-                    conn.execute("drop table golden")
+                    conn.execute("drop view golden")
             except _MartRejected as rejected:
                 # The failed checks are recorded with what they measured, then the step fails.
                 yield from _check_results(rejected.problems)
@@ -277,37 +284,33 @@ where x.customer_id is not null and hash(x.customer_id) % ? = ?
 """
 
 
-def _build_golden(conn, sources: dict[str, SourceSpec], rules: dict[str, list[str]]) -> int:
-    """Survivorship for every customer, slice by slice, into the temporary table ``golden``
-    (read by ``sql/mart/customers.sql``) and ``mart.customer_attribute_lineage``; returns the
-    lineage rows written."""
+def _build_golden(
+    conn,
+    sources: dict[str, SourceSpec],
+    rules: dict[str, list[str]],
+    lineage: StagedTable,
+    golden: StagedTable,
+) -> int:
+    """Survivorship for every customer, slice by slice, staged into ``golden`` (read by
+    ``sql/mart/customers.sql`` as the view ``golden``) and ``lineage``; returns the lineage rows
+    written."""
     linked = conn.execute(
         "select count(*) from mart.customer_xref where customer_id is not null"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     slices = max(1, -(-linked // GOLDEN_SLICE_RECORDS))
     declared = {"account_owner"} | {a for s in sources.values() for a in (s.attributes or {})}
     lineage_rows = 0
-    conn.execute("drop table if exists golden")
     for number in range(slices):
         part = conn.sql(CANDIDATE_QUERY, params=[slices, number]).pl()
         xref = part.select("record_key", "customer_id")
-        golden, lineage = golden_records(candidates_from(part), rules)
-        golden = golden.join(_attributes(conn, sources, xref), on="customer_id", how="left")
-        golden = golden.with_columns(
-            pl.lit(None, dtype=pl.String).alias(a) for a in sorted(declared - set(golden.columns))
+        values, chosen = golden_records(candidates_from(part), rules)
+        values = values.join(_attributes(conn, sources, xref), on="customer_id", how="left")
+        values = values.with_columns(
+            pl.lit(None, dtype=pl.String).alias(a) for a in sorted(declared - set(values.columns))
         )
-        first = number == 0
-        (replace_table if first else append_table)(
-            conn, "mart", "customer_attribute_lineage", lineage
-        )
-        conn.register("_golden_slice", golden.to_arrow())
-        conn.execute(
-            "create temp table golden as select * from _golden_slice"
-            if first
-            else "insert into golden by name select * from _golden_slice"
-        )
-        conn.unregister("_golden_slice")
-        lineage_rows += lineage.height
+        lineage.append(chosen)
+        golden.append(values)
+        lineage_rows += chosen.height
     return lineage_rows
 
 

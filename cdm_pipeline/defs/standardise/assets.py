@@ -211,7 +211,7 @@ def _write_new_records(
             staged.append(fresh)
     finally:
         close_pool()
-    records = conn.execute(f"select count(*) from {staged.name}").fetchone()[0]
+    records = conn.execute(f"select count(*) from {staged.name}").fetchall()[0][0]
     return suppressed, standardised, records
 
 
