@@ -119,6 +119,7 @@ def guarded_clusters(
     judged: pl.DataFrame,
     hard_cannot: pl.DataFrame | None = None,
     traits: pl.DataFrame | None = None,
+    roots: np.ndarray | None = None,
 ) -> pl.DataFrame:
     """Cluster nodes from match edges without joining people the evidence says are different.
 
@@ -129,6 +130,7 @@ def guarded_clusters(
         hard_cannot: ``id_l, id_r``: steward cannot-links, never crossed.
         traits: ``node`` and the personal fields cannot-link evidence reads (first name,
             birth date), for the nodes that have them.
+        roots: ``connected_component_labels`` of ``nodes`` and ``edges``, if known.
 
     Returns:
         ``node, cluster, component``: ``cluster`` is the smallest node id in the cluster,
@@ -148,7 +150,10 @@ def guarded_clusters(
         if hard_cannot is not None
         else pl.DataFrame(schema={"id_l": pl.Int64, "id_r": pl.Int64})
     )
-    roots = connected_component_labels(nodes, edges["id_l"].to_numpy(), edges["id_r"].to_numpy())
+    if roots is None:
+        roots = connected_component_labels(
+            nodes, edges["id_l"].to_numpy(), edges["id_r"].to_numpy()
+        )
     labels = pl.DataFrame({"node": nodes, "cc": roots})
     conflicts = pl.concat(
         [

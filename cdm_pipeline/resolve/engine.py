@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from cdm_pipeline.resolve.blocking import BlockingRule, RuleReport, candidate_pairs
-from cdm_pipeline.resolve.clustering import guarded_clusters
+from cdm_pipeline.resolve.clustering import connected_component_labels, guarded_clusters
 from cdm_pipeline.resolve.comparisons import (
     DIFFERENT,
     Comparison,
@@ -138,23 +138,22 @@ def link(
     held: list[pl.DataFrame] = []
     files: list[Path] = []
 
-    def keep(scored: pl.DataFrame) -> None:
+    def keep(scored: pl.DataFrame) -> pl.DataFrame | Path:
         if spill is None:
             held.append(scored)
-        else:
-            files.append(spill / f"scored-{len(files):03d}.parquet")
-            scored.write_parquet(files[-1])
+            return scored
+        files.append(spill / f"scored-{len(files):03d}.parquet")
+        scored.write_parquet(files[-1])
+        return files[-1]
 
     schema = None
     for piece in pieces():
         scored = score(piece, plan.profiles, comparisons, model, settings, steward)
-        graph.add(scored)
+        graph.add(scored, keep(scored))
         schema = scored.schema
-        keep(scored)
     extra = _unproposed(steward, graph, schema, settings)
     if extra.height:
-        graph.add(extra)
-        keep(extra)
+        graph.add(extra, keep(extra))
     subset = plan.profiles.filter(in_plan) if incremental else plan.profiles
     labels, ambiguous = cluster_profiles(subset, graph)
     edges = mark_linked(graph.frame("edges"), labels)
@@ -242,22 +241,22 @@ def _file_pieces(path: Path) -> Iterator[pl.DataFrame]:
 @dataclass
 class PairGraph:
     """What clustering reads of the scored pairs, gathered a piece at a time: the match edges,
-    the pairs whose personal fields it can judge, the steward's pairs, and counts."""
+    the steward's pairs and counts; the pairs the guard judges are read again from each piece
+    (``source``: the scored piece, or the file it was written to) once the edges are known."""
 
     pieces: dict[str, list[pl.DataFrame]] = field(
-        default_factory=lambda: {"edges": [], "judged": [], "hard": [], "must": []}
+        default_factory=lambda: {"edges": [], "hard": [], "must": []}
     )
+    sources: list[pl.DataFrame | Path] = field(default_factory=list)
     pairs: int = 0
     cannot_link: int = 0
 
-    def add(self, scored: pl.DataFrame) -> None:
+    def add(self, scored: pl.DataFrame, source: pl.DataFrame | Path) -> None:
         ids = ["id_l", "id_r"]
         self.pieces["edges"].append(
             scored.filter(is_edge()).select(*ids, "match_weight", "decision", "cannot_link")
         )
-        self.pieces["judged"].append(
-            scored.filter(judgeable() & ~pl.col("must_link")).select(*ids, "cannot_link")
-        )
+        self.sources.append(source)
         self.pieces["hard"].append(scored.filter(pl.col("steward_cannot_link")).select(ids))
         self.pieces["must"].append(scored.filter(pl.col("must_link")).select(ids))
         self.count(scored)
@@ -268,6 +267,29 @@ class PairGraph:
 
     def frame(self, name: str) -> pl.DataFrame:
         return pl.concat(self.pieces[name])
+
+    def judged(self, components: pl.DataFrame) -> pl.DataFrame:
+        """``id_l, id_r, cannot_link`` of the pairs the guard weighs: first names or birth dates
+        present on both sides, both ends in one connected component of the match edges
+        (``components``: ``id, root`` of every profile in a component of two or more; the guard
+        looks inside components only). Of 68M pairs at 10M records, 57M are cannot-link pairs
+        between strangers in different components: they are never held."""
+        found = [_JUDGED_EMPTY]
+        columns = [*_JUDGED_EMPTY.columns, "must_link", "first_name_key_level", "birth_date_level"]
+        for source in self.sources:
+            piece = pl.read_parquet(source, columns=columns) if isinstance(source, Path) else source
+            found.append(
+                piece.filter(judgeable() & ~pl.col("must_link"))
+                .select(_JUDGED_EMPTY.columns)
+                .join(components, left_on="id_l", right_on="id")
+                .join(components, left_on="id_r", right_on="id", suffix="_r")
+                .filter(pl.col("root") == pl.col("root_r"))
+                .select(_JUDGED_EMPTY.columns)
+            )
+        return pl.concat(found)
+
+
+_JUDGED_EMPTY = pl.DataFrame(schema={"id_l": pl.Int64, "id_r": pl.Int64, "cannot_link": pl.Boolean})
 
 
 def train(
@@ -316,16 +338,20 @@ def _decision_of(settings: dict) -> pl.Expr:
 def cluster_profiles(profiles: pl.DataFrame, graph: PairGraph) -> tuple[pl.DataFrame, int]:
     """``node, component, cluster`` for every profile (cluster null: detached as ambiguous)."""
     edges = graph.frame("edges").select("id_l", "id_r", "match_weight")
+    nodes = profiles["profile_id"].to_numpy()
+    roots = connected_component_labels(nodes, edges["id_l"].to_numpy(), edges["id_r"].to_numpy())
+    components = pl.DataFrame({"id": nodes, "root": roots}).filter(pl.col("root").is_duplicated())
     # Only a steward's cannot-link is a veto; the model's is one vote among many (a typo'd
     # record should not split a customer, see clustering._GuardedUnion).
     personal = [c for c in ("first_name_key", "birth_date") if c in profiles.columns]
     traits = profiles.select(pl.col("profile_id").alias("node"), *personal)
     labels = guarded_clusters(
-        profiles["profile_id"].to_numpy(),
+        nodes,
         edges,
-        graph.frame("judged"),
+        graph.judged(components),
         graph.frame("hard"),
         traits,
+        roots=roots,
     )
     return _detach_ambiguous(labels, edges, profiles, graph.frame("must"))
 
@@ -434,9 +460,15 @@ def with_cluster_keys(profiles: pl.DataFrame) -> pl.DataFrame:
     lacking one is keyed again, over its profiles only."""
     if "cluster_key" not in profiles.columns:
         profiles = profiles.with_columns(cluster_key=pl.lit(None, pl.String))
-    todo = profiles.filter(pl.col("cluster_key").is_null())["cluster"].drop_nulls().unique()
+    todo = (
+        profiles.select("cluster", "cluster_key")
+        .filter(pl.col("cluster_key").is_null())["cluster"]
+        .drop_nulls()
+        .unique()
+    )
     keyed = (
-        profiles.filter(pl.col("cluster").is_in(todo.implode()))
+        profiles.select("cluster", "first_record_key")  # narrow first: a filter copies columns
+        .filter(pl.col("cluster").is_in(todo.implode()))
         .group_by("cluster")
         .agg(pl.col("first_record_key").min())
     )
