@@ -1,0 +1,61 @@
+"""Warehouse helpers: a table staged outside the run's transaction changes with it or not at all."""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+import pytest
+
+from cdm_pipeline.warehouse import StagedTable, ensure_schemas, replace_table, transaction
+
+
+def _tables(conn) -> set[str]:
+    return {
+        f"{schema}.{name}"
+        for schema, name in conn.execute(
+            "select schema_name, table_name from duckdb_tables()"
+        ).fetchall()
+    }
+
+
+def test_a_staged_table_is_swapped_in_by_the_transaction_and_nothing_is_left_behind(tmp_path):
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        ensure_schemas(conn)
+        replace_table(conn, "mart", "things", pl.DataFrame({"id": [1, 2]}))
+        with StagedTable(conn, "mart", "things") as staged:
+            for piece in ([10, 11], [12], []):
+                staged.append(pl.DataFrame({"id": piece}, schema={"id": pl.Int64}))
+            # Staged rows are committed but the live table is untouched until the swap.
+            assert conn.execute("select count(*) from mart.things").fetchall() == [(2,)]
+            with transaction(conn):
+                staged.swap()
+        assert conn.execute("select id from mart.things order by id").fetchall() == [
+            (10,),
+            (11,),
+            (12,),
+        ]
+        assert _tables(conn) == {"mart.things"}
+
+
+def test_a_failed_transaction_keeps_the_live_table_and_drops_the_staged_one(tmp_path):
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        ensure_schemas(conn)
+        replace_table(conn, "mart", "things", pl.DataFrame({"id": [1, 2]}))
+        with pytest.raises(RuntimeError, match="a later step failed"):
+            with StagedTable(conn, "mart", "things") as staged:
+                staged.append(pl.DataFrame({"id": [10]}))
+                with transaction(conn):
+                    staged.swap()
+                    raise RuntimeError("a later step failed")
+        assert conn.execute("select id from mart.things order by id").fetchall() == [(1,), (2,)]
+        assert _tables(conn) == {"mart.things"}
+
+
+def test_swapping_nothing_staged_is_an_error_not_an_empty_table(tmp_path):
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        ensure_schemas(conn)
+        replace_table(conn, "mart", "things", pl.DataFrame({"id": [1]}))
+        with StagedTable(conn, "mart", "things") as staged, pytest.raises(RuntimeError):
+            with transaction(conn):
+                staged.swap()
+        assert conn.execute("select count(*) from mart.things").fetchall() == [(1,)]
