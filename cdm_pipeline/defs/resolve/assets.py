@@ -276,19 +276,6 @@ def resolve_assets() -> dg.AssetsDefinition:
         result = link(plan, level_files, settings, overrides, spill=workdir)
         del plan
         with warehouse.get_connection() as conn:
-            records = conn.sql(
-                "select record_key, source, source_record_id from identity.person_records"
-            ).pl()
-            previous = (
-                conn.sql("select record_key, customer_id from mart.customer_xref").pl()
-                if table_exists(conn, "mart", "customer_xref")
-                else pl.DataFrame(schema={"record_key": pl.String, "customer_id": pl.String})
-            )
-            last_histogram = _last_histogram(conn)
-            assignment, history = assign_customer_ids(result.clusters, previous)
-            xref = _xref(records, result, assignment, now)
-            record_count = records.height
-            del records, previous, assignment
             # The large tables are staged outside the transaction (see StagedTable) and swapped
             # in inside it with everything else: all of the run's tables change, or none.
             full = result.mode == "full" or not table_exists(conn, "identity", "match_pairs")
@@ -297,6 +284,30 @@ def resolve_assets() -> dg.AssetsDefinition:
                 StagedTable(conn, "identity", "profiles") as staged_profiles,
                 StagedTable(conn, "mart", "customer_xref") as staged_xref,
             ):
+                # The profiles' identity columns are the step's largest frame: staged first and
+                # dropped, before the record-level tables are built (10M: 7.8M profiles).
+                staged_profiles.append(
+                    result.profiles.with_columns(erased=pl.lit(False), recheck=pl.lit(False))
+                )
+                result.profiles = result.profiles.select(
+                    "profile_id", "cluster", "first_record_key", "link_decision"
+                )
+                result.membership = result.membership.clear()
+                records = conn.sql(
+                    "select record_key, source, source_record_id from identity.person_records"
+                ).pl()
+                previous = (
+                    conn.sql("select record_key, customer_id from mart.customer_xref").pl()
+                    if table_exists(conn, "mart", "customer_xref")
+                    else pl.DataFrame(schema={"record_key": pl.String, "customer_id": pl.String})
+                )
+                last_histogram = _last_histogram(conn)
+                assignment, history = assign_customer_ids(result.clusters, previous)
+                xref = _xref(records, result, assignment, now)
+                record_count = records.height
+                del records, previous, assignment
+                result.clusters = result.clusters.clear()
+                staged_xref.append(xref)
                 pieces = _pair_pieces(result, settings["floor_weight"], run_id)
                 written, weight_bins = 0, []
                 if full:
@@ -304,10 +315,6 @@ def resolve_assets() -> dg.AssetsDefinition:
                         staged_pairs.append(pairs)
                         written += pairs.height
                         weight_bins.append(_weight_bins(pairs))
-                staged_profiles.append(
-                    result.profiles.with_columns(erased=pl.lit(False), recheck=pl.lit(False))
-                )
-                staged_xref.append(xref)
                 with transaction(conn):
                     if full:
                         staged_pairs.swap()
