@@ -48,13 +48,18 @@ def _cdm(home: Path, landing: Path, *args: str, **kwargs) -> subprocess.Popen:
 
 
 def _wait_for_a_started_run(home: Path, first: subprocess.Popen) -> str:
+    """The id of the run once one of its steps holds the warehouse (its id is in the writer
+    lock file). Its event log is not read meanwhile: SQLite storage creates a run's event
+    database on first use, and a reader racing the run to create it can leave it broken
+    (seen on a loaded machine)."""
+    writer = home.parent / "w.duckdb.writer"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert first.poll() is None, first.communicate()
         with dg.DagsterInstance.from_config(str(home)) as instance:
             runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
-            if runs and len(instance.all_logs(runs[0].run_id)) > 20:
-                return runs[0].run_id
+        if runs and writer.exists() and writer.read_text().strip() == runs[0].run_id:
+            return runs[0].run_id
         time.sleep(0.5)
     pytest.fail("the first run never started")
 
@@ -75,6 +80,8 @@ def home(tmp_path):
     path = tmp_path / "dagster_home"
     path.mkdir()
     (path / "dagster.yaml").write_text(DAGSTER_YAML)
+    with dg.DagsterInstance.from_config(str(path)) as instance:
+        instance.get_runs()  # its storage is created here, not by two processes at once
     return path
 
 
