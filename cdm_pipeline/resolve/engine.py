@@ -118,8 +118,8 @@ def link(
 ) -> Resolution:
     """Score the compared pairs (learning the model first if the plan has none), then cluster
     the plan's profiles. ``levels`` is one frame, or the shards' level files in any order. With
-    ``spill`` (a folder) each file is scored on its own and its scored pairs written there:
-    memory then holds the pairs clustering reads (match edges, pairs it can judge), not every
+    ``spill`` (a folder) the levels are scored a slice at a time and the scored pairs written
+    there: memory holds the match edges and the steward's pairs (``PairGraph``), not every
     scored pair, which is what lets ten million records resolve on one machine."""
     comparisons = comparisons or default_comparisons()
     pieces = _level_pieces(levels, comparisons)
