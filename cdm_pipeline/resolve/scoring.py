@@ -263,10 +263,7 @@ def estimate_m(
     """EM over the distinct level patterns of the candidate pairs, u held fixed (and the m of
     ``fixed_m``, when given: then only the prior is learnt)."""
     names = [c.name for c in comparisons]
-    columns = [f"{n}_level" for n in names]
-    patterns = (
-        levels.with_columns(pairs=pair_counts(levels)).group_by(columns).agg(pl.col("pairs").sum())
-    )
+    patterns = level_patterns(levels, comparisons)
     counts = patterns["pairs"].to_numpy().astype(float)
     pattern_levels = {n: patterns[f"{n}_level"].to_numpy().astype(np.int64) for n in names}
     m = dict(fixed_m) if fixed_m else {c.name: _initial_m(c) for c in comparisons}
