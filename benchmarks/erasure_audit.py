@@ -80,20 +80,24 @@ def why_merged(warehouse: Path, changed: pl.DataFrame, records: pl.DataFrame) ->
     """Each changed bystander record, by what the data holds against its merge (computed from the
     baseline warehouse and the truth):
 
+    - ``identical_to_a_requester_record``: the record is one resolver profile with a record of
+      the requester it was merged with (equal in every identity field the data gives): whatever
+      a rule decides from the data, it decides for both, and erasure must take the requester's;
     - ``nothing_separates``: the record has no name or the name of the person it was merged
       with, each email or phone it carries is one that person's records hold, and no record of
       its own person elsewhere shares one: every value it carries points to the requester;
     - ``other``: the data held evidence of another person (a name or contact of its own);
     - ``unlinked``: the record is in no customer (scrubbing removed a copy of an erased value)."""
-    person = records.select("record_key", "person_id").unique("record_key")
+    person = records.select("record_key", "person_id", "requester").unique("record_key")
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         identity = conn.sql(
-            "select x.record_key, x.customer_id, p.first_name_key, p.last_name_key, "
+            "select x.record_key, x.customer_id, x.profile_id, p.first_name_key, p.last_name_key, "
             "p.email_norm, p.phone_e164 from mart.customer_xref x "
             "join identity.person_records p using (record_key)"
         ).pl()
     identity = identity.join(person, on="record_key", how="left")
-    counts = {"nothing_separates": 0, "other": 0, "unlinked": 0}
+    classes = ("identical_to_a_requester_record", "nothing_separates", "other", "unlinked")
+    counts = dict.fromkeys(classes, 0)
     wanted = changed.select("record_key").unique().drop_nulls()
     for row in identity.join(wanted, on="record_key").iter_rows(named=True):
         if row["customer_id"] is None:  # in no customer: touched by scrubbing, not by a merge
@@ -103,6 +107,12 @@ def why_merged(warehouse: Path, changed: pl.DataFrame, records: pl.DataFrame) ->
             (pl.col("customer_id") == row["customer_id"])
             & (pl.col("person_id") != row["person_id"])
         )
+        twins = merged_with.filter(
+            pl.col("requester") & (pl.col("profile_id") == row["profile_id"])
+        )
+        if twins.height:
+            counts["identical_to_a_requester_record"] += 1
+            continue
         own_elsewhere = identity.filter(
             (pl.col("person_id") == row["person_id"])
             & (pl.col("customer_id").ne_missing(row["customer_id"]))
