@@ -137,6 +137,16 @@ def why_merged(warehouse: Path, changed: pl.DataFrame, records: pl.DataFrame) ->
     return counts
 
 
+def served_erasures(warehouse: Path, request_of: pl.DataFrame) -> pl.Series:
+    """The people (truth ids) whose erasure request the log says was carried out."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        done = conn.sql(
+            "select request_id from governance.privacy_request_log "
+            "where request_type = 'erasure' and status = 'erased'"
+        ).pl()
+    return request_of.join(done, on="request_id")["person_id"].unique()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -164,6 +174,10 @@ def main() -> int:
     figures: dict = {"people": args.people, "requesters": len(requesters)}
     baseline = run_pipeline(work / "without", baseline_landing, figures, label="baseline")
     expected = raw_rows(baseline.warehouse_path, bystanders)
+    asked_before = raw_rows(baseline.warehouse_path, asked)
+    request_of = truth.filter(pl.col("source") == "privacy_requests").select(
+        request_id="record_id", person_id="person_id"
+    )
     # Whom the resolver put together with a requester (a wrong merge erases a bystander too).
     linked = customer_of(baseline.warehouse_path).join(
         records.select("record_key", "requester"), on="record_key"
@@ -180,7 +194,14 @@ def main() -> int:
         changed = expected.join(
             got, on=["source", "source_file", "row_number", "row_hash"], how="anti"
         )
-        requester_rows = raw_rows(settings.warehouse_path, asked).height
+        asked_now = raw_rows(settings.warehouse_path, asked)
+        # Rows of people whose erasure was carried out that are still there as they landed:
+        # records the resolver did not link to the customer their request matched.
+        served = served_erasures(settings.warehouse_path, request_of)
+        left_intact = asked_now.join(
+            asked_before, on=["source", "source_file", "row_number", "row_hash"], how="semi"
+        ).join(records.select("record_key", "person_id"), on="record_key")
+        left_intact = left_intact.filter(pl.col("person_id").is_in(served.implode()))
         figures[label].update(
             {
                 "bystander_rows_deleted_or_changed": changed.height,
@@ -192,7 +213,12 @@ def main() -> int:
                 "changed_records_by_evidence": why_merged(
                     baseline.warehouse_path, changed, records
                 ),
-                "requester_raw_rows_left": requester_rows,
+                "requester_raw_rows_left": asked_now.height,
+                "served_erasure_requesters": served.len(),
+                "their_rows_left_intact": left_intact.height,
+                "their_rows_left_intact_by_source": dict(
+                    left_intact.group_by("source").len().iter_rows()
+                ),
                 "customers_without_records": customers_without_records(settings.warehouse_path),
             }
         )

@@ -391,3 +391,63 @@ def test_a_shared_number_in_another_form_is_still_the_households(tmp_path):
     assert crm_left == [("C2", "+1 702 362 5038")]
     assert consent == [("E1", "(702) 362-5038")]
     assert "household_phone" in kinds and "phone" not in kinds
+
+
+def test_the_requesters_quarantined_rows_go_and_their_namesakes_stay(tmp_path):
+    """The resolver never sees a quarantined row, so erasure finds the requester's by their
+    name and what else agrees: Anna's second CRM row (a broken email, her street and birth
+    date) goes from raw and quarantine. Her husband's broken row, an Anna Berg of another town,
+    and a row naming Anna at the address her daughter Anna also lives at (nothing says which
+    Anna) stay whole; so does the daughter."""
+    landing = tmp_path / "landing"
+    home = {"street": "12 Oak Street", "city": "Springfield", "postal_code": "62704"}
+    anna = {"first_name": "Anna", "last_name": "Berg", **home}
+    _write_crm(
+        landing,
+        {
+            "C1": {**anna, "email": "anna.berg@example.org", "birth_date": "1980-05-01"},
+            "C2": {**anna, "email": "anna.berg@@example.org", "birth_date": "1980-05-01"},
+            "C3": {"first_name": "Lars", "last_name": "Berg", "email": "lars@example.org", **home},
+            "C4": {"first_name": "Lars", "last_name": "Berg", "email": "lars@@example.org", **home},
+            "C5": {
+                "first_name": "Anna",
+                "last_name": "Berg",
+                "email": "anna@@elsewhere.org",
+                "street": "9 Elm Road",
+                "city": "Portland",
+                "postal_code": "97201",
+                "birth_date": "1991-07-07",
+            },
+            "C6": {**anna, "email": "anna.junior@example.org", "birth_date": "2008-03-03"},
+            "C7": {**anna, "email": "berg@@example.org"},
+        },
+    )
+    (landing / "privacy_requests").mkdir()
+    (landing / "privacy_requests" / "r.csv").write_text(
+        f"{REQUEST_COLUMNS}\nR1,erasure,anna.berg@example.org,,Anna Berg,2026-11-28 12:00:00,GDPR\n"
+    )
+    settings = make_settings(tmp_path, landing)
+    result = run_pipeline(settings)
+    assert result.success
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        status = conn.execute("select status from governance.privacy_request_log").fetchall()
+        raw = {i for (i,) in conn.execute("select contact_id from raw.crm_contacts").fetchall()}
+        quarantined = dict(
+            conn.execute(
+                "select record_id, raw_row is not null from quarantine.rejected_rows "
+                "where source = 'crm_contacts'"
+            ).fetchall()
+        )
+        (erased_rows,) = conn.execute(
+            "select sum(erased_rows) from raw.file_ledger where source = 'crm_contacts'"
+        ).fetchall()[0]
+    assert status == [("erased",)]
+    assert raw == {"C3", "C4", "C5", "C6", "C7"}
+    assert quarantined == {"C4": True, "C5": True, "C7": True}
+    assert erased_rows == 2
+    checks = {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert checks["rows_accounted_at_rest"]

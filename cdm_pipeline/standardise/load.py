@@ -69,3 +69,35 @@ def _column_text(column: str | tuple[str, ...] | None) -> str:
         return f"cast({quote_ident(column)} as varchar)"
     parts = ", ".join(f"cast({quote_ident(c)} as varchar)" for c in column)
     return f"nullif(concat_ws(' ', {parts}), '')"
+
+
+def canonical_quarantined_records(
+    conn: duckdb.DuckDBPyConnection, sources: dict[str, SourceSpec]
+) -> pl.DataFrame:
+    """Quarantined rows of person-bearing sources as canonical identity columns, read from the
+    landed row each kept (JSON), with ``file_sha256, row_number`` to find it by. The resolver
+    never sees these rows; erasure must still find its requester's among them."""
+    frames = []
+    for source in sources.values():
+        if source.role not in IDENTITY_ROLES:
+            continue
+        columns, params = [], [source.name]
+        for field in IDENTITY_FIELDS:
+            spec = source.identity.get(field)
+            parts = [] if spec is None else [spec] if isinstance(spec, str) else list(spec)
+            texts = ["nullif(trim(json_extract_string(raw_row, ?)), '')" for _ in parts]
+            params += ['$."' + part.replace('"', '\\"') + '"' for part in parts]
+            text = f"nullif(concat_ws(' ', {', '.join(texts)}), '')" if texts else "null"
+            columns.append(f"{text}::varchar as {field}")
+        params.append(source.name)
+        query = (
+            "select ? || ':' || coalesce(record_id, file_sha256 || '#' || row_number) as record_key, "
+            "source, record_id as source_record_id, 0 as trust_rank, "
+            f"null::timestamp as event_at, {', '.join(columns)}, null::varchar as identifier, "
+            "file_sha256, row_number from quarantine.rejected_rows "
+            "where source = ? and raw_row is not null and json_valid(raw_row)"
+        )
+        frames.append(conn.sql(query, params=params).pl())
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat(frames, how="vertical_relaxed")
