@@ -215,6 +215,11 @@ def main() -> int:
                 ),
                 "requester_raw_rows_left": asked_now.height,
                 "served_erasure_requesters": served.len(),
+                "their_rows_landed": asked_before.join(
+                    records.select("record_key", "person_id"), on="record_key"
+                )
+                .filter(pl.col("person_id").is_in(served.implode()))
+                .height,
                 "their_rows_left_intact": left_intact.height,
                 "their_rows_left_intact_by_source": dict(
                     left_intact.group_by("source").len().iter_rows()
