@@ -445,9 +445,17 @@ def test_the_requesters_quarantined_rows_go_and_their_namesakes_stay(tmp_path):
     assert raw == {"C3", "C4", "C5", "C6", "C7"}
     assert quarantined == {"C4": True, "C5": True, "C7": True}
     assert erased_rows == 2
-    checks = {
-        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["rows_accounted_at_rest"]
+    # Her quarantined row, re-exported with the email fixed, does not bring her back.
+    (landing / "crm_contacts" / "crm_fixed.csv").write_text(
+        (landing / "crm_contacts" / "crm.csv")
+        .read_text()
+        .replace("anna.berg@@example.org", "anna.b@example.org")
+    )
+    assert run_pipeline(settings).success
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        staged = {
+            i for (i,) in conn.execute("select contact_id from staging.crm_contacts").fetchall()
+        }
+    assert "C2" not in staged and {"C3", "C6"} <= staged
