@@ -31,6 +31,7 @@ from cdm_pipeline.governance.keys import (
     phone_forms,
     secret_key,
 )
+from cdm_pipeline.governance.quarantined import quarantined_rows_of
 from cdm_pipeline.governance.removal import landed_rows_where, remove_landed_rows
 from cdm_pipeline.governance.suppression import ensure_suppression_list
 from cdm_pipeline.ingest.reader import ROW_NUMBER
@@ -45,8 +46,6 @@ from cdm_pipeline.standardise.fields import (
     standardise_email,
     standardise_phone,
 )
-from cdm_pipeline.standardise.load import canonical_quarantined_records
-from cdm_pipeline.standardise.records import standardise_records
 from cdm_pipeline.warehouse import quote_ident, table_exists, transaction
 
 REQUEST_LOG_DDL = """
@@ -399,96 +398,6 @@ def erase_customers(
         )
     conn.unregister("erased_customers")
     return removed, anonymised
-
-
-QUARANTINE_EVIDENCE = (
-    ("email_norm",),
-    ("phone_e164",),
-    ("street_key", "postal_code"),
-    ("birth_date",),
-)
-
-
-def quarantined_rows_of(
-    conn: duckdb.DuckDBPyConnection,
-    records: pl.DataFrame,
-    sources: dict[str, SourceSpec],
-    standardise_settings: dict,
-) -> pl.DataFrame:
-    """Quarantined rows that are the requesters' though the resolver never saw them (a second
-    order with a broken email, a CRM row with an impossible birth date): ``source, file_sha256,
-    row_number, record_key, source_record_id, first_name, last_name, request_id``.
-
-    A row is theirs when it carries the name of one of their erased ``records`` (surname alike,
-    first name alike or a nickname of it) and agrees with that record on more of email, phone,
-    street with postcode and birth date than with any record of a customer not being erased
-    that carries the same name: a namesake at the same address keeps the row. A row without a
-    name is left to the scrub of suppressed emails and phones."""
-    empty = pl.DataFrame(
-        schema={
-            "source": pl.String,
-            "file_sha256": pl.String,
-            "row_number": pl.Int64,
-            "record_key": pl.String,
-            "source_record_id": pl.String,
-            "first_name": pl.String,
-            "last_name": pl.String,
-            "request_id": pl.String,
-        }
-    )
-    landed = canonical_quarantined_records(conn, sources)
-    if landed.height == 0:
-        return empty
-    rows = standardise_records(
-        landed.drop("file_sha256", "row_number"),
-        standardise_settings["default_country"],
-        tuple(standardise_settings["phone_regions"]),
-    ).hstack(landed.select("file_sha256", "row_number"))
-    rows = rows.filter(
-        pl.col("first_name_key").is_not_null() & pl.col("last_name_key").is_not_null()
-    )
-    # Rows kept under a record id being erased go with it already (``_erase_source_rows``).
-    rows = rows.join(records.select("record_key"), on="record_key", how="anti")
-    if rows.height == 0:
-        return empty
-    evidence = [c for columns in QUARANTINE_EVIDENCE for c in columns]
-    named = ["last_name_key", "first_name_key", "first_name_group"]
-    mine = _agreement(rows, records.select("request_id", *named, *evidence))
-    conn.register("_quarantined_names", rows.select("last_name_key").unique().to_arrow())
-    try:
-        living = conn.sql(
-            f"select {', '.join('p.' + c for c in (*named, *evidence))} "
-            "from identity.person_records p join mart.customer_xref x using (record_key) "
-            "where x.customer_id is not null and x.customer_id not in "
-            "(select customer_id from erased_customers where customer_id is not null) "
-            "and p.last_name_key in (select last_name_key from _quarantined_names)"
-        ).pl()
-    finally:
-        conn.unregister("_quarantined_names")
-    theirs = _agreement(rows, living.with_columns(request_id=pl.lit(None, pl.String)))
-    best = mine.sort("agree", descending=True).unique("record_key", keep="first")
-    best = best.join(
-        theirs.group_by("record_key").agg(pl.col("agree").max().alias("others")),
-        on="record_key",
-        how="left",
-    ).filter(pl.col("agree") > pl.col("others").fill_null(0))
-    return rows.join(best.select("record_key", "request_id"), on="record_key").select(empty.columns)
-
-
-def _agreement(rows: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
-    """``record_key, request_id, agree``: each quarantined row against each candidate record of
-    its name, with how many kinds of evidence they share (only pairs sharing one)."""
-    pairs = rows.join(candidates, on="last_name_key", suffix="_c").filter(
-        (pl.col("first_name_key") == pl.col("first_name_key_c"))
-        | (pl.col("first_name_group") == pl.col("first_name_group_c"))
-    )
-    agree = pl.sum_horizontal(
-        pl.all_horizontal(pl.col(c).eq(pl.col(f"{c}_c")).fill_null(False) for c in columns).cast(
-            pl.Int32
-        )
-        for columns in QUARANTINE_EVIDENCE
-    )
-    return pairs.select("record_key", "request_id", agree=agree).filter(pl.col("agree") > 0)
 
 
 def _erase_quarantined_rows(
