@@ -212,7 +212,8 @@ def _export_subject(args: argparse.Namespace) -> int:
     from cdm_pipeline.settings import load_settings
 
     settings = load_settings()
-    regions = tuple(load_config(settings.pipeline_config_path)["standardise"]["phone_regions"])
+    standardise = load_config(settings.pipeline_config_path)["standardise"]
+    regions = tuple(standardise["phone_regions"])
     sources = load_registry(settings.sources_path)
     request = PrivacyRequest("cli", "cli", "access", args.email, args.phone)
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
@@ -222,7 +223,7 @@ def _export_subject(args: argparse.Namespace) -> int:
                 f"no export: the identifier matches {len(customers)} customers; a steward must decide"
             )
             return 2
-        document = subject_document(conn, customers[0], sources)
+        document = subject_document(conn, customers[0], sources, standardise)
     path = args.out or settings.exports_dir / "subject_access" / f"{customers[0]}.json"
     write_document(document, path)
     print(f"wrote {path} ({len(document['source_records'])} source records)")

@@ -8,6 +8,7 @@ new record of a family member carrying the shared phone.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -393,13 +394,11 @@ def test_a_shared_number_in_another_form_is_still_the_households(tmp_path):
     assert "household_phone" in kinds and "phone" not in kinds
 
 
-def test_the_requesters_quarantined_rows_go_and_their_namesakes_stay(tmp_path):
-    """The resolver never sees a quarantined row, so erasure finds the requester's by their
-    name and what else agrees: Anna's second CRM row (a broken email, her street and birth
-    date) goes from raw and quarantine. Her husband's broken row, an Anna Berg of another town,
-    and a row naming Anna at the address her daughter Anna also lives at (nothing says which
-    Anna) stay whole; so does the daughter."""
-    landing = tmp_path / "landing"
+def _bergs(landing: Path) -> None:
+    """Anna Berg (C1) and, in quarantine, her second CRM row (C2: a broken email, her street
+    and birth date); her husband Lars (C3, and C4 in quarantine); an Anna Berg of another town
+    in quarantine (C5); their daughter Anna (C6) at the same address; and a quarantined row
+    naming Anna at that address with nothing else (C7: either Anna's)."""
     home = {"street": "12 Oak Street", "city": "Springfield", "postal_code": "62704"}
     anna = {"first_name": "Anna", "last_name": "Berg", **home}
     _write_crm(
@@ -422,6 +421,16 @@ def test_the_requesters_quarantined_rows_go_and_their_namesakes_stay(tmp_path):
             "C7": {**anna, "email": "berg@@example.org"},
         },
     )
+
+
+def test_the_requesters_quarantined_rows_go_and_their_namesakes_stay(tmp_path):
+    """The resolver never sees a quarantined row, so erasure finds the requester's by their
+    name and what else agrees: Anna's second CRM row (a broken email, her street and birth
+    date) goes from raw and quarantine. Her husband's broken row, an Anna Berg of another town,
+    and a row naming Anna at the address her daughter Anna also lives at (nothing says which
+    Anna) stay whole; so does the daughter."""
+    landing = tmp_path / "landing"
+    _bergs(landing)
     (landing / "privacy_requests").mkdir()
     (landing / "privacy_requests" / "r.csv").write_text(
         f"{REQUEST_COLUMNS}\nR1,erasure,anna.berg@example.org,,Anna Berg,2026-11-28 12:00:00,GDPR\n"
@@ -459,3 +468,21 @@ def test_the_requesters_quarantined_rows_go_and_their_namesakes_stay(tmp_path):
             i for (i,) in conn.execute("select contact_id from staging.crm_contacts").fetchall()
         }
     assert "C2" not in staged and {"C3", "C6"} <= staged
+
+
+def test_an_access_request_shows_the_requesters_quarantined_rows(tmp_path):
+    """The rows erasure would take are the rows an access request shows: Anna's quarantined
+    CRM row with why it was rejected; not her husband's, a namesake's or one either Anna's."""
+    landing = tmp_path / "landing"
+    _bergs(landing)
+    (landing / "privacy_requests").mkdir()
+    (landing / "privacy_requests" / "r.csv").write_text(
+        f"{REQUEST_COLUMNS}\nR1,access,anna.berg@example.org,,Anna Berg,2026-11-28 12:00:00,GDPR\n"
+    )
+    settings = make_settings(tmp_path, landing)
+    assert run_pipeline(settings).success
+    document = json.loads((settings.exports_dir / "subject_access" / "R1.json").read_text())
+    assert [r["record_id"] for r in document["source_records"]] == ["C1"]
+    [row] = document["quarantined_rows"]
+    assert row["record_id"] == "C2" and row["data"]["email"] == "anna.berg@@example.org"
+    assert "email" in row["failed_checks"]

@@ -19,6 +19,7 @@ from cdm_pipeline.governance.erasure import (
     pending_requests,
     steward_reason,
 )
+from cdm_pipeline.governance.quarantined import quarantined_rows_of
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import quote_ident, table_exists
 
@@ -38,11 +39,15 @@ def _grouped(
 
 
 def subject_documents(
-    conn: duckdb.DuckDBPyConnection, customer_ids: list[str], sources: dict[str, SourceSpec]
+    conn: duckdb.DuckDBPyConnection,
+    customer_ids: list[str],
+    sources: dict[str, SourceSpec],
+    standardise_settings: dict | None = None,
 ) -> dict[str, dict]:
     """For each customer: golden record, attribute lineage, every source record (with the file and
-    row it came from), consent state and history, and every fact. A handful of queries in all,
-    whatever the number of customers."""
+    row it came from), consent state and history, and every fact; with ``standardise_settings``
+    also the quarantined rows that are theirs (those erasure would take). A handful of queries
+    in all, whatever the number of customers."""
     ids = {"ids": sorted(set(customer_ids))}
     among = "customer_id in (select unnest($ids))"
     customers = _grouped(conn, f"select * from mart.customers where {among}", ids, "customer_id")
@@ -89,6 +94,11 @@ def subject_documents(
         ids,
         "customer_id",
     )
+    quarantined = (
+        _quarantined_rows(conn, ids["ids"], sources, standardise_settings)
+        if standardise_settings is not None
+        else {}
+    )
     documents = {}
     for customer_id in ids["ids"]:
         source_records = []
@@ -123,14 +133,61 @@ def subject_documents(
                 {k: v for k, v in r.items() if k != "customer_id"}
                 for r in consent.get(customer_id, [])
             ],
+            "quarantined_rows": quarantined.get(customer_id, []),
         }
     return documents
 
 
+def _quarantined_rows(
+    conn: duckdb.DuckDBPyConnection,
+    customer_ids: list[str],
+    sources: dict[str, SourceSpec],
+    standardise_settings: dict,
+) -> dict[str, list[dict]]:
+    """Each customer's quarantined rows as landed, with why they were rejected."""
+    records = conn.sql(
+        "select x.customer_id, p.* from identity.person_records p "
+        "join mart.customer_xref x using (record_key) where x.customer_id in (select unnest($ids))",
+        params={"ids": customer_ids},
+    ).pl()
+    if records.height == 0:
+        return {}
+    found = quarantined_rows_of(conn, records, sources, standardise_settings)
+    if found.height == 0:
+        return {}
+    conn.register(
+        "_their_rows", found.select("customer_id", "source", "file_sha256", "row_number").to_arrow()
+    )
+    try:
+        rows = conn.execute(
+            "select t.customer_id, q.source, q.record_id, q.source_file, q.row_number, "
+            "q.failed_checks, q.raw_row from quarantine.rejected_rows q join _their_rows t "
+            "on q.source = t.source and q.file_sha256 = t.file_sha256 "
+            "and q.row_number = t.row_number order by 1, 2, 4, 5"
+        ).fetchall()
+    finally:
+        conn.unregister("_their_rows")
+    out: dict[str, list[dict]] = {}
+    for customer_id, source, record_id, file, row_number, failed, raw_row in rows:
+        out.setdefault(customer_id, []).append(
+            {
+                "source": source,
+                "record_id": record_id,
+                "came_from": {"file": file, "row_number": row_number},
+                "failed_checks": failed,
+                "data": {k: v for k, v in json.loads(raw_row).items() if not k.startswith("_")},
+            }
+        )
+    return out
+
+
 def subject_document(
-    conn: duckdb.DuckDBPyConnection, customer_id: str, sources: dict[str, SourceSpec]
+    conn: duckdb.DuckDBPyConnection,
+    customer_id: str,
+    sources: dict[str, SourceSpec],
+    standardise_settings: dict | None = None,
 ) -> dict:
-    return subject_documents(conn, [customer_id], sources)[customer_id]
+    return subject_documents(conn, [customer_id], sources, standardise_settings)[customer_id]
 
 
 def _json_default(value: object) -> str | float:
@@ -183,7 +240,7 @@ def process_access_requests(
     holder_of = {r: ids for r, ids in holders.iter_rows()}
     mismatched = name_mismatches(matches)
     single = {r: ids[0] for r, ids in holder_of.items() if len(ids) == 1}
-    documents = subject_documents(conn, list(single.values()), sources)
+    documents = subject_documents(conn, list(single.values()), sources, config["standardise"])
     for request in requests:
         n = len(holder_of.get(request.request_id, []))
         if n != 1:

@@ -344,6 +344,9 @@ def erase_customers(
         if standardise_settings is not None and records.height
         else None
     )
+    if quarantined is not None:
+        request_of = records.select("customer_id", "request_id").unique("customer_id")
+        quarantined = quarantined.join(request_of, on="customer_id")
     fingerprints = set()
     for row in quarantined.iter_rows(named=True) if quarantined is not None else ():
         name = name_form(row["first_name"], row["last_name"])

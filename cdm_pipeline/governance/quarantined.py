@@ -28,14 +28,16 @@ def quarantined_rows_of(
     sources: dict[str, SourceSpec],
     standardise_settings: dict,
 ) -> pl.DataFrame:
-    """Quarantined rows that are the requesters' though the resolver never saw them (a second
+    """Quarantined rows that are the customers' whose person ``records`` (``customer_id`` and
+    ``identity.person_records`` columns) are given, though the resolver never saw them (a second
     order with a broken email, a CRM row with an impossible birth date): ``source, file_sha256,
-    row_number, record_key, source_record_id, first_name, last_name, request_id``.
+    row_number, record_key, source_record_id, first_name, last_name, customer_id``. Erasure
+    takes them; an access request shows them.
 
-    A row is theirs when it carries the name of one of their erased ``records`` (the same
+    A row is a customer's when it carries the name of one of their ``records`` (the same
     surname, the same first name or one of its nicknames) and agrees with that record on more of email, phone,
-    street with postcode and birth date than with any record of a customer not being erased
-    that carries the same name: a namesake at the same address keeps the row. A row without a
+    street with postcode and birth date than with any other customer's record that carries the
+    same name: a namesake at the same address keeps the row. A row without a
     name is left to the scrub of suppressed emails and phones."""
     empty = pl.DataFrame(
         schema={
@@ -46,7 +48,7 @@ def quarantined_rows_of(
             "source_record_id": pl.String,
             "first_name": pl.String,
             "last_name": pl.String,
-            "request_id": pl.String,
+            "customer_id": pl.String,
         }
     )
     landed = canonical_quarantined_records(conn, sources)
@@ -60,36 +62,37 @@ def quarantined_rows_of(
     rows = rows.filter(
         pl.col("first_name_key").is_not_null() & pl.col("last_name_key").is_not_null()
     )
-    # Rows kept under a record id being erased go with it already (``_erase_source_rows``).
+    # A row kept under the id of one of the records is that record's (erasure takes it with it).
     rows = rows.join(records.select("record_key"), on="record_key", how="anti")
     if rows.height == 0:
         return empty
     evidence = [c for columns in QUARANTINE_EVIDENCE for c in columns]
     named = ["last_name_key", "first_name_key", "first_name_group"]
-    mine = _agreement(rows, records.select("request_id", *named, *evidence))
-    conn.register("_quarantined_names", rows.select("last_name_key").unique().to_arrow())
-    try:
-        living = conn.sql(
-            f"select {', '.join('p.' + c for c in (*named, *evidence))} "
-            "from identity.person_records p join mart.customer_xref x using (record_key) "
-            "where x.customer_id is not null and x.customer_id not in "
-            "(select customer_id from erased_customers where customer_id is not null) "
-            "and p.last_name_key in (select last_name_key from _quarantined_names)"
-        ).pl()
-    finally:
-        conn.unregister("_quarantined_names")
-    theirs = _agreement(rows, living.with_columns(request_id=pl.lit(None, pl.String)))
+    mine = _agreement(rows, records.select("customer_id", *named, *evidence))
+    others = conn.sql(
+        f"select x.customer_id, {', '.join('p.' + c for c in (*named, *evidence))} "
+        "from identity.person_records p join mart.customer_xref x using (record_key) "
+        "where x.customer_id is not null and x.customer_id not in (select unnest($ids)) "
+        "and p.last_name_key in (select unnest($names))",
+        params={
+            "ids": records["customer_id"].unique().to_list(),
+            "names": rows["last_name_key"].unique().to_list(),
+        },
+    ).pl()
+    theirs = _agreement(rows, others)
     best = mine.sort("agree", descending=True).unique("record_key", keep="first")
     best = best.join(
         theirs.group_by("record_key").agg(pl.col("agree").max().alias("others")),
         on="record_key",
         how="left",
     ).filter(pl.col("agree") > pl.col("others").fill_null(0))
-    return rows.join(best.select("record_key", "request_id"), on="record_key").select(empty.columns)
+    return rows.join(best.select("record_key", "customer_id"), on="record_key").select(
+        empty.columns
+    )
 
 
 def _agreement(rows: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
-    """``record_key, request_id, agree``: each quarantined row against each candidate record of
+    """``record_key, customer_id, agree``: each quarantined row against each candidate record of
     its name, with how many kinds of evidence they share (only pairs sharing one)."""
     pairs = rows.join(candidates, on="last_name_key", suffix="_c").filter(
         (pl.col("first_name_key") == pl.col("first_name_key_c"))
@@ -101,4 +104,4 @@ def _agreement(rows: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
         )
         for columns in QUARANTINE_EVIDENCE
     )
-    return pairs.select("record_key", "request_id", agree=agree).filter(pl.col("agree") > 0)
+    return pairs.select("record_key", "customer_id", agree=agree).filter(pl.col("agree") > 0)

@@ -62,8 +62,9 @@ EXPORT_DOCUMENT_SCHEMA = table_schema(
         ),
         "orders / interactions / survey_responses": ("list", "the customer's facts"),
         "consent_state": ("list", "consent per purpose and channel"),
+        "quarantined_rows": ("list", "their rows kept in quarantine: source, id, why, data"),
     },
-    pii={"customer", "source_records"},
+    pii={"customer", "source_records", "quarantined_rows"},
 )
 ANALYTICS_TABLES = ("customers", "orders", "interactions", "survey_responses", "consent_ledger")
 PII_COLUMN_NAMES = {
