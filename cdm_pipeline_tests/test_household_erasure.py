@@ -267,7 +267,8 @@ def test_a_killed_runs_work_files_are_removed_by_the_next_run(tmp_path, demo_dat
 
 
 def _write_crm(landing: Path, contacts: dict[str, dict[str, str]]) -> None:
-    """A CRM export of the given contacts (``contact_id -> column values``), US, dated."""
+    """A CRM export of the given contacts (``contact_id -> column values``, which may give
+    another ``contact_id``), US, dated."""
     from cdm_pipeline.registry import load_registry
     from cdm_pipeline.settings import PACKAGE_DATA
 
@@ -280,8 +281,8 @@ def _write_crm(landing: Path, contacts: dict[str, dict[str, str]]) -> None:
             country="US",
             created_at="2026-01-01T00:00:00",
             updated_at="2026-01-02T00:00:00",
-            **own,
         )
+        row.update(own)
         lines.append(",".join(row[c] for c in crm.column_names))
     (landing / "crm_contacts").mkdir(parents=True, exist_ok=True)
     (landing / "crm_contacts" / "crm.csv").write_text("\n".join(lines) + "\n")
@@ -396,7 +397,8 @@ def test_a_shared_number_in_another_form_is_still_the_households(tmp_path):
 
 def _bergs(landing: Path) -> None:
     """Anna Berg (C1) and, in quarantine, her second CRM row (C2: a broken email, her street
-    and birth date); her husband Lars (C3, and C4 in quarantine); an Anna Berg of another town
+    and birth date); her husband Lars (C3, and in quarantine a row whose id is C2 as well); an
+    Anna Berg of another town
     in quarantine (C5); their daughter Anna (C6) at the same address; and a quarantined row
     naming Anna at that address with nothing else (C7: either Anna's)."""
     home = {"street": "12 Oak Street", "city": "Springfield", "postal_code": "62704"}
@@ -407,7 +409,13 @@ def _bergs(landing: Path) -> None:
             "C1": {**anna, "email": "anna.berg@example.org", "birth_date": "1980-05-01"},
             "C2": {**anna, "email": "anna.berg@@example.org", "birth_date": "1980-05-01"},
             "C3": {"first_name": "Lars", "last_name": "Berg", "email": "lars@example.org", **home},
-            "C4": {"first_name": "Lars", "last_name": "Berg", "email": "lars@@example.org", **home},
+            "C4": {
+                "contact_id": "C2",
+                "first_name": "Lars",
+                "last_name": "Berg",
+                "email": "lars@@example.org",
+                **home,
+            },
             "C5": {
                 "first_name": "Anna",
                 "last_name": "Berg",
@@ -426,9 +434,9 @@ def _bergs(landing: Path) -> None:
 def test_the_requesters_quarantined_rows_go_and_their_namesakes_stay(tmp_path):
     """The resolver never sees a quarantined row, so erasure finds the requester's by their
     name and what else agrees: Anna's second CRM row (a broken email, her street and birth
-    date) goes from raw and quarantine. Her husband's broken row, an Anna Berg of another town,
-    and a row naming Anna at the address her daughter Anna also lives at (nothing says which
-    Anna) stay whole; so does the daughter."""
+    date) goes from raw and quarantine. Her husband's broken row (under the same id), an Anna
+    Berg of another town, and a row naming Anna at the address her daughter Anna also lives at
+    (nothing says which Anna) stay whole; so does the daughter."""
     landing = tmp_path / "landing"
     _bergs(landing)
     (landing / "privacy_requests").mkdir()
@@ -440,10 +448,10 @@ def test_the_requesters_quarantined_rows_go_and_their_namesakes_stay(tmp_path):
     assert result.success
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
         status = conn.execute("select status from governance.privacy_request_log").fetchall()
-        raw = {i for (i,) in conn.execute("select contact_id from raw.crm_contacts").fetchall()}
-        quarantined = dict(
+        raw = set(conn.execute("select contact_id, first_name from raw.crm_contacts").fetchall())
+        quarantined = set(
             conn.execute(
-                "select record_id, raw_row is not null from quarantine.rejected_rows "
+                "select record_id, raw_row ->> '$.first_name' from quarantine.rejected_rows "
                 "where source = 'crm_contacts'"
             ).fetchall()
         )
@@ -451,23 +459,26 @@ def test_the_requesters_quarantined_rows_go_and_their_namesakes_stay(tmp_path):
             "select sum(erased_rows) from raw.file_ledger where source = 'crm_contacts'"
         ).fetchall()[0]
     assert status == [("erased",)]
-    assert raw == {"C3", "C4", "C5", "C6", "C7"}
-    assert quarantined == {"C4": True, "C5": True, "C7": True}
+    lars, anna = ("C2", "Lars"), ("C2", "Anna")
+    assert raw == {lars, ("C3", "Lars"), ("C5", "Anna"), ("C6", "Anna"), ("C7", "Anna")}
+    assert quarantined == {lars, ("C5", "Anna"), ("C7", "Anna")}
     assert erased_rows == 2
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["rows_accounted_at_rest"]
     # Her quarantined row, re-exported with the email fixed, does not bring her back.
-    (landing / "crm_contacts" / "crm_fixed.csv").write_text(
-        (landing / "crm_contacts" / "crm.csv")
-        .read_text()
-        .replace("anna.berg@@example.org", "anna.b@example.org")
-    )
+    header, *rows = (landing / "crm_contacts" / "crm.csv").read_text().splitlines()
+    fixed = next(r for r in rows if "anna.berg@@" in r).replace("anna.berg@@", "anna.b@")
+    (landing / "crm_contacts" / "crm_fixed.csv").write_text(f"{header}\n{fixed}\n")
     assert run_pipeline(settings).success
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
-        staged = {
-            i for (i,) in conn.execute("select contact_id from staging.crm_contacts").fetchall()
-        }
-    assert "C2" not in staged and {"C3", "C6"} <= staged
+        staged = set(
+            conn.execute("select contact_id, first_name from staging.crm_contacts").fetchall()
+        )
+        raw_now = set(
+            conn.execute("select contact_id, first_name from raw.crm_contacts").fetchall()
+        )
+    assert anna not in staged and {("C3", "Lars"), ("C6", "Anna")} <= staged
+    assert raw_now == raw
 
 
 def test_an_access_request_shows_the_requesters_quarantined_rows(tmp_path):
@@ -484,5 +495,6 @@ def test_an_access_request_shows_the_requesters_quarantined_rows(tmp_path):
     document = json.loads((settings.exports_dir / "subject_access" / "R1.json").read_text())
     assert [r["record_id"] for r in document["source_records"]] == ["C1"]
     [row] = document["quarantined_rows"]
-    assert row["record_id"] == "C2" and row["data"]["email"] == "anna.berg@@example.org"
+    assert row["record_id"] == "C2" and row["data"]["first_name"] == "Anna"
+    assert row["data"]["email"] == "anna.berg@@example.org"
     assert "email" in row["failed_checks"]

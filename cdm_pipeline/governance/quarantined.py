@@ -35,10 +35,12 @@ def quarantined_rows_of(
     takes them; an access request shows them.
 
     A row is a customer's when it carries the name of one of their ``records`` (the same
-    surname, the same first name or one of its nicknames) and agrees with that record on more of email, phone,
-    street with postcode and birth date than with any other customer's record that carries the
-    same name: a namesake at the same address keeps the row. A row without a
-    name is left to the scrub of suppressed emails and phones."""
+    surname, the same first name or one of its nicknames) and agrees with that record on more
+    of email, phone, street with postcode and birth date than with any other customer's record
+    that carries the same name: a namesake at the same address keeps the row. A row without a
+    name is left to the scrub of suppressed emails and phones. Rows are told apart by file and
+    line, not by record id: two people's rows may share one (a duplicate id is one reason for
+    quarantine)."""
     empty = pl.DataFrame(
         schema={
             "source": pl.String,
@@ -58,7 +60,7 @@ def quarantined_rows_of(
         landed.drop("file_sha256", "row_number"),
         standardise_settings["default_country"],
         tuple(standardise_settings["phone_regions"]),
-    ).hstack(landed.select("file_sha256", "row_number"))
+    ).hstack(landed.select("file_sha256", "row_number", row=pl.int_range(landed.height)))
     rows = rows.filter(
         pl.col("first_name_key").is_not_null() & pl.col("last_name_key").is_not_null()
     )
@@ -80,20 +82,16 @@ def quarantined_rows_of(
         },
     ).pl()
     theirs = _agreement(rows, others)
-    best = mine.sort("agree", descending=True).unique("record_key", keep="first")
+    best = mine.sort("agree", descending=True, maintain_order=True).unique("row", keep="first")
     best = best.join(
-        theirs.group_by("record_key").agg(pl.col("agree").max().alias("others")),
-        on="record_key",
-        how="left",
+        theirs.group_by("row").agg(pl.col("agree").max().alias("others")), on="row", how="left"
     ).filter(pl.col("agree") > pl.col("others").fill_null(0))
-    return rows.join(best.select("record_key", "customer_id"), on="record_key").select(
-        empty.columns
-    )
+    return rows.join(best.select("row", "customer_id"), on="row").select(empty.columns)
 
 
 def _agreement(rows: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
-    """``record_key, customer_id, agree``: each quarantined row against each candidate record of
-    its name, with how many kinds of evidence they share (only pairs sharing one)."""
+    """``row, customer_id, agree``: each quarantined row against each candidate record of its
+    name, with how many kinds of evidence they share (only pairs sharing one)."""
     pairs = rows.join(candidates, on="last_name_key", suffix="_c").filter(
         (pl.col("first_name_key") == pl.col("first_name_key_c"))
         | (pl.col("first_name_group") == pl.col("first_name_group_c"))
@@ -104,4 +102,4 @@ def _agreement(rows: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
         )
         for columns in QUARANTINE_EVIDENCE
     )
-    return pairs.select("record_key", "customer_id", agree=agree).filter(pl.col("agree") > 0)
+    return pairs.select("row", "customer_id", agree=agree).filter(pl.col("agree") > 0)
