@@ -395,12 +395,13 @@ def test_a_shared_number_in_another_form_is_still_the_households(tmp_path):
     assert "household_phone" in kinds and "phone" not in kinds
 
 
-def _bergs(landing: Path) -> None:
+def _bergs(landing: Path, request_type: str) -> None:
     """Anna Berg (C1) and, in quarantine, her second CRM row (C2: a broken email, her street
     and birth date); her husband Lars (C3, and in quarantine a row whose id is C2 as well); an
     Anna Berg of another town
     in quarantine (C5); their daughter Anna (C6) at the same address; and a quarantined row
-    naming Anna at that address with nothing else (C7: either Anna's)."""
+    naming Anna at that address with nothing else (C7: either Anna's). Anna's request (R1, by
+    her email) is of ``request_type``."""
     home = {"street": "12 Oak Street", "city": "Springfield", "postal_code": "62704"}
     anna = {"first_name": "Anna", "last_name": "Berg", **home}
     _write_crm(
@@ -429,6 +430,11 @@ def _bergs(landing: Path) -> None:
             "C7": {**anna, "email": "berg@@example.org"},
         },
     )
+    (landing / "privacy_requests").mkdir()
+    (landing / "privacy_requests" / "r.csv").write_text(
+        f"{REQUEST_COLUMNS}\nR1,{request_type},anna.berg@example.org,,Anna Berg,"
+        "2026-11-28 12:00:00,GDPR\n"
+    )
 
 
 def test_the_requesters_quarantined_rows_go_and_their_namesakes_stay(tmp_path):
@@ -438,11 +444,7 @@ def test_the_requesters_quarantined_rows_go_and_their_namesakes_stay(tmp_path):
     Berg of another town, and a row naming Anna at the address her daughter Anna also lives at
     (nothing says which Anna) stay whole; so does the daughter."""
     landing = tmp_path / "landing"
-    _bergs(landing)
-    (landing / "privacy_requests").mkdir()
-    (landing / "privacy_requests" / "r.csv").write_text(
-        f"{REQUEST_COLUMNS}\nR1,erasure,anna.berg@example.org,,Anna Berg,2026-11-28 12:00:00,GDPR\n"
-    )
+    _bergs(landing, "erasure")
     settings = make_settings(tmp_path, landing)
     result = run_pipeline(settings)
     assert result.success
@@ -485,11 +487,7 @@ def test_an_access_request_shows_the_requesters_quarantined_rows(tmp_path):
     """The rows erasure would take are the rows an access request shows: Anna's quarantined
     CRM row with why it was rejected; not her husband's, a namesake's or one either Anna's."""
     landing = tmp_path / "landing"
-    _bergs(landing)
-    (landing / "privacy_requests").mkdir()
-    (landing / "privacy_requests" / "r.csv").write_text(
-        f"{REQUEST_COLUMNS}\nR1,access,anna.berg@example.org,,Anna Berg,2026-11-28 12:00:00,GDPR\n"
-    )
+    _bergs(landing, "access")
     settings = make_settings(tmp_path, landing)
     assert run_pipeline(settings).success
     document = json.loads((settings.exports_dir / "subject_access" / "R1.json").read_text())
