@@ -406,34 +406,15 @@ def erase_customers(
 def _erase_quarantined_rows(
     conn: duckdb.DuckDBPyConnection, source: SourceSpec, rows: pl.DataFrame, now: datetime
 ) -> tuple[int, int]:
-    """The quarantined rows ``quarantined_rows_of`` found: removed from raw and quarantine
-    (counted as erased), or for ``on_erasure: anonymise`` sources emptied of identity."""
-    conn.register("_erased_rows", rows.select("file_sha256", "row_number").to_arrow())
+    """The quarantined rows ``quarantined_rows_of`` found (``file_sha256, row_number``)."""
+    conn.register("_quarantined_found", rows.select("file_sha256", "row_number").to_arrow())
     try:
-        if source.on_erasure == "anonymise":
-            _anonymise_rows(
-                conn,
-                source,
-                "_file_sha256 || '#' || _row_number in "
-                "(select file_sha256 || '#' || row_number from _erased_rows)",
-            )
-            conn.execute(
-                "update quarantine.rejected_rows q set raw_row = null from _erased_rows e "
-                "where q.source = ? and q.file_sha256 = e.file_sha256 and q.row_number = e.row_number",
-                [source.name],
-            )
-            return 0, rows.height
-        removed = remove_landed_rows(
-            conn,
-            source.name,
-            "select file_sha256, row_number from _erased_rows",
-            {},
-            "erased",
-            now,
+        removed = _erase_landed_rows(
+            conn, source, "select file_sha256, row_number from _quarantined_found", {}, now
         )
-        return removed, 0
     finally:
-        conn.unregister("_erased_rows")
+        conn.unregister("_quarantined_found")
+    return (0, rows.height) if source.on_erasure == "anonymise" else (removed, 0)
 
 
 def _held_by_others(
@@ -465,29 +446,49 @@ def _held_by_others(
 def _erase_source_rows(
     conn: duckdb.DuckDBPyConnection, source: SourceSpec, ids: list[str], now: datetime
 ) -> tuple[int, int]:
-    """Every landed version of the erased records, staged or quarantined: removed (counted in the
-    ledger as erased), or for ``on_erasure: anonymise`` sources kept without identity."""
+    """Every landed version of the erased records, staged or quarantined (``_erase_landed_rows``).
+    Returns (removed, anonymised) records."""
+    if not table_exists(conn, "raw", source.name):
+        return (0, len(ids)) if source.on_erasure == "anonymise" else (len(ids), 0)
     conn.register("erased_ids", pl.DataFrame({"id": ids}, schema={"id": pl.String}).to_arrow())
-    record_id = quote_ident(source.record_id)
     try:
-        if source.on_erasure == "anonymise":
-            _anonymise_rows(conn, source, f"{record_id} in (select id from erased_ids)")
-            conn.execute(
-                "update quarantine.rejected_rows set raw_row = null where source = ? "
-                "and record_id in (select id from erased_ids)",
-                [source.name],
-            )
-            return 0, len(ids)
-        if table_exists(conn, "raw", source.name):
-            rows = landed_rows_where(
-                source.name,
-                f"{record_id} in (select id from erased_ids)",
-                "record_id in (select id from erased_ids)",
-            )
-            remove_landed_rows(conn, source.name, rows, {"source": source.name}, "erased", now)
-        return len(ids), 0
+        rows = landed_rows_where(
+            source.name,
+            f"{quote_ident(source.record_id)} in (select id from erased_ids)",
+            "record_id in (select id from erased_ids)",
+        )
+        _erase_landed_rows(conn, source, rows, {"source": source.name}, now)
     finally:
         conn.unregister("erased_ids")
+    return (0, len(ids)) if source.on_erasure == "anonymise" else (len(ids), 0)
+
+
+def _erase_landed_rows(
+    conn: duckdb.DuckDBPyConnection, source: SourceSpec, rows_sql: str, params: dict, now: datetime
+) -> int:
+    """The landed rows ``rows_sql`` names (``file_sha256, row_number``): removed from raw,
+    staging and quarantine (counted in the ledger as erased), or for ``on_erasure: anonymise``
+    sources kept there without identity. Returns how many landed rows were removed."""
+    if source.on_erasure != "anonymise":
+        return remove_landed_rows(conn, source.name, rows_sql, params, "erased", now)
+    conn.execute(
+        "create or replace temp table _anonymised_rows as "
+        f"select distinct file_sha256, row_number from ({rows_sql})",
+        params,
+    )
+    _anonymise_rows(
+        conn,
+        source,
+        f"_file_sha256 || '#' || {ROW_NUMBER} in "
+        "(select file_sha256 || '#' || row_number from _anonymised_rows)",
+    )
+    conn.execute(
+        "update quarantine.rejected_rows q set raw_row = null from _anonymised_rows a "
+        "where q.source = ? and q.file_sha256 = a.file_sha256 and q.row_number = a.row_number",
+        [source.name],
+    )
+    conn.execute("drop table _anonymised_rows")
+    return 0
 
 
 def _anonymise_rows(
