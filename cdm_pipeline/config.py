@@ -24,8 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "standardise": {"default_country": "US", "phone_regions": ["US", "GB", "DE", "FR"]},
     "resolve": {
         "match_threshold": 0.90,
-        "name_only_threshold": 0.99,
-        "household_evidence_cap": 12.0,
+        "max_twin_share": 0.25,
         "floor_weight": 0.0,
         "max_block_size": 5000,
         "em_iterations": 25,

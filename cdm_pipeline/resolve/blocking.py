@@ -10,14 +10,40 @@ import polars as pl
 @dataclass(frozen=True)
 class BlockingRule:
     """Profiles agreeing on every key are candidates; ``max_block_size`` overrides the global
-    limit for this rule (a name-only rule only pays for rare names)."""
+    limit for this rule (a name-only rule only pays for rare names).
+
+    A key is a profile column (``birth_date``) or its first characters (``first_name_key:3``, as
+    Splink's ``substr(first_name, 1, 3)``): a prefix survives a typo later in the value.
+    """
 
     keys: tuple[str, ...]
     max_block_size: int | None = None
 
+    def __post_init__(self) -> None:
+        for key in self.keys:
+            _, _, length = key.partition(":")
+            if length and not (length.isdigit() and int(length) > 0):
+                raise ValueError(f"blocking key {key!r}: a prefix length is a positive number")
+
     @property
     def name(self) -> str:
         return " & ".join(self.keys)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The profile columns the keys read."""
+        return tuple(key.partition(":")[0] for key in self.keys)
+
+    def expressions(self) -> list[pl.Expr]:
+        """One expression per key, named after the key."""
+        out = []
+        for key in self.keys:
+            column, _, length = key.partition(":")
+            value = pl.col(column)
+            if length:
+                value = value.cast(pl.String).str.slice(0, int(length))
+            out.append(value.alias(key))
+        return out
 
     @classmethod
     def from_config(cls, entry: list[str] | dict) -> BlockingRule:
@@ -44,8 +70,8 @@ def block_keys(profiles: pl.DataFrame, rules: list[BlockingRule]) -> pl.DataFram
     return profiles.select(
         "profile_id",
         *[
-            pl.when(pl.all_horizontal(pl.col(k).is_not_null() for k in rule.keys))
-            .then(pl.struct(list(rule.keys)).hash())
+            pl.when(pl.all_horizontal(pl.col(c).is_not_null() for c in rule.columns))
+            .then(pl.struct(rule.expressions()).hash())
             .alias(block_column(number))
             for number, rule in enumerate(rules)
         ],
@@ -110,7 +136,9 @@ def candidate_pairs(
     first = first.filter(pl.col("pair").ne_missing(pl.col("pair").shift(1)))
     new = dict(first.group_by("rule").len().iter_rows())
     found = first.select(
-        id_l=ids.gather(first["pair"] // _SHIFT), id_r=ids.gather(first["pair"] % _SHIFT)
+        id_l=ids.gather(first["pair"] // _SHIFT),
+        id_r=ids.gather(first["pair"] % _SHIFT),
+        blocking_rule="rule",
     )
     return found, [
         RuleReport(name, made, new.get(number, 0), skipped)
@@ -139,5 +167,5 @@ def _pack(a: pl.Expr, b: pl.Expr) -> pl.Expr:
 def oversized_blocks(keyed: pl.DataFrame, rule: BlockingRule, max_block_size: int) -> pl.DataFrame:
     """The key values of ``rule`` held by more profiles than its limit."""
     keys = list(rule.keys)
-    sizes = keyed.select(keys).drop_nulls().group_by(keys).len()
+    sizes = keyed.select(rule.expressions()).drop_nulls().group_by(keys).len()
     return sizes.filter(pl.col("len") > (rule.max_block_size or max_block_size)).select(keys)

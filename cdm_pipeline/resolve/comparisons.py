@@ -11,6 +11,7 @@ Fuzzy scores are computed with rapidfuzz over the distinct value pairs only, in 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 import polars as pl
@@ -37,20 +38,28 @@ def _pair_scores(left: pl.Series, right: pl.Series, scorer, name: str) -> pl.Ser
     return pairs.join(todo, on=["a", "b"], how="left", maintain_order="left")["score"].alias(name)
 
 
+class HouseholdSharing(Enum):
+    """How two people of one household compare on a field (the model's household class)."""
+
+    OWN = "own"  # each has their own, as two strangers do (first name, a national id)
+    SHARED = "shared"  # often the same, how often is learnt (surname, address, phone, inbox)
+    TWINS = "twins"  # their own, but equal for twins, how often is learnt (birth date)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """A field comparison: ``name`` is the field, ``labels[level]`` describes each level >= 0.
 
-    ``location``: part of where someone lives (street, postal code, city), counted as one fact.
-    ``household``: a value the members of one household often share (surname, the family phone
-    or inbox, and every location field): agreement on it cannot outweigh a personal conflict.
+    ``location``: part of where someone lives (street, postal code, city): the model weighs the
+    parts together, as one fact (``CombinedComparison``).
+    ``household_sharing``: how two members of one household compare on it.
     """
 
     name: str
     labels: tuple[str, ...]
     tf_adjusted: bool = False
     location: bool = False
-    household: bool = False
+    household_sharing: HouseholdSharing = HouseholdSharing.OWN
 
     def __post_init__(self) -> None:
         if len(self.labels) < 2:
@@ -229,8 +238,79 @@ class DateComparison(Comparison):
         )[self.name]
 
 
+@dataclass(frozen=True)
+class CombinedComparison(Comparison):
+    """Fields that describe one fact, compared as one: where someone lives. The level is the
+    most specific part that agrees (a street before a postal code before a town), so a move that
+    changes all three is one disagreement, not three, and a shared street is not counted again
+    in its postal code and town. The parts keep their own levels, for explanation; the model
+    weighs only this one. Labels are made from the parts' (``combined_labels``)."""
+
+    parts: tuple[Comparison, ...] = ()
+
+    def combine(self, part_levels: dict[str, pl.Series]) -> pl.Series:
+        """The combined level from the parts' levels (most specific part first in ``parts``)."""
+        frame = pl.DataFrame({c.name: part_levels[c.name] for c in self.parts})
+        level = pl.when(pl.all_horizontal(pl.col(c.name) == NULL_LEVEL for c in self.parts)).then(
+            NULL_LEVEL
+        )
+        for offset, part in zip(self._offsets(), self.parts, strict=True):
+            agrees = pl.col(part.name) > DIFFERENT
+            level = level.when(agrees).then(offset + pl.col(part.name))
+        level = level.otherwise(DIFFERENT)
+        return frame.select(level.cast(pl.Int8).alias(self.name))[self.name]
+
+    def part_level(self, level: int) -> tuple[Comparison, int] | None:
+        """The part and its level that a combined level stands for (None: nothing agrees)."""
+        for offset, part in zip(self._offsets(), self.parts, strict=True):
+            if offset < level <= offset + part.exact_level:
+                return part, level - offset
+        return None
+
+    def _offsets(self) -> list[int]:
+        """Combined level = offset + part level: least specific part lowest."""
+        offsets, total = [], 0
+        for part in reversed(self.parts):
+            offsets.append(total)
+            total += part.exact_level
+        return offsets[::-1]
+
+
+def combined_labels(parts: tuple[Comparison, ...]) -> tuple[str, ...]:
+    """ "nothing agrees", then each part's agreeing levels, least specific part first."""
+    labels = ["nothing agrees"]
+    for part in reversed(parts):
+        labels += [f"{part.name}: {label}" for label in part.labels[1:]]
+    return tuple(labels)
+
+
+def model_comparisons(comparisons: list[Comparison]) -> list[Comparison]:
+    """The comparisons the model weighs: parts of a combined comparison are weighed in it."""
+    return [c for c in comparisons if not c.location]
+
+
 def default_comparisons() -> list[Comparison]:
     """The comparisons the resolver uses, by the standardised field each reads."""
+    location = (
+        SimilarityComparison(
+            "street_key",
+            ("different", "Jaro-Winkler >= 0.88", "exact"),
+            thresholds=(0.88,),
+            location=True,
+        ),
+        EditComparison(
+            "postal_code",
+            ("different", "same first 3 characters", "exact"),
+            part="prefix3",
+            location=True,
+        ),
+        SimilarityComparison(
+            "city_key",
+            ("different", "Jaro-Winkler >= 0.90", "exact"),
+            thresholds=(0.90,),
+            location=True,
+        ),
+    )
     return [
         FirstNameComparison(
             "first_name_key",
@@ -250,32 +330,20 @@ def default_comparisons() -> list[Comparison]:
             ("different", "Jaro-Winkler >= 0.80", "Jaro-Winkler >= 0.92", "exact"),
             tf_adjusted=True,
             thresholds=(0.80, 0.92),
-            household=True,
+            household_sharing=HouseholdSharing.SHARED,
         ),
         # No fuzzy email level: "amber.davis@" at two providers is two people as often as one.
-        Comparison("email_norm", ("different", "exact"), household=True),
+        Comparison("email_norm", ("different", "exact"), household_sharing=HouseholdSharing.SHARED),
         EditComparison(
             "phone_e164",
             ("different", "last 7 digits or one edit", "exact"),
             part="suffix7",
-            household=True,
+            household_sharing=HouseholdSharing.SHARED,
         ),
         DateComparison(
-            "birth_date", ("different", "day/month swapped or one part differs", "exact")
-        ),
-        SimilarityComparison(
-            "street_key",
-            ("different", "Jaro-Winkler >= 0.88", "exact"),
-            thresholds=(0.88,),
-            location=True,
-            household=True,
-        ),
-        EditComparison(
-            "postal_code",
-            ("different", "same first 3 characters", "exact"),
-            part="prefix3",
-            location=True,
-            household=True,
+            "birth_date",
+            ("different", "day/month swapped or one part differs", "exact"),
+            household_sharing=HouseholdSharing.TWINS,
         ),
         # Ids the customer gave (national id, loyalty number): a typed id with one or two slips
         # is the same id far more often than another person's (how often: learnt per level).
@@ -283,13 +351,12 @@ def default_comparisons() -> list[Comparison]:
             "identifier_key",
             ("different", "two edits", "one edit or two digits swapped", "exact"),
         ),
-        SimilarityComparison(
-            "city_key",
-            ("different", "Jaro-Winkler >= 0.90", "exact"),
-            thresholds=(0.90,),
-            tf_adjusted=True,
-            location=True,
-            household=True,
+        *location,
+        CombinedComparison(
+            "location",
+            combined_labels(location),
+            parts=location,
+            household_sharing=HouseholdSharing.SHARED,
         ),
     ]
 
@@ -305,7 +372,7 @@ def compare_pairs(
     Pairs are compared a chunk at a time: the levels are one byte per field, but the joined text
     of both sides is not, and at a million people it would not all fit at once.
     """
-    fields = [c.name for c in comparisons]
+    fields = compared_fields(comparisons)
     side = profiles.select("profile_id", *fields)
     if pairs.height < side.height // 4:  # a night's few pairs: sort only the profiles they name
         named = pl.concat([pairs["id_l"], pairs["id_r"]]).unique()
@@ -318,6 +385,11 @@ def compare_pairs(
     return pl.concat(
         [_compare_chunk(pairs.slice(start, chunk_size), side, comparisons) for start in chunks]
     )
+
+
+def compared_fields(comparisons: list[Comparison]) -> list[str]:
+    """The profile columns the comparisons read (a combined comparison reads its parts')."""
+    return [c.name for c in comparisons if not isinstance(c, CombinedComparison)]
 
 
 SWAP_SIMILARITY = 0.88
@@ -396,7 +468,7 @@ def _compare_chunk(
     """Swapped first/last names (John Smith vs Smith John) are compared after swapping back.
     ``side`` is sorted by profile id, so each pair's two rows are found by binary search and
     gathered, which is several times faster than two hash joins."""
-    fields = [c.name for c in comparisons]
+    fields = compared_fields(comparisons)
     ids = side["profile_id"].to_numpy()
     values = side.select(fields)
     left = values[np.searchsorted(ids, pairs["id_l"].to_numpy())]
@@ -415,5 +487,11 @@ def _compare_chunk(
             .alias("last_name_key_r"),
         )
         joined = _lone_names_placed(joined)
-    levels = {c.name: c.levels(joined[c.name], joined[f"{c.name}_r"]) for c in comparisons}
-    return pairs.select("id_l", "id_r").with_columns(**{f"{n}_level": s for n, s in levels.items()})
+    levels = {}
+    for c in comparisons:
+        if isinstance(c, CombinedComparison):
+            levels[c.name] = c.combine(levels)
+        else:
+            levels[c.name] = c.levels(joined[c.name], joined[f"{c.name}_r"])
+    kept = [c for c in ("id_l", "id_r", "blocking_rule") if c in pairs.columns]
+    return pairs.select(kept).with_columns(**{f"{n}_level": s for n, s in levels.items()})

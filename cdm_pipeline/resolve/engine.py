@@ -10,22 +10,15 @@ import polars as pl
 
 from cdm_pipeline.resolve.blocking import BlockingRule, RuleReport, candidate_pairs
 from cdm_pipeline.resolve.clustering import connected_component_labels, guarded_clusters
-from cdm_pipeline.resolve.comparisons import (
-    DIFFERENT,
-    Comparison,
-    compare_pairs,
-    default_comparisons,
-)
+from cdm_pipeline.resolve.comparisons import Comparison, compare_pairs, default_comparisons
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
 from cdm_pipeline.resolve.scoring import (
-    HOUSEHOLD_EVIDENCE_CAP,
     ModelParameters,
-    cannot_link,
+    different_people,
     estimate_u,
-    identifier_u,
     level_patterns,
     score_pairs,
-    train_m,
+    train_model,
 )
 
 
@@ -127,7 +120,6 @@ def link(
         level_patterns(pl.concat([level_patterns(p, comparisons) for p in pieces()]), comparisons),
         plan.profiles,
         comparisons,
-        blocking_rules(settings),
         settings,
     )
     incremental = plan.kept is not None
@@ -296,18 +288,15 @@ def train(
     patterns: pl.DataFrame,
     profiles: pl.DataFrame,
     comparisons: list[Comparison],
-    rules: list[BlockingRule],
     settings: dict,
 ) -> ModelParameters:
-    """u from the profiles, m by EM over the candidate pairs' levels (``level_patterns``: each
-    distinct row of levels and its count), the prior, the term frequencies: everything scoring
-    needs, learnt without labels."""
+    """u from the profiles, m and h by EM over the candidate pairs' levels (``level_patterns``:
+    each distinct row of levels and its count), the class shares, the term frequencies:
+    everything scoring needs, learnt without labels."""
     u = estimate_u(profiles, comparisons)
-    single_keys = [rule.keys[0] for rule in rules if len(rule.keys) == 1]
-    u = identifier_u(u, patterns, comparisons, single_keys, profiles.height)
     return (
-        train_m(patterns, comparisons, u, iterations=settings["em_iterations"])
-        .with_global_prior(int(patterns["pairs"].sum()), profiles.height)
+        train_model(patterns, comparisons, u, settings, blocking_rules(settings), profiles.height)
+        .with_global_priors(int(patterns["pairs"].sum()), profiles.height)
         .with_term_frequencies(profiles, comparisons)
     )
 
@@ -320,19 +309,16 @@ def score(
     settings: dict,
     steward: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Weights, probability, cannot-link evidence, steward overrides (``steward_pairs``) and
-    the decision per pair."""
-    cap = settings.get("household_evidence_cap", HOUSEHOLD_EVIDENCE_CAP)
+    """Weights, probability, the model's cannot-link judgement, steward overrides
+    (``steward_pairs``) and the decision per pair."""
     scored = score_pairs(levels, profiles, comparisons, model)
-    scored = scored.with_columns(
-        cannot_link(scored, comparisons, model, settings["match_threshold"], cap)
-    )
+    scored = scored.with_columns(cannot_link=(different_people() & judgeable()).fill_null(False))
     scored = _flag_overrides(scored, steward)
     return scored.with_columns(decision=_decision_of(settings))
 
 
 def _decision_of(settings: dict) -> pl.Expr:
-    return _decision(settings["match_threshold"], settings.get("name_only_threshold", 1.0))
+    return _decision(settings["match_threshold"])
 
 
 def cluster_profiles(profiles: pl.DataFrame, graph: PairGraph) -> tuple[pl.DataFrame, int]:
@@ -511,65 +497,18 @@ def _detach_ambiguous(
     return detached, ambiguous.len()
 
 
-def _decision(threshold: float, name_only_threshold: float) -> pl.Expr:
-    """Why a pair is (or is not) a match edge. Deterministic keys are used where they are
-    trustworthy: the same normalised email with the same name, or a record that carries nothing
-    but an identifier (an email-only survey answer) meeting the customer who holds it (and if
-    several customers hold it, the record is left unlinked; see ``_detach_ambiguous``)."""
-    exact = {c.name: c.exact_level for c in default_comparisons()}
-    email_and_name = (
-        (pl.col("email_norm_level") == exact["email_norm"])
-        & (pl.col("first_name_key_level") >= 4)
-        & (pl.col("last_name_key_level") >= 2)
-    )
-    nameless = (pl.col("first_name_key_level") == -1) & (pl.col("last_name_key_level") == -1)
-    identifier = (pl.col("email_norm_level") == exact["email_norm"]) | (
-        pl.col("phone_e164_level") == exact["phone_e164"]
-    )
-    # Only the street agrees besides the names while a contact disagrees (two "Emily Clark"s of
-    # one address, each with her own inbox): as sure as a rare full name must be.
-    street_only = ~corroborated(personal_only=True) & contradicted()
-    needed = pl.when(street_only).then(name_only_threshold).otherwise(threshold)
+def _decision(threshold: float) -> pl.Expr:
+    """Why a pair is (or is not) a match edge: a steward said so, or the model's probability
+    that the two records are one person (a steward's cannot-link sets ``cannot_link`` too)."""
     return (
         pl.when(pl.col("must_link"))
         .then(pl.lit("steward must-link"))
         .when(pl.col("cannot_link"))
         .then(pl.lit("cannot-link"))
-        .when(email_and_name.fill_null(False))
-        .then(pl.lit("deterministic: email and name"))
-        .when((nameless & identifier).fill_null(False))
-        .then(pl.lit("deterministic: identifier-only record"))
-        .when((pl.col("match_probability") >= needed) & corroborated())
+        .when(pl.col("match_probability") >= threshold)
         .then(pl.lit("probabilistic"))
-        .when((pl.col("match_probability") >= name_only_threshold) & ~contradicted())
-        .then(pl.lit("probabilistic: rare full name"))
         .otherwise(pl.lit("no match"))
     )
-
-
-def corroborated(personal_only: bool = False) -> pl.Expr:
-    """Names alone never link two records: something that is not a name must agree too (email,
-    phone, birth date, an identifier or the street; a postcode or town is shared by thousands).
-    Two "Stephanie Pacheco"s with nothing else in common stay two customers. With
-    ``personal_only`` the street does not count: a household shares it."""
-    agree = [
-        pl.col("email_norm_level") >= 1,
-        pl.col("phone_e164_level") >= 1,
-        pl.col("birth_date_level") >= 1,
-        pl.col("identifier_key_level") >= 1,
-    ]
-    if not personal_only:
-        agree.append(pl.col("street_key_level") >= 1)
-    return pl.any_horizontal(agree).fill_null(False)
-
-
-def contradicted() -> pl.Expr:
-    """A contact present on both sides disagrees (email, phone): then a rare name alone does not
-    make two records one person ("Brian Watts" at two mail providers, with two phones, is two
-    people). Birth dates and ids are left out: typed by hand, they are often wrong on true
-    matches (public person sets corrupt both)."""
-    differ = [pl.col(f"{c}_level") == DIFFERENT for c in ("email_norm", "phone_e164")]
-    return pl.any_horizontal(differ).fill_null(False)
 
 
 def judgeable() -> pl.Expr:
@@ -577,12 +516,7 @@ def judgeable() -> pl.Expr:
     return (pl.col("first_name_key_level") != -1) | (pl.col("birth_date_level") != -1)
 
 
-LINKING_DECISIONS = [
-    "deterministic: email and name",
-    "deterministic: identifier-only record",
-    "probabilistic",
-    "probabilistic: rare full name",
-]
+LINKING_DECISIONS = ["probabilistic"]
 
 
 def resolvable() -> pl.Expr:

@@ -110,7 +110,7 @@ def forget_profiles(
     )
     if resolve_settings is not None:
         rules = blocking_rules(resolve_settings)
-        keys = sorted({k for rule in rules for k in rule.keys})
+        keys = sorted({c for rule in rules for c in rule.columns})
         profiles = conn.sql(
             f"select profile_id, {', '.join(quote_ident(k) for k in keys)} from identity.profiles"
         ).pl()

@@ -27,6 +27,15 @@ DERIVED_KEYS = (
     "name_tokens",
 )
 IDENTITY = (*MATCH_FIELDS, *DERIVED_KEYS)
+# The match fields each derived key is made from: a pair that agrees on the key agrees, at least
+# partly, on them.
+DERIVED_FROM = {
+    "first_name_group": ("first_name_key",),
+    "first_initial": ("first_name_key",),
+    "last_name_soundex": ("last_name_key",),
+    "email_local": ("email_norm",),
+    "name_tokens": ("first_name_key", "last_name_key"),
+}
 
 
 def build_profiles(

@@ -1,18 +1,24 @@
-"""Fellegi-Sunter scoring with parameters learnt from the data itself, without labels.
+"""Fellegi-Sunter scoring with three classes, every parameter learnt from the data, without labels.
 
-- u (how often a level occurs between two different people) comes from a random sample of
-  profile pairs, except the exact level: from how many different people share each value (a
-  person counted once however many records repeat the value), and for identifiers that block on
-  their own (email, phone) from how many of the pairs sharing one show cannot-link evidence.
-- The prior is that of two random profiles (EM's share among candidates, scaled to all pairs):
-  blocking chooses which pairs to score, it is not evidence that they match.
-- m (how often the level occurs between two records of the same person) comes from EM on training
-  blocks (``train_m``: each comparison learnt where the block does not force it to agree), with
-  guards from ER_NOTES: a differing birth date or first name may not look
-  like a common trait of true matches (their m is bounded), and location fields (street, postal
-  code, city) count as one correlated fact, so their combined weight is capped.
-- Exact name and city matches are term-frequency adjusted: two "Smith"s are weaker evidence than
-  two "Zwicky"s.
+A candidate pair is one of:
+
+- **person**: two records of one person (``m``: how often each comparison level occurs);
+- **household**: two people of one household (``h``): they share what a household shares (surname,
+  address, a family phone or inbox, as learnt), a birth date only when twins (the twin share,
+  learnt), and their own first names and ids differ as two strangers' do;
+- **unrelated**: two random people (``u``), from a random sample of profile pairs; the exact level
+  from how many different people share each value.
+
+A pair links on P(person | levels). Where the data hold no households that class stays small and
+a differing first name with everything else agreeing is only the mild evidence the data show it
+to be (public sets replace first names outright); where households are common a twin with one
+phone, inbox and address is judged a household member, not the same person. No rule overrides
+the posterior but a steward's decision.
+
+m and h come from EM on training blocks, as Splink trains: among pairs agreeing exactly on a
+block's fields, the other comparisons are learnt. Household sharing is learnt where households
+live (street and surname agree). Exact name and city matches are term-frequency adjusted: two
+"Smith"s are weaker evidence than two "Zwicky"s.
 """
 
 from __future__ import annotations
@@ -24,33 +30,45 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from cdm_pipeline.resolve.comparisons import DIFFERENT, NULL_LEVEL, Comparison, compare_pairs
+from cdm_pipeline.resolve.blocking import BlockingRule
+from cdm_pipeline.resolve.comparisons import (
+    DIFFERENT,
+    NULL_LEVEL,
+    CombinedComparison,
+    Comparison,
+    HouseholdSharing,
+    compare_pairs,
+    model_comparisons,
+)
+from cdm_pipeline.resolve.profiles import DERIVED_FROM
 
-# Upper bounds on m for "different": a true match rarely has a wholly different birth date or
-# first name. Without them EM absorbs households into its match class (ER_NOTES.md).
-M_DIFFERENT_BOUNDS = {"birth_date": 0.02, "first_name_key": 0.05, "last_name_key": 0.10}
-# Bits: the street, postal code and city together (one fact, where someone lives) ...
-LOCATION_WEIGHT_CAP = 8.0
-# ... and all a household can share, when judging a personal conflict (``household_evidence_cap``)
-HOUSEHOLD_EVIDENCE_CAP = 12.0
 U_FLOOR = 1e-9
 M_FLOOR = 1e-6
 # A disagreement is never impossible for a true match: a sample where nobody changed phone says
 # little about the next person who did. The floor keeps it a strong vote against (about -9
 # bits), not a veto.
 M_DIFFERENT_FLOOR = 0.002
+# A class needs this many pairs' worth of mass in a block before its estimate there is used.
+MIN_TRAINING_PAIRS = 200
+# Pseudo-counts added to every level of a class in each M-step: an unseen level is rare, not
+# impossible, and a block with few pairs moves the estimate little.
+SMOOTHING = 0.5
 
 
 @dataclass
 class ModelParameters:
-    """m and u per comparison level, the prior match share, and how training went."""
+    """m, h and u per comparison level, the class shares, and how training went."""
 
     m: dict[str, list[float]]
     u: dict[str, list[float]]
-    prior: float  # share of matches among candidate pairs (what EM estimates)
+    prior: float  # share of one-person pairs among candidate pairs (what EM estimates)
     em_iterations: int
     em_converged: bool
-    global_prior: float = 0.0  # probability that two random profiles match: the scoring prior
+    global_prior: float = 0.0  # probability that two random profiles are one person
+    h: dict[str, list[float]] = field(default_factory=dict)  # empty: no household class
+    household_prior: float = 0.0  # share of household pairs among candidates
+    global_household_prior: float = 0.0  # probability that two random profiles are a household
+    twin_share: float = 0.0  # share of household pairs sharing a birth date
     # Term frequencies at training time: comparison -> (value, share of people holding it), and
     # the people counted (an unseen value is held by one of them). Frozen with m and u so that a
     # record scored tonight weighs the same as it would in a full rebuild with this model.
@@ -60,7 +78,7 @@ class ModelParameters:
     def with_term_frequencies(
         self, profiles: pl.DataFrame, comparisons: list[Comparison]
     ) -> ModelParameters:
-        for c in comparisons:
+        for c in model_comparisons(comparisons):
             if c.tf_adjusted:
                 counts, people = value_people(profiles, c.name)
                 self.tf_shares[c.name] = counts.select(
@@ -70,12 +88,14 @@ class ModelParameters:
                 self.tf_people[c.name] = people
         return self
 
-    def with_global_prior(self, candidate_pairs: int, profiles: int) -> ModelParameters:
-        """Scale the candidate-pair prior to all pairs, as Splink's
+    def with_global_priors(self, candidate_pairs: int, profiles: int) -> ModelParameters:
+        """Scale the candidate-pair shares to all pairs, as Splink's
         ``probability_two_random_records_match``: blocking selects pairs, it is not evidence."""
         all_pairs = max(profiles * (profiles - 1) / 2, 1.0)
-        expected_matches = self.prior * candidate_pairs
-        self.global_prior = min(max(expected_matches / all_pairs, 1e-12), 0.5)
+        self.global_prior = min(max(self.prior * candidate_pairs / all_pairs, 1e-12), 0.5)
+        self.global_household_prior = min(
+            max(self.household_prior * candidate_pairs / all_pairs, 1e-12), 0.5
+        )
         return self
 
     def to_json(self) -> str:
@@ -84,8 +104,12 @@ class ModelParameters:
             {
                 "m": self.m,
                 "u": self.u,
+                "h": self.h,
                 "prior": self.prior,
+                "household_prior": self.household_prior,
                 "global_prior": self.global_prior,
+                "global_household_prior": self.global_household_prior,
+                "twin_share": self.twin_share,
                 "em_iterations": self.em_iterations,
                 "em_converged": self.em_converged,
                 "tf_people": self.tf_people,
@@ -116,24 +140,29 @@ class ModelParameters:
         return cls(
             m=data["m"],
             u=data["u"],
+            h=data.get("h", {}),
             prior=data["prior"],
+            household_prior=data.get("household_prior", 0.0),
             em_iterations=data["em_iterations"],
             em_converged=data["em_converged"],
             global_prior=data["global_prior"],
+            global_household_prior=data.get("global_household_prior", 0.0),
+            twin_share=data.get("twin_share", 0.0),
             tf_shares={name: shares.get(name, _no_values()) for name in data["tf_people"]},
             tf_people=data["tf_people"],
         )
 
     def weight(self, comparison: str, level: int) -> float:
-        if level == NULL_LEVEL:
-            return 0.0
-        return math.log2(
-            max(self.m[comparison][level], M_FLOOR) / max(self.u[comparison][level], U_FLOOR)
-        )
+        """Bits of evidence for one person against two unrelated people."""
+        return _log_ratio(self.m, self.u, comparison, level)
+
+    def household_weight(self, comparison: str, level: int) -> float:
+        """Bits of evidence for one household against two unrelated people."""
+        return _log_ratio(self.h, self.u, comparison, level) if self.h else 0.0
 
     def as_rows(self, comparisons: list[Comparison]) -> list[dict]:
         rows = []
-        for c in comparisons:
+        for c in model_comparisons(comparisons):
             for level, label in enumerate(c.labels):
                 rows.append(
                     {
@@ -142,12 +171,19 @@ class ModelParameters:
                         "label": label,
                         "m_probability": self.m[c.name][level],
                         "u_probability": self.u[c.name][level],
+                        "h_probability": (self.h.get(c.name) or self.u[c.name])[level],
                         "match_weight": self.weight(c.name, level),
+                        "household_weight": self.household_weight(c.name, level),
                         "tf_adjusted": c.tf_adjusted and level == c.exact_level,
-                        "location_group": c.location,
                     }
                 )
         return rows
+
+
+def _log_ratio(top: dict, bottom: dict, comparison: str, level: int) -> float:
+    if level == NULL_LEVEL:
+        return 0.0
+    return math.log2(max(top[comparison][level], M_FLOOR) / max(bottom[comparison][level], U_FLOOR))
 
 
 def _no_values() -> pl.DataFrame:
@@ -177,13 +213,14 @@ def estimate_u(
     sample_pairs: int = 300_000,
     seed: int = 42,
 ) -> dict[str, list[float]]:
-    """u per level: the exact level from how many different people share each value, the other
-    levels from a random sample of profile pairs (Laplace-smoothed, so an unseen level is rare,
-    not impossible)."""
+    """u per level of each comparison the model weighs: exact levels from how many different
+    people share each value, the other levels from a random sample of profile pairs
+    (Laplace-smoothed, so an unseen level is rare, not impossible)."""
+    weighed = model_comparisons(comparisons)
     rng = np.random.default_rng(seed)
     n = profiles.height
     if n < 2:
-        return {c.name: [1.0 / len(c.labels)] * len(c.labels) for c in comparisons}
+        return {c.name: [1.0 / len(c.labels)] * len(c.labels) for c in weighed}
     size = min(sample_pairs, n * (n - 1) // 2)
     left = rng.integers(0, n, size)
     right = rng.integers(0, n, size)
@@ -192,58 +229,35 @@ def estimate_u(
     sample = pl.DataFrame({"id_l": ids[left[keep]], "id_r": ids[right[keep]]})
     levels = compare_pairs(sample, profiles, comparisons)
     u: dict[str, list[float]] = {}
-    for c in comparisons:
-        observed = levels[f"{c.name}_level"]
-        observed = observed.filter((observed != NULL_LEVEL) & (observed != c.exact_level))
-        counts = np.bincount(observed.to_numpy().astype(np.int64), minlength=len(c.labels))[
-            :-1
-        ].astype(float)
-        exact = _exact_share(profiles, c.name)
-        rest = (counts + 1.0) / (counts.sum() + len(counts)) * (1.0 - exact)
-        u[c.name] = [max(float(v), U_FLOOR) for v in [*rest, exact]]
+    for c in weighed:
+        observed = levels[f"{c.name}_level"].filter(levels[f"{c.name}_level"] != NULL_LEVEL)
+        counts = np.bincount(observed.to_numpy().astype(np.int64), minlength=len(c.labels))
+        exact = _exact_levels(profiles, c)
+        sampled = [lv for lv in range(len(c.labels)) if lv not in exact]
+        smoothed = (counts[sampled] + 1.0) / (counts[sampled].sum() + len(sampled))
+        values = np.zeros(len(c.labels))
+        values[sampled] = smoothed * (1.0 - sum(exact.values()))
+        for level, share in exact.items():
+            values[level] = share
+        u[c.name] = [max(float(v), U_FLOOR) for v in values]
     return u
 
 
-def identifier_u(
-    u: dict[str, list[float]],
-    levels: pl.DataFrame,
-    comparisons: list[Comparison],
-    fields: list[str],
-    profiles: int,
-) -> dict[str, list[float]]:
-    """Exact-level u for identifiers that block on their own (email, phone): every pair sharing
-    the value is a candidate, so count how many of them are different people, judged by the
-    cannot-link evidence (different first name or birth date) where it can be judged. ``levels``
-    may be ``level_patterns`` (a ``pairs`` count per distinct row of levels).
-
-    Value frequencies would say two random people share an email as often as one person's
-    records repeat it; this counts only sharing between people who are evidently different.
-    """
-    all_pairs = max(profiles * (profiles - 1) / 2, 1.0)
-    different = personal_conflict(levels)
-    judged = pl.lit(False)
-    for column in ("first_name_key_level", "birth_date_level"):
-        if column in levels.columns:
-            judged = judged | (pl.col(column) != NULL_LEVEL)
-    flags = levels.with_columns(different=different).with_columns(judged=judged)
-    for c in comparisons:
-        if c.name not in fields:
-            continue
-        agreeing = flags.filter(pl.col(f"{c.name}_level") == c.exact_level)
-        judged_pairs = agreeing.filter(pl.col("judged"))
-        different_pairs = float(
-            (pair_counts(judged_pairs) * judged_pairs["different"].to_numpy()).sum()
+def _exact_levels(profiles: pl.DataFrame, c: Comparison) -> dict[int, float]:
+    """The levels whose u comes from value frequencies: a comparison's exact level, and for a
+    combined comparison each part's exact level, less what the more specific parts take (two
+    people on one street share its postal code too)."""
+    if not isinstance(c, CombinedComparison):
+        return {c.exact_level: _exact_share(profiles, c.name)}
+    out, taken = {}, 0.0
+    for part in c.parts:  # most specific first
+        share = _exact_share(profiles, part.name)
+        level = next(
+            lv for lv in range(len(c.labels)) if c.part_level(lv) == (part, part.exact_level)
         )
-        share_different = (different_pairs + 1) / (pair_counts(judged_pairs).sum() + 2)
-        exact = max(pair_counts(agreeing).sum() * share_different, 1.0) / all_pairs
-        others = np.asarray(u[c.name][:-1], dtype=float)
-        others = (
-            others / others.sum() * (1.0 - exact)
-            if others.sum() > 0
-            else np.full(len(others), (1.0 - exact) / len(others))
-        )
-        u[c.name] = [*(float(v) for v in others), float(exact)]
-    return u
+        out[level] = max(share - taken, share * 0.01)
+        taken = max(taken, share)
+    return out
 
 
 def _exact_share(profiles: pl.DataFrame, field: str) -> float:
@@ -253,122 +267,352 @@ def _exact_share(profiles: pl.DataFrame, field: str) -> float:
     return max(shared / (people * (people - 1)), 1.0 / (people * (people - 1)))
 
 
-def estimate_m(
-    levels: pl.DataFrame,
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class _Mixture:
+    """One EM fit's parameters: m and h for the comparisons it learnt, the class shares."""
+
+    m: dict[str, np.ndarray]
+    h: dict[str, np.ndarray]
+    shares: np.ndarray  # person, household, unrelated
+    twin_share: float
+    iterations: int
+    converged: bool
+
+
+def _household_levels(c: Comparison, u: list[float], twin_share: float) -> np.ndarray:
+    """h of a comparison the household does not share: as two strangers; a birth date is also
+    equal for twins."""
+    values = np.asarray(u, dtype=float).copy()
+    if c.household_sharing == HouseholdSharing.TWINS:
+        values *= 1.0 - twin_share
+        values[c.exact_level] += twin_share
+    return values
+
+
+def _initial_m(c: Comparison) -> np.ndarray:
+    k = len(c.labels)
+    values = np.array([0.05] + [0.15 / max(k - 2, 1)] * (k - 2) + [0.8])
+    return values / values.sum()
+
+
+def _initial_h(c: Comparison, u: list[float], twin_share: float) -> np.ndarray:
+    if c.household_sharing != HouseholdSharing.SHARED:
+        return _household_levels(c, u, twin_share)
+    k = len(c.labels)
+    values = np.array([0.5] + [0.1 / max(k - 2, 1)] * (k - 2) + [0.4])
+    return values / values.sum()
+
+
+def fit_mixture(
+    patterns: pl.DataFrame,
     comparisons: list[Comparison],
     u: dict[str, list[float]],
-    iterations: int = 25,
-    fixed_m: dict[str, list[float]] | None = None,
-) -> ModelParameters:
-    """EM over the distinct level patterns of the candidate pairs, u held fixed (and the m of
-    ``fixed_m``, when given: then only the prior is learnt)."""
+    settings: dict,
+    m: dict[str, np.ndarray] | None = None,
+    h: dict[str, np.ndarray] | None = None,
+    learn: tuple[bool, bool] = (True, True),
+    fixed_household_share: float | None = None,
+) -> _Mixture:
+    """EM over level patterns (``level_patterns``) with u held fixed.
+
+    ``learn`` says whether m and h are learnt (else the given ones are held: then only the
+    shares are). The household class learns what households share (``HouseholdSharing.SHARED``)
+    and the twin share, bounded by ``settings["max_twin_share"]``: without a bound, a person's
+    records whose first names differ (Febrl replaces first names outright) would be explained as
+    twins of one household whatever the data say about households. ``fixed_household_share``
+    holds the household share among these pairs.
+    """
     names = [c.name for c in comparisons]
-    patterns = level_patterns(levels, comparisons)
-    counts = patterns["pairs"].to_numpy().astype(float)
-    pattern_levels = {n: patterns[f"{n}_level"].to_numpy().astype(np.int64) for n in names}
-    m = dict(fixed_m) if fixed_m else {c.name: _initial_m(c) for c in comparisons}
-    prior = 0.1
-    converged = False
-    done = 0
-    for done in range(1, iterations + 1):  # noqa: B007 - the count is reported after the loop
-        log_m = np.full(len(counts), math.log(prior))
-        log_u = np.full(len(counts), math.log(1 - prior))
+    counts = pair_counts(patterns)
+    levels = {n: patterns[f"{n}_level"].to_numpy().astype(np.int64) for n in names}
+    max_twins = float(settings.get("max_twin_share", 0.25))
+    twin_share = min(0.1, max_twins)
+    m = {c.name: np.asarray(m[c.name]) if m else _initial_m(c) for c in comparisons}
+    h = {
+        c.name: np.asarray(h[c.name]) if h else _initial_h(c, u[c.name], twin_share)
+        for c in comparisons
+    }
+    uu = {n: np.asarray(u[n], dtype=float) for n in names}
+    shares = np.array([0.3, 0.05, 0.65])
+    if fixed_household_share is not None:
+        shares = np.array([0.3, fixed_household_share, 0.7 - fixed_household_share])
+    converged, done = False, 0
+    for done in range(1, int(settings.get("em_iterations", 25)) * 4 + 1):  # noqa: B007
+        log_lik = np.zeros((3, len(counts)))
         for n in names:
-            lv = pattern_levels[n]
-            present = lv != NULL_LEVEL
-            log_m[present] += np.log(np.asarray(m[n])[lv[present]])
-            log_u[present] += np.log(np.asarray(u[n])[lv[present]])
-        posterior = 1.0 / (1.0 + np.exp(np.clip(log_u - log_m, -700, 700)))
+            present = levels[n] != NULL_LEVEL
+            for k, table in enumerate((m, h, uu)):
+                log_lik[k, present] += np.log(np.maximum(table[n], U_FLOOR)[levels[n][present]])
+        log_lik += np.log(np.maximum(shares, 1e-300))[:, None]
+        posterior = np.exp(log_lik - log_lik.max(axis=0))
+        posterior /= posterior.sum(axis=0)
         weighted = posterior * counts
-        new_prior = float(weighted.sum() / max(counts.sum(), 1.0))
-        change = abs(new_prior - prior)
-        prior = min(max(new_prior, 1e-6), 1 - 1e-6)
-        for c in comparisons if not fixed_m else ():
-            lv = pattern_levels[c.name]
-            present = lv != NULL_LEVEL
-            totals = np.bincount(lv[present], weights=weighted[present], minlength=len(c.labels))
-            new_m = _bounded(c, totals / max(totals.sum(), 1e-12))
-            change = max(change, max(abs(a - b) for a, b in zip(new_m, m[c.name], strict=True)))
-            m[c.name] = new_m
-        if change < 1e-5:
+        new_shares = weighted.sum(axis=1) / max(counts.sum(), 1.0)
+        if fixed_household_share is not None:
+            rest = new_shares[0] + new_shares[2]
+            new_shares = np.array(
+                [
+                    new_shares[0] / rest * (1 - fixed_household_share),
+                    fixed_household_share,
+                    new_shares[2] / rest * (1 - fixed_household_share),
+                ]
+            )
+        change = float(np.abs(new_shares - shares).max())
+        shares = np.clip(new_shares, 1e-12, 1.0)
+        if learn[1]:
+            twins = [c for c in comparisons if c.household_sharing == HouseholdSharing.TWINS]
+            for c in twins:
+                twin_share = _twin_share(c, levels[c.name], weighted[1], uu[c.name], max_twins)
+        for c in comparisons:
+            present = levels[c.name] != NULL_LEVEL
+            for k, table, on in ((0, m, learn[0]), (1, h, learn[1])):
+                if not on:
+                    continue
+                if k == 1 and c.household_sharing != HouseholdSharing.SHARED:
+                    new = _household_levels(c, u[c.name], twin_share)
+                else:
+                    totals = np.bincount(
+                        levels[c.name][present],
+                        weights=weighted[k][present],
+                        minlength=len(c.labels),
+                    )
+                    new = (totals + SMOOTHING) / (totals.sum() + SMOOTHING * len(c.labels))
+                    if k == 0:
+                        new = _floored(new)
+                change = max(change, float(np.abs(new - table[c.name]).max()))
+                table[c.name] = new
+        if change < 1e-6:
             converged = True
             break
-    return ModelParameters(m=m, u=u, prior=prior, em_iterations=done, em_converged=converged)
+    return _Mixture(m, h, shares, twin_share, done, converged)
+
+
+def _twin_share(
+    c: Comparison, levels: np.ndarray, weights: np.ndarray, u: np.ndarray, bound: float
+) -> float:
+    """The share of household pairs with equal birth dates beyond what strangers share."""
+    present = levels != NULL_LEVEL
+    total = weights[present].sum()
+    if total <= 0:
+        return min(0.1, bound)
+    equal = weights[present & (levels == c.exact_level)].sum() / total
+    chance = u[c.exact_level]
+    return float(min(max((equal - chance) / max(1 - chance, 1e-12), 0.0), bound))
+
+
+def _floored(m: np.ndarray) -> np.ndarray:
+    m = np.maximum(np.asarray(m, dtype=float), M_FLOOR)
+    m[DIFFERENT] = max(m[DIFFERENT], M_DIFFERENT_FLOOR)
+    return m / m.sum()
 
 
 # Training blocks, as Splink trains: EM runs on the candidate pairs that agree exactly on a
-# block's fields, and learns m only for the other comparisons (the block's own always agree
-# there). Among pairs sharing a surname and birth date, two different people look like two random
-# people on the other fields, which is what u says; among all candidates they do not (every
-# candidate agrees on something), and EM over all of them takes nearly every pair for a match,
-# so that a different email or street would weigh almost nothing against. Blocks on a location
-# field hold out every location field (one street, one city); none is on email or phone, which
-# shared family contacts pollute.
+# block's fields and learns the other comparisons (the block's own always agree there). Among
+# pairs sharing a surname and birth date, two different people look like two random people on
+# the other fields, which is what u says; among all candidates they do not (every candidate
+# agrees on something). The first block is where households live: it is where the household
+# class learns what members share. Blocks on a location field hold out every location field
+# (one street, one city). None is on email or phone, which shared family contacts pollute.
 TRAINING_BLOCKS = (
+    ("street_key", "last_name_key"),
     ("last_name_key", "birth_date"),
+    ("first_name_key", "birth_date"),
     ("first_name_key", "postal_code"),
     ("identifier_key",),
 )
-MIN_TRAINING_PAIRS = 200
 
 
-def train_m(
-    levels: pl.DataFrame,
+def train_model(
+    patterns: pl.DataFrame,
     comparisons: list[Comparison],
     u: dict[str, list[float]],
-    iterations: int = 25,
+    settings: dict,
+    rules: list[BlockingRule] | None = None,
+    profiles: int = 0,
 ) -> ModelParameters:
-    """m per comparison from EM on each training block it is not part of (averaged over the
-    blocks that estimated it), then the share of matches among all candidates with m held.
-
-    Location fields describe one fact, so EM would count a move (street, postal code and city
-    all different) as three independent disagreements and learn that people never move. They
-    are left out of EM and their m read off afterwards, weighted by how sure the other
-    comparisons are that a pair is one person. A comparison no block could estimate (the data
-    lacks the fields) keeps the m of EM over all candidates."""
-    location = [c for c in comparisons if c.location]
-    estimates: dict[str, list[list[float]]] = {c.name: [] for c in comparisons}
+    """m and h per comparison from EM on each training block it is free in (averaged over the
+    blocks, each weighted by its class's mass there), then the class shares among all candidates
+    with m, h and u held, each pair judged on what its blocking rule did not select it by
+    (``given_blocking``). A comparison no block could estimate keeps the m of EM over all
+    candidates; what a household shares that no block could show is taken to be shared as one
+    person's records share it (the same address, typed the same ways)."""
     exact = {c.name: c.exact_level for c in comparisons}
-    for block in TRAINING_BLOCKS:
-        if any(f"{f}_level" not in levels.columns for f in block):
+    comparisons = model_comparisons(comparisons)
+    by_name = {c.name: c for c in comparisons}
+    m_sum = {c.name: np.zeros(len(c.labels)) for c in comparisons}
+    m_mass = dict.fromkeys(by_name, 0.0)
+    h_sum = {c.name: np.zeros(len(c.labels)) for c in comparisons}
+    h_mass = dict.fromkeys(by_name, 0.0)
+    twins: list[tuple[float, float]] = []
+    household_pairs = 0.0
+    for number, block in enumerate(TRAINING_BLOCKS):
+        if any(f"{f}_level" not in patterns.columns for f in block):
             continue
-        inside = levels.filter(pl.all_horizontal(pl.col(f"{f}_level") == exact[f] for f in block))
+        held = set(block)
+        for c in comparisons:
+            if isinstance(c, CombinedComparison) and held & {p.name for p in c.parts}:
+                held.add(c.name)
+        inside = patterns.filter(pl.all_horizontal(pl.col(f"{f}_level") == exact[f] for f in block))
+        if pair_counts(inside).sum() < MIN_TRAINING_PAIRS:
+            continue
+        free = [c for c in comparisons if c.name not in held]
+        fit = fit_mixture(inside, free, u, settings)
         weights = pair_counts(inside)
-        if weights.sum() < MIN_TRAINING_PAIRS:
-            continue
-        free = [c for c in comparisons if c.name not in block and not c.location]
-        session = estimate_m(inside, free, u, iterations)
-        present_pairs = {
-            c.name: weights[inside[f"{c.name}_level"].ne(NULL_LEVEL).to_numpy()].sum()
-            for c in free + location
-        }
-        observed = [c for c in free if present_pairs[c.name] > 0]
-        for c in observed:
-            if present_pairs[c.name] >= MIN_TRAINING_PAIRS:
-                estimates[c.name].append(session.m[c.name])
-        if location and not {c.name for c in location} & set(block):
-            posterior = _posterior(inside, observed, session.m, u, session.prior) * weights
-            for c in location:
-                lv = inside[f"{c.name}_level"].to_numpy().astype(np.int64)
-                present = lv != NULL_LEVEL
-                if present_pairs[c.name] >= MIN_TRAINING_PAIRS:
-                    totals = np.bincount(
-                        lv[present], weights=posterior[present], minlength=len(c.labels)
-                    )
-                    estimates[c.name].append(list(totals / max(totals.sum(), 1e-12)))
-    fallback = estimate_m(levels, comparisons, u, iterations)
-    m = {
-        c.name: (
-            _bounded(c, np.mean(np.asarray(estimates[c.name]), axis=0))
-            if estimates[c.name]
-            else fallback.m[c.name]
+        masses = fit.shares * weights.sum()
+        if number == 0:
+            household_pairs = masses[1]
+        for c in free:
+            present = weights[inside[f"{c.name}_level"].ne(NULL_LEVEL).to_numpy()].sum()
+            share_present = present / max(weights.sum(), 1.0)
+            for sums, mass, table, k in ((m_sum, m_mass, fit.m, 0), (h_sum, h_mass, fit.h, 1)):
+                seen = masses[k] * share_present
+                if seen >= MIN_TRAINING_PAIRS and (
+                    k == 0 or c.household_sharing == HouseholdSharing.SHARED
+                ):
+                    sums[c.name] += seen * table[c.name]
+                    mass[c.name] += seen
+        if masses[1] >= MIN_TRAINING_PAIRS and "birth_date" not in held:
+            twins.append((masses[1], fit.twin_share))
+    fallback = fit_mixture(patterns, comparisons, u, settings)
+    m = {n: _floored(m_sum[n] / m_mass[n]) if m_mass[n] else fallback.m[n] for n in by_name}
+    twin_share = (
+        sum(w * t for w, t in twins) / sum(w for w, _ in twins)
+        if twins
+        else min(0.1, float(settings.get("max_twin_share", 0.25)))
+    )
+    h = {
+        n: (
+            h_sum[n] / h_mass[n]
+            if h_mass[n]
+            else np.asarray(m[n])
+            if by_name[n].household_sharing == HouseholdSharing.SHARED
+            else _household_levels(by_name[n], u[n], twin_share)
         )
-        for c in comparisons
+        for n in by_name
     }
-    params = estimate_m(levels, comparisons, u, iterations, fixed_m=m)
-    params.em_iterations = fallback.em_iterations
-    params.em_converged = fallback.em_converged
-    return params
+    total = pair_counts(patterns).sum()
+    household_share = min(household_pairs / max(total, 1.0), 0.5)
+    given = given_blocking(patterns, comparisons, rules)
+
+    def fit_shares() -> _Mixture:
+        return fit_mixture(
+            given,
+            comparisons,
+            u,
+            settings,
+            m=m,
+            h=h,
+            learn=(False, False),
+            fixed_household_share=household_share,
+        )
+
+    shares = fit_shares()
+    identifiers = {c for rule in rules or () if len(rule.columns) == 1 for c in rule.columns}
+    if identifiers and profiles > 1:
+        u = identifier_u(
+            patterns,
+            comparisons,
+            u,
+            m,
+            h,
+            shares.shares,
+            identifiers,
+            profiles * (profiles - 1) / 2,
+        )
+        shares = fit_shares()
+    return ModelParameters(
+        m={n: [float(v) for v in m[n]] for n in by_name},
+        u=u,
+        h={n: [float(v) for v in h[n]] for n in by_name},
+        prior=float(shares.shares[0]),
+        household_prior=float(shares.shares[1]),
+        twin_share=float(twin_share),
+        em_iterations=fallback.iterations,
+        em_converged=fallback.converged,
+    )
+
+
+def identifier_u(
+    patterns: pl.DataFrame,
+    comparisons: list[Comparison],
+    u: dict[str, list[float]],
+    m: dict[str, np.ndarray],
+    h: dict[str, np.ndarray],
+    shares: np.ndarray,
+    identifiers: set[str],
+    all_pairs: float,
+) -> dict[str, list[float]]:
+    """Exact-level u of identifiers that block on their own (email, phone): every pair sharing
+    the value is a candidate, so count how many of them are two unrelated people, judged by the
+    model on everything else they carry (pairs with nothing else to judge by are counted at the
+    judged pairs' rate).
+
+    Value frequencies cannot tell one person's records under two spellings of a name from two
+    people sharing an inbox, and so make an email match look far more common between strangers
+    than it is."""
+    u = dict(u)
+    counts = pair_counts(patterns)
+    for c in comparisons:
+        if c.name not in identifiers or f"{c.name}_level" not in patterns.columns:
+            continue
+        agree = patterns[f"{c.name}_level"].to_numpy() == c.exact_level
+        others = [o for o in comparisons if o is not c]
+        judged = np.zeros(patterns.height, dtype=bool)
+        log_lik = np.zeros((3, patterns.height))
+        for o in others:
+            levels = patterns[f"{o.name}_level"].to_numpy().astype(np.int64)
+            present = levels != NULL_LEVEL
+            judged |= present
+            for k, table in enumerate((m, h, u)):
+                log_lik[k, present] += np.log(
+                    np.maximum(np.asarray(table[o.name]), U_FLOOR)[levels[present]]
+                )
+        log_lik += np.log(np.maximum(shares, 1e-300))[:, None]
+        posterior = np.exp(log_lik - log_lik.max(axis=0))
+        posterior /= posterior.sum(axis=0)
+        sharing = counts[agree].sum()
+        judged_pairs = counts[agree & judged]
+        if sharing == 0 or judged_pairs.sum() == 0:
+            continue
+        unrelated = (judged_pairs * posterior[2][agree & judged]).sum() / judged_pairs.sum()
+        exact = max(sharing * unrelated, 1.0) / all_pairs
+        rest = np.asarray(u[c.name], dtype=float)
+        rest[c.exact_level] = 0.0
+        rest = rest / max(rest.sum(), 1e-300) * (1.0 - exact)
+        rest[c.exact_level] = exact
+        u[c.name] = [max(float(v), U_FLOOR) for v in rest]
+    return u
+
+
+def given_blocking(
+    patterns: pl.DataFrame, comparisons: list[Comparison], rules: list[BlockingRule] | None
+) -> pl.DataFrame:
+    """The patterns with the comparisons of the blocking rule that proposed each pair made
+    missing: a pair proposed because two people share a surname and birth date agrees on those
+    whatever it is, so that agreement is no evidence of how common matches are among candidates
+    (counted as evidence, every candidate looks like a match and the prior is overstated)."""
+    if not rules or "blocking_rule" not in patterns.columns:
+        return patterns
+    held_by = {}
+    for c in comparisons:
+        fields = {p.name for p in c.parts} if isinstance(c, CombinedComparison) else {c.name}
+        held_by[c.name] = [
+            number
+            for number, rule in enumerate(rules)
+            if fields & {f for key in rule.columns for f in DERIVED_FROM.get(key, (key,))}
+        ]
+    blanked = patterns.with_columns(
+        pl.when(pl.col("blocking_rule").is_in(numbers))
+        .then(pl.lit(NULL_LEVEL, pl.Int8))
+        .otherwise(pl.col(f"{name}_level"))
+        .alias(f"{name}_level")
+        for name, numbers in held_by.items()
+        if f"{name}_level" in patterns.columns
+    )
+    return level_patterns(blanked.drop("blocking_rule"), comparisons)
 
 
 def level_patterns(levels: pl.DataFrame, comparisons: list[Comparison]) -> pl.DataFrame:
@@ -376,6 +620,8 @@ def level_patterns(levels: pl.DataFrame, comparisons: list[Comparison]) -> pl.Da
     training reads, a few thousand rows however many pairs were compared. Patterns of several
     shards add up (``pl.concat`` them and call this again)."""
     columns = [f"{c.name}_level" for c in comparisons]
+    if "blocking_rule" in levels.columns:
+        columns.append("blocking_rule")
     return (
         levels.with_columns(pairs=pair_counts(levels))
         .group_by(columns)
@@ -391,41 +637,7 @@ def pair_counts(levels: pl.DataFrame) -> np.ndarray:
     return np.ones(levels.height)
 
 
-def _posterior(
-    levels: pl.DataFrame,
-    comparisons: list[Comparison],
-    m: dict[str, list[float]],
-    u: dict[str, list[float]],
-    prior: float,
-) -> np.ndarray:
-    """Probability that each pair is a match, under these comparisons only."""
-    log_ratio = np.full(levels.height, math.log(prior / (1 - prior)))
-    for c in comparisons:
-        lv = levels[f"{c.name}_level"].to_numpy().astype(np.int64)
-        present = lv != NULL_LEVEL
-        log_ratio[present] += np.log(np.asarray(m[c.name])[lv[present]]) - np.log(
-            np.asarray(u[c.name])[lv[present]]
-        )
-    return 1.0 / (1.0 + np.exp(-np.clip(log_ratio, -700, 700)))
-
-
-def _initial_m(c: Comparison) -> list[float]:
-    k = len(c.labels)
-    values = [0.05] + [0.15 / max(k - 2, 1)] * (k - 2) + [0.8]
-    return _bounded(c, np.asarray(values))
-
-
-def _bounded(c: Comparison, m: np.ndarray) -> list[float]:
-    m = np.maximum(np.asarray(m, dtype=float), M_FLOOR)
-    m[DIFFERENT] = max(m[DIFFERENT], M_DIFFERENT_FLOOR)
-    bound = M_DIFFERENT_BOUNDS.get(c.name)
-    if bound is not None and m[DIFFERENT] > bound:
-        excess = m[DIFFERENT] - bound
-        m[DIFFERENT] = bound
-        others = m[1:].sum()
-        m[1:] += excess * m[1:] / others
-    m /= m.sum()
-    return [float(v) for v in m]
+# --------------------------------------------------------------------------- scoring
 
 
 def score_pairs(
@@ -434,45 +646,58 @@ def score_pairs(
     comparisons: list[Comparison],
     params: ModelParameters,
 ) -> pl.DataFrame:
-    """Add ``<field>_weight`` per comparison, ``match_weight`` and ``match_probability``; the
-    location fields together count for at most ``LOCATION_WEIGHT_CAP`` bits."""
+    """Add ``<comparison>_weight`` per comparison the model weighs (bits for one person against
+    two unrelated people), ``household_weight`` (what the chance of one household, other person,
+    takes back), ``match_weight`` (their sum with the prior: the log2-odds of one person) and
+    ``match_probability``."""
+    comparisons = model_comparisons(comparisons)
     tf_fields = [c.name for c in comparisons if c.tf_adjusted and c.name in params.tf_shares]
     if tf_fields and levels.height < profiles.height // 4:  # a night's pairs: look up few values
         named = levels["id_l"].unique().implode()
         profiles = profiles.select("profile_id", *tf_fields).filter(
             pl.col("profile_id").is_in(named)
         )
-    weights = []
+    person, household = [], []
     for c in comparisons:
-        table = pl.DataFrame(
-            {
-                "lv": list(range(len(c.labels))),
-                "w": [params.weight(c.name, lv) for lv in range(len(c.labels))],
-            },
-            schema={"lv": pl.Int8, "w": pl.Float64},
-        )
-        weight = (
-            levels.select(pl.col(f"{c.name}_level").alias("lv"))
-            .join(table, on="lv", how="left", maintain_order="left")["w"]
-            .fill_null(0.0)
-        )
+        level = levels.select(pl.col(f"{c.name}_level").alias("lv"))
+        person_weight = _level_weights(level, c, params.weight)
+        household_weight = _level_weights(level, c, params.household_weight)
         if c.tf_adjusted:
-            weight = _tf_adjust(levels, profiles, c, params, weight)
-        weights.append(weight.alias(f"{c.name}_weight"))
-    scored = levels.with_columns(weights)
-    location = [f"{c.name}_weight" for c in comparisons if c.location]
+            person_weight, household_weight = _tf_adjust(
+                levels, profiles, c, params, person_weight, household_weight
+            )
+        person.append(person_weight.alias(f"{c.name}_weight"))
+        household.append(household_weight)
     prior = params.global_prior or params.prior
-    prior_weight = math.log2(prior / (1 - prior))
-    personal = [f"{c.name}_weight" for c in comparisons if not c.location]
-    location_sum = pl.sum_horizontal(location) if location else pl.lit(0.0)
-    total = (
-        prior_weight
-        + pl.sum_horizontal(personal)
-        + pl.min_horizontal(location_sum, pl.lit(LOCATION_WEIGHT_CAP))
+    unrelated = 1.0 - prior - params.global_household_prior
+    if params.h and params.global_household_prior > 0:
+        household_odds = math.log2(params.global_household_prior / unrelated) + sum(
+            w.to_numpy() for w in household
+        )
+        # log2(1 + 2^x), without overflow
+        take_back = -(np.maximum(household_odds, 0.0) + np.log2(1 + 2.0 ** -np.abs(household_odds)))
+    else:
+        take_back = np.zeros(levels.height)
+    return (
+        levels.with_columns(*person, household_weight=pl.Series(take_back, dtype=pl.Float64))
+        .with_columns(
+            match_weight=pl.lit(math.log2(prior / unrelated))
+            + pl.sum_horizontal([pl.lit(0.0), *(w.name for w in person)])
+            + pl.col("household_weight")
+        )
+        .with_columns(match_probability=1.0 / (1.0 + (2.0 ** (-pl.col("match_weight")))))
     )
-    return scored.with_columns(match_weight=total).with_columns(
-        match_probability=1.0 / (1.0 + (2.0 ** (-pl.col("match_weight"))))
+
+
+def _level_weights(level: pl.DataFrame, c: Comparison, weight) -> pl.Series:
+    table = pl.DataFrame(
+        {
+            "lv": list(range(len(c.labels))),
+            "w": [weight(c.name, lv) for lv in range(len(c.labels))],
+        },
+        schema={"lv": pl.Int8, "w": pl.Float64},
     )
+    return level.join(table, on="lv", how="left", maintain_order="left")["w"].fill_null(0.0)
 
 
 def _tf_adjust(
@@ -480,10 +705,11 @@ def _tf_adjust(
     profiles: pl.DataFrame,
     c: Comparison,
     params: ModelParameters,
-    weight: pl.Series,
-) -> pl.Series:
-    """Exact matches weigh log2(m_exact / share of that value) instead of the average u; a value
-    the model never saw is as rare as a value held by one person."""
+    person: pl.Series,
+    household: pl.Series,
+) -> tuple[pl.Series, pl.Series]:
+    """Exact matches weigh against the share of people holding that value instead of the
+    average u; a value the model never saw is as rare as a value held by one person."""
     if c.name not in params.tf_shares:
         params.with_term_frequencies(profiles, [c])
     value = levels.select("id_l").join(
@@ -499,59 +725,23 @@ def _tf_adjust(
         value.to_frame("value")
         .join(shares, on="value", how="left", maintain_order="left")["share"]
         .fill_null(1.0 / params.tf_people[c.name])
+        .clip(lower_bound=U_FLOOR)
     )
-    m_exact = params.m[c.name][c.exact_level]
-    tf_weight = (m_exact / share.clip(lower_bound=U_FLOOR)).log(2)
     exact = levels[f"{c.name}_level"] == c.exact_level
-    return pl.select(pl.when(exact).then(tf_weight).otherwise(weight)).to_series()
-
-
-FIRST_NAME_CONFLICT_LEVELS = (0, 2)  # different, or only Jaro-Winkler 0.70-0.80 (Evan / Ethan)
-
-
-def personal_conflict(levels: pl.DataFrame) -> pl.Series:
-    """Personal fields that disagree: a different first name (not a nickname, a close typo or an
-    initial) or a birth date that is not a slip of the same date. Strong evidence against a
-    match, but evidence: a pair whose other fields outweigh it still links (``cannot_link``)."""
-    evidence = pl.lit(False)
-    if "first_name_key_level" in levels.columns:
-        evidence = evidence | pl.col("first_name_key_level").is_in(FIRST_NAME_CONFLICT_LEVELS)
-    if "birth_date_level" in levels.columns:
-        evidence = evidence | (pl.col("birth_date_level") == DIFFERENT)
-    return levels.select(evidence.alias("conflict"))["conflict"]
-
-
-def cannot_link(
-    scored: pl.DataFrame,
-    comparisons: list[Comparison],
-    params: ModelParameters,
-    threshold: float,
-    household_cap: float = HOUSEHOLD_EVIDENCE_CAP,
-) -> pl.Series:
-    """Different people, as far as the evidence says: a personal field disagrees, and what a
-    household cannot share outweighs it too little to reach the threshold, with what it can
-    share counting for at most ``household_cap`` bits. Twins share a surname, address, phone,
-    inbox and birth date, so a different first name is overcome only by an id the person gave
-    (a national id); a different birth date also by an agreeing first name (a father and son
-    may share one, which is why the cap holds). So a typo'd birth date with the same name and
-    national id links, and twins stay two people. The guard keeps such pairs apart."""
-    prior = params.global_prior or params.prior
-    prior_weight = math.log2(prior / (1 - prior))
-    names = {c.name for c in comparisons}
-
-    def outweighed(own: list[str]) -> pl.Expr:
-        own = [f for f in own if f in names]
-        rest = [f"{c.name}_weight" for c in comparisons if c.name not in own]
-        weight = (
-            prior_weight
-            + pl.sum_horizontal([pl.lit(0.0), *(pl.col(f"{f}_weight") for f in own)])
-            + pl.min_horizontal(pl.sum_horizontal(rest), pl.lit(household_cap))
-        )
-        return (1.0 / (1.0 + 2.0 ** (-weight))) < threshold
-
-    first = pl.col("first_name_key_level").is_in(FIRST_NAME_CONFLICT_LEVELS)
-    birth = pl.col("birth_date_level") == DIFFERENT
-    verdict = (first & outweighed(["first_name_key", "identifier_key"])) | (
-        birth & outweighed(["birth_date", "first_name_key", "identifier_key"])
+    m_exact = params.m[c.name][c.exact_level]
+    adjusted = [(m_exact / share).log(2)]
+    if c.household_sharing == HouseholdSharing.SHARED and params.h:
+        adjusted.append((params.h[c.name][c.exact_level] / share).log(2))
+    else:  # a household member's own value is as common as anyone's: no evidence either way
+        adjusted.append(pl.Series([0.0] * share.len()))
+    person, household = (
+        pl.select(pl.when(exact).then(tf).otherwise(weight)).to_series()
+        for tf, weight in zip(adjusted, (person, household), strict=True)
     )
-    return scored.select(verdict.fill_null(False).alias("cannot_link"))["cannot_link"]
+    return person, household
+
+
+def different_people(match_probability: str = "match_probability") -> pl.Expr:
+    """The model's judgement that a pair is two people (a household's or strangers): what the
+    clustering weighs when it decides whether two groups of records may join."""
+    return pl.col(match_probability) < 0.5

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import polars as pl
 
-from cdm_pipeline.resolve.comparisons import Comparison, compare_pairs, default_comparisons
+from cdm_pipeline.resolve.comparisons import (
+    Comparison,
+    compare_pairs,
+    compared_fields,
+    default_comparisons,
+)
 from cdm_pipeline.resolve.engine import ResolvePlan
 
 PLAN_FILE = "plan.pickle"
@@ -45,7 +50,7 @@ def write_plan(
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    side = plan.profiles.select("profile_id", *(c.name for c in comparisons))
+    side = plan.profiles.select("profile_id", *compared_fields(comparisons))
     if plan.pairs.height < side.height // 4:  # an incremental night: only the profiles compared
         named = pl.concat([plan.pairs["id_l"], plan.pairs["id_r"]]).unique().implode()
         side = side.filter(pl.col("profile_id").is_in(named))
