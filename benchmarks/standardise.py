@@ -30,8 +30,8 @@ REGIONS = ("US", "GB", "DE", "FR")
 
 
 def canonical(records: int) -> pl.DataFrame:
-    csv, _ = generate_person_file(records, "clean", Path(tempfile.mkdtemp(prefix="cdm-std-")))
-    raw = pl.read_csv(csv, infer_schema=False)
+    landing, _ = generate_person_file(records, "clean", Path(tempfile.mkdtemp(prefix="cdm-std-")))
+    raw = pl.read_csv(landing / "partner_people" / "partner_people.csv", infer_schema=False)
     return raw.select(
         record_key=pl.lit("partner:") + pl.col("ref"),
         source=pl.lit("partner"),

@@ -20,10 +20,12 @@ from cdm_pipeline.resolve.comparisons import (
     compare_pairs,
     default_comparisons,
 )
+from cdm_pipeline.resolve.comparisons import HouseholdSharing
 from cdm_pipeline.resolve.ids import assign_customer_ids, mint_id
-from cdm_pipeline.resolve.scoring import estimate_m
+from cdm_pipeline.resolve.scoring import fit_mixture
 
 COMPARISONS = {c.name: c for c in default_comparisons()}
+SHARED, TWINS = HouseholdSharing.SHARED, HouseholdSharing.TWINS
 
 
 @pytest.mark.parametrize(
@@ -122,33 +124,54 @@ def test_blocking_unions_rules_without_duplicates_and_skips_giant_blocks():
     pairs, report = candidate_pairs(
         profiles, [BlockingRule(("a",)), BlockingRule(("b",))], max_block_size=10
     )
-    assert pairs.rows() == [(0, 1), (2, 3)]
+    assert pairs.select("id_l", "id_r").rows() == [(0, 1), (2, 3)]
+    assert pairs["blocking_rule"].to_list() == [0, 0]  # the first rule that proposed each pair
     assert [(r.pairs, r.new_pairs) for r in report] == [(2, 2), (1, 0)]
     _, report = candidate_pairs(profiles, [BlockingRule(("a",))], max_block_size=1)
     assert report[0].skipped_blocks == 2
     rare_only = BlockingRule.from_config({"keys": ["a"], "max_block_size": 1})
     pairs, report = candidate_pairs(profiles, [rare_only, BlockingRule(("b",))], max_block_size=10)
-    assert pairs.rows() == [(0, 1)] and report[0].skipped_blocks == 2
+    assert pairs.select("id_l", "id_r").rows() == [(0, 1)] and report[0].skipped_blocks == 2
 
 
-def test_em_recovers_a_planted_model():
-    """Draw level patterns from known m, u and prior; EM (u given) must recover m and the prior."""
+def test_em_recovers_a_planted_three_class_model():
+    """Draw level patterns from known person, household and unrelated classes; EM (u given) must
+    recover m, what households share, the twin share and the class shares."""
     rng = np.random.default_rng(3)
-    comparisons = [Comparison(f"f{i}", ("different", "close", "exact")) for i in range(4)]
-    true_m = [0.05, 0.15, 0.80]
+    own = Comparison("first", ("different", "close", "exact"))
+    shared = [
+        Comparison(f"shared{i}", ("different", "close", "exact"), household_sharing=SHARED)
+        for i in range(2)
+    ]
+    born = Comparison("born", ("different", "close", "exact"), household_sharing=TWINS)
+    comparisons = [own, *shared, born]
     u = {c.name: [0.90, 0.08, 0.02] for c in comparisons}
-    n, prior = 20_000, 0.3
-    is_match = rng.random(n) < prior
+    true_m = [0.05, 0.15, 0.80]
+    true_h = [0.30, 0.05, 0.65]
+    twins = 0.2
+    shares = [0.3, 0.15, 0.55]
+    n = 40_000
+    kind = rng.choice(3, n, p=shares)
     columns = {}
     for c in comparisons:
-        draws_m = rng.choice(3, n, p=true_m)
-        draws_u = rng.choice(3, n, p=u[c.name])
-        columns[f"{c.name}_level"] = pl.Series(np.where(is_match, draws_m, draws_u), dtype=pl.Int8)
-    params = estimate_m(pl.DataFrame(columns), comparisons, u, iterations=200)
-    assert params.em_converged
-    assert params.prior == pytest.approx(prior, abs=0.02)
+        if c is own:
+            household = u[c.name]
+        elif c is born:
+            household = [0.9 * (1 - twins), 0.08 * (1 - twins), 0.02 * (1 - twins) + twins]
+        else:
+            household = true_h
+        draws = [rng.choice(3, n, p=p) for p in (true_m, household, u[c.name])]
+        columns[f"{c.name}_level"] = pl.Series(np.choose(kind, draws), dtype=pl.Int8)
+    fit = fit_mixture(
+        pl.DataFrame(columns), comparisons, u, {"em_iterations": 100, "max_twin_share": 0.25}
+    )
+    assert fit.converged
+    assert fit.shares == pytest.approx(shares, abs=0.02)
+    assert fit.twin_share == pytest.approx(twins, abs=0.03)
     for c in comparisons:
-        assert params.m[c.name] == pytest.approx(true_m, abs=0.03)
+        assert fit.m[c.name] == pytest.approx(true_m, abs=0.03)
+    for c in shared:
+        assert fit.h[c.name] == pytest.approx(true_h, abs=0.03)
 
 
 def random_graph(size: int, edges: int, seed: int) -> tuple[np.ndarray, pl.DataFrame]:

@@ -50,9 +50,14 @@ M_FLOOR = 1e-6
 M_DIFFERENT_FLOOR = 0.002
 # A class needs this many pairs' worth of mass in a block before its estimate there is used.
 MIN_TRAINING_PAIRS = 200
-# Pseudo-counts added to every level of a class in each M-step: an unseen level is rare, not
-# impossible, and a block with few pairs moves the estimate little.
-SMOOTHING = 0.5
+# A prior for m and h, as pseudo-pairs spread over the levels like the initial guess (a person's
+# records mostly agree; a household's own fields differ): an unseen level is rare, not
+# impossible, and a model learnt from a handful of pairs (a first night of a small shop) stays
+# near the guess instead of going wherever three pairs point.
+PRIOR_PAIRS = 20.0
+# Below this many people, "nobody shares this value" says little about how rare sharing is: u
+# of an exact match is bounded as if there were this many.
+MIN_POPULATION = 1000
 
 
 @dataclass
@@ -264,7 +269,8 @@ def _exact_share(profiles: pl.DataFrame, field: str) -> float:
     """Probability that two different random people share a value of ``field``."""
     counts, people = value_people(profiles, field)
     shared = float((counts["people"].cast(pl.Float64) * (counts["people"] - 1)).sum())
-    return max(shared / (people * (people - 1)), 1.0 / (people * (people - 1)))
+    floor = max(people, MIN_POPULATION)
+    return max(shared / (people * (people - 1)), 1.0 / (floor * (floor - 1)))
 
 
 # --------------------------------------------------------------------------- training
@@ -272,7 +278,7 @@ def _exact_share(profiles: pl.DataFrame, field: str) -> float:
 
 @dataclass
 class _Mixture:
-    """One EM fit's parameters: m and h for the comparisons it learnt, the class shares."""
+    """One EM fit's parameters: m and h of the comparisons it weighed, the class shares."""
 
     m: dict[str, np.ndarray]
     h: dict[str, np.ndarray]
@@ -314,16 +320,18 @@ def fit_mixture(
     m: dict[str, np.ndarray] | None = None,
     h: dict[str, np.ndarray] | None = None,
     learn: tuple[bool, bool] = (True, True),
-    fixed_household_share: float | None = None,
+    household_share: float | None = None,
+    tied: frozenset[str] = frozenset(),
 ) -> _Mixture:
     """EM over level patterns (``level_patterns``) with u held fixed.
 
-    ``learn`` says whether m and h are learnt (else the given ones are held: then only the
-    shares are). The household class learns what households share (``HouseholdSharing.SHARED``)
-    and the twin share, bounded by ``settings["max_twin_share"]``: without a bound, a person's
-    records whose first names differ (Febrl replaces first names outright) would be explained as
-    twins of one household whatever the data say about households. ``fixed_household_share``
-    holds the household share among these pairs.
+    ``learn`` says whether m and h are learnt (else the given ones are held). The household
+    class learns what households share (``HouseholdSharing.SHARED``) and the twin share, bounded
+    by ``settings["max_twin_share"]``: without a bound, a person's records whose first names
+    differ (Febrl replaces first names outright) would be explained as twins whatever the data
+    say about households. ``household_share`` holds that class's share (0: no household class);
+    the comparisons in ``tied`` are shared by a household as one person's records share them
+    (h = m: the same address, typed the same ways).
     """
     names = [c.name for c in comparisons]
     counts = pair_counts(patterns)
@@ -335,10 +343,12 @@ def fit_mixture(
         c.name: np.asarray(h[c.name]) if h else _initial_h(c, u[c.name], twin_share)
         for c in comparisons
     }
+    for name in tied & set(names):
+        h[name] = m[name]
     uu = {n: np.asarray(u[n], dtype=float) for n in names}
     shares = np.array([0.3, 0.05, 0.65])
-    if fixed_household_share is not None:
-        shares = np.array([0.3, fixed_household_share, 0.7 - fixed_household_share])
+    if household_share is not None:
+        shares = np.array([0.3, household_share, 0.7 - household_share])
     converged, done = False, 0
     for done in range(1, int(settings.get("em_iterations", 25)) * 4 + 1):  # noqa: B007
         log_lik = np.zeros((3, len(counts)))
@@ -351,25 +361,25 @@ def fit_mixture(
         posterior /= posterior.sum(axis=0)
         weighted = posterior * counts
         new_shares = weighted.sum(axis=1) / max(counts.sum(), 1.0)
-        if fixed_household_share is not None:
-            rest = new_shares[0] + new_shares[2]
+        if household_share is not None:
+            rest = max(new_shares[0] + new_shares[2], 1e-300)
             new_shares = np.array(
                 [
-                    new_shares[0] / rest * (1 - fixed_household_share),
-                    fixed_household_share,
-                    new_shares[2] / rest * (1 - fixed_household_share),
+                    new_shares[0] / rest * (1 - household_share),
+                    household_share,
+                    new_shares[2] / rest * (1 - household_share),
                 ]
             )
         change = float(np.abs(new_shares - shares).max())
         shares = np.clip(new_shares, 1e-12, 1.0)
         if learn[1]:
-            twins = [c for c in comparisons if c.household_sharing == HouseholdSharing.TWINS]
-            for c in twins:
-                twin_share = _twin_share(c, levels[c.name], weighted[1], uu[c.name], max_twins)
+            for c in comparisons:
+                if c.household_sharing == HouseholdSharing.TWINS:
+                    twin_share = _twin_share(c, levels[c.name], weighted[1], uu[c.name], max_twins)
         for c in comparisons:
             present = levels[c.name] != NULL_LEVEL
             for k, table, on in ((0, m, learn[0]), (1, h, learn[1])):
-                if not on:
+                if not on or (k == 1 and c.name in tied):
                     continue
                 if k == 1 and c.household_sharing != HouseholdSharing.SHARED:
                     new = _household_levels(c, u[c.name], twin_share)
@@ -379,11 +389,14 @@ def fit_mixture(
                         weights=weighted[k][present],
                         minlength=len(c.labels),
                     )
-                    new = (totals + SMOOTHING) / (totals.sum() + SMOOTHING * len(c.labels))
+                    guess = _initial_m(c) if k == 0 else _initial_h(c, u[c.name], twin_share)
+                    new = (totals + PRIOR_PAIRS * guess) / (totals.sum() + PRIOR_PAIRS)
                     if k == 0:
                         new = _floored(new)
                 change = max(change, float(np.abs(new - table[c.name]).max()))
                 table[c.name] = new
+        for name in tied & set(names):
+            h[name] = m[name]
         if change < 1e-6:
             converged = True
             break
@@ -409,20 +422,46 @@ def _floored(m: np.ndarray) -> np.ndarray:
     return m / m.sum()
 
 
-# Training blocks, as Splink trains: EM runs on the candidate pairs that agree exactly on a
-# block's fields and learns the other comparisons (the block's own always agree there). Among
-# pairs sharing a surname and birth date, two different people look like two random people on
-# the other fields, which is what u says; among all candidates they do not (every candidate
-# agrees on something). The first block is where households live: it is where the household
-# class learns what members share. Blocks on a location field hold out every location field
-# (one street, one city). None is on email or phone, which shared family contacts pollute.
+# Where households live: pairs sharing a street and surname are one person's records or two
+# people of one household (seldom strangers). EM there learns what members share, the twin
+# share, and whether the data hold households at all.
+HOUSEHOLD_BLOCK = ("street_key", "last_name_key")
+# Training blocks for the person class, as Splink trains: EM runs on the candidate pairs that
+# agree exactly on a block's fields and learns the other comparisons (the block's own always
+# agree there). Among pairs sharing a surname and birth date, two different people look like
+# two random people on the other fields, which is what u says; among all candidates they do not
+# (every candidate agrees on something). None is on email or phone, which family contacts share.
 TRAINING_BLOCKS = (
-    ("street_key", "last_name_key"),
+    HOUSEHOLD_BLOCK,
     ("last_name_key", "birth_date"),
     ("first_name_key", "birth_date"),
     ("first_name_key", "postal_code"),
     ("identifier_key",),
 )
+
+
+@dataclass
+class _Estimates:
+    """Estimates of m (or h) per comparison from several blocks, each weighted by the mass of
+    its class there that could see the comparison."""
+
+    sums: dict[str, np.ndarray]
+    mass: dict[str, float]
+
+    @classmethod
+    def over(cls, comparisons: list[Comparison]) -> _Estimates:
+        return cls(
+            {c.name: np.zeros(len(c.labels)) for c in comparisons},
+            {c.name: 0.0 for c in comparisons},
+        )
+
+    def add(self, name: str, values: np.ndarray, mass: float) -> None:
+        if mass >= MIN_TRAINING_PAIRS:
+            self.sums[name] += mass * np.asarray(values)
+            self.mass[name] += mass
+
+    def get(self, name: str) -> np.ndarray | None:
+        return self.sums[name] / self.mass[name] if self.mass[name] else None
 
 
 def train_model(
@@ -433,66 +472,91 @@ def train_model(
     rules: list[BlockingRule] | None = None,
     profiles: int = 0,
 ) -> ModelParameters:
-    """m and h per comparison from EM on each training block it is free in (averaged over the
-    blocks, each weighted by its class's mass there), then the class shares among all candidates
-    with m, h and u held, each pair judged on what its blocking rule did not select it by
-    (``given_blocking``). A comparison no block could estimate keeps the m of EM over all
-    candidates; what a household shares that no block could show is taken to be shared as one
-    person's records share it (the same address, typed the same ways)."""
+    """m and h per comparison, then the class shares among all candidates.
+
+    1. The household block: EM with all three classes learns what a household shares (the
+       comparisons free there) and the twin share. Where it finds too few household pairs to
+       learn from, the data hold no households and the class is left out.
+    2. The training blocks: EM learns m of each comparison free in a block (averaged over the
+       blocks, weighted by the person mass that saw it), the household class held (a household
+       shares its surname and address as one person's records do: those h follow m).
+    3. The class shares among all candidates with m, h and u held, each pair judged on what its
+       blocking rule did not select it by (``given_blocking``); then the exact-level u of
+       identifiers (``identifier_u``) and the shares again.
+    """
     exact = {c.name: c.exact_level for c in comparisons}
     comparisons = model_comparisons(comparisons)
     by_name = {c.name: c for c in comparisons}
-    m_sum = {c.name: np.zeros(len(c.labels)) for c in comparisons}
-    m_mass = dict.fromkeys(by_name, 0.0)
-    h_sum = {c.name: np.zeros(len(c.labels)) for c in comparisons}
-    h_mass = dict.fromkeys(by_name, 0.0)
-    twins: list[tuple[float, float]] = []
-    household_pairs = 0.0
-    for number, block in enumerate(TRAINING_BLOCKS):
-        if any(f"{f}_level" not in patterns.columns for f in block):
-            continue
+
+    def inside(block: tuple[str, ...]) -> tuple[pl.DataFrame, list[Comparison]]:
         held = set(block)
         for c in comparisons:
             if isinstance(c, CombinedComparison) and held & {p.name for p in c.parts}:
                 held.add(c.name)
-        inside = patterns.filter(pl.all_horizontal(pl.col(f"{f}_level") == exact[f] for f in block))
-        if pair_counts(inside).sum() < MIN_TRAINING_PAIRS:
-            continue
-        free = [c for c in comparisons if c.name not in held]
-        fit = fit_mixture(inside, free, u, settings)
-        weights = pair_counts(inside)
-        masses = fit.shares * weights.sum()
-        if number == 0:
-            household_pairs = masses[1]
-        for c in free:
-            present = weights[inside[f"{c.name}_level"].ne(NULL_LEVEL).to_numpy()].sum()
-            share_present = present / max(weights.sum(), 1.0)
-            for sums, mass, table, k in ((m_sum, m_mass, fit.m, 0), (h_sum, h_mass, fit.h, 1)):
-                seen = masses[k] * share_present
-                if seen >= MIN_TRAINING_PAIRS and (
-                    k == 0 or c.household_sharing == HouseholdSharing.SHARED
-                ):
-                    sums[c.name] += seen * table[c.name]
-                    mass[c.name] += seen
-        if masses[1] >= MIN_TRAINING_PAIRS and "birth_date" not in held:
-            twins.append((masses[1], fit.twin_share))
-    fallback = fit_mixture(patterns, comparisons, u, settings)
-    m = {n: _floored(m_sum[n] / m_mass[n]) if m_mass[n] else fallback.m[n] for n in by_name}
-    twin_share = (
-        sum(w * t for w, t in twins) / sum(w for w, _ in twins)
-        if twins
-        else min(0.1, float(settings.get("max_twin_share", 0.25)))
+        rows = patterns.filter(pl.all_horizontal(pl.col(f"{f}_level") == exact[f] for f in block))
+        return rows, [c for c in comparisons if c.name not in held]
+
+    def seen(rows: pl.DataFrame, c: Comparison, mass: float) -> float:
+        weights = pair_counts(rows)
+        present = weights[rows[f"{c.name}_level"].ne(NULL_LEVEL).to_numpy()].sum()
+        return mass * present / max(weights.sum(), 1.0)
+
+    def usable(block: tuple[str, ...]) -> bool:
+        return all(f"{f}_level" in patterns.columns for f in block)
+
+    m_estimates, h_estimates = _Estimates.over(comparisons), _Estimates.over(comparisons)
+    twin_share, household_pairs = 0.0, 0.0
+    rows, free = inside(HOUSEHOLD_BLOCK) if usable(HOUSEHOLD_BLOCK) else (patterns.clear(), [])
+    if pair_counts(rows).sum() >= MIN_TRAINING_PAIRS:
+        fit = fit_mixture(rows, free, u, settings)
+        mass = fit.shares * pair_counts(rows).sum()
+        if mass[1] >= MIN_TRAINING_PAIRS:
+            household_pairs, twin_share = mass[1], fit.twin_share
+            for c in free:
+                m_estimates.add(c.name, fit.m[c.name], seen(rows, c, mass[0]))
+                if c.household_sharing == HouseholdSharing.SHARED:
+                    h_estimates.add(c.name, fit.h[c.name], seen(rows, c, mass[1]))
+    households = household_pairs > 0
+    tied = frozenset(
+        c.name
+        for c in comparisons
+        if c.household_sharing == HouseholdSharing.SHARED and h_estimates.get(c.name) is None
     )
-    h = {
-        n: (
-            h_sum[n] / h_mass[n]
-            if h_mass[n]
-            else np.asarray(m[n])
-            if by_name[n].household_sharing == HouseholdSharing.SHARED
-            else _household_levels(by_name[n], u[n], twin_share)
+    h_held = {
+        c.name: (
+            h_estimates.get(c.name)
+            if h_estimates.get(c.name) is not None
+            else _household_levels(c, u[c.name], twin_share)
         )
+        for c in comparisons
+    }
+    for block in TRAINING_BLOCKS[1:]:
+        if not usable(block):
+            continue
+        rows, free = inside(block)
+        if pair_counts(rows).sum() < MIN_TRAINING_PAIRS:
+            continue
+        fit = fit_mixture(
+            rows,
+            free,
+            u,
+            settings,
+            h={c.name: h_held[c.name] for c in free},
+            learn=(True, False),
+            household_share=None if households else 0.0,
+            tied=tied,
+        )
+        mass = fit.shares * pair_counts(rows).sum()
+        for c in free:
+            m_estimates.add(c.name, fit.m[c.name], seen(rows, c, mass[0]))
+    fallback = fit_mixture(
+        patterns, comparisons, u, settings, household_share=None if households else 0.0
+    )
+    m = {
+        n: _floored(m_estimates.get(n)) if m_estimates.get(n) is not None else fallback.m[n]
         for n in by_name
     }
+    h = {n: m[n] if n in tied else h_held[n] for n in by_name}
     total = pair_counts(patterns).sum()
     household_share = min(household_pairs / max(total, 1.0), 0.5)
     given = given_blocking(patterns, comparisons, rules)
@@ -506,7 +570,7 @@ def train_model(
             m=m,
             h=h,
             learn=(False, False),
-            fixed_household_share=household_share,
+            household_share=household_share,
         )
 
     shares = fit_shares()
@@ -526,7 +590,7 @@ def train_model(
     return ModelParameters(
         m={n: [float(v) for v in m[n]] for n in by_name},
         u=u,
-        h={n: [float(v) for v in h[n]] for n in by_name},
+        h={n: [float(v) for v in h[n]] for n in by_name} if households else {},
         prior=float(shares.shares[0]),
         household_prior=float(shares.shares[1]),
         twin_share=float(twin_share),
