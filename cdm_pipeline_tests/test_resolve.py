@@ -16,11 +16,11 @@ from cdm_pipeline.resolve.blocking import BlockingRule, candidate_pairs
 from cdm_pipeline.resolve.clustering import guarded_clusters
 from cdm_pipeline.resolve.comparisons import (
     Comparison,
+    HouseholdSharing,
     SimilarityComparison,
     compare_pairs,
     default_comparisons,
 )
-from cdm_pipeline.resolve.comparisons import HouseholdSharing
 from cdm_pipeline.resolve.ids import assign_customer_ids, mint_id
 from cdm_pipeline.resolve.scoring import fit_mixture
 
@@ -385,39 +385,3 @@ def test_steward_overrides_are_honoured():
         .iter_rows()
     )
     assert steered["crm:1"] == steered["crm:3"] != steered["crm:2"]
-
-
-@pytest.mark.parametrize(("first_name", "joins"), [("lachlan", True), ("carol", False)])
-def test_a_record_brings_no_conflict_its_cluster_does_not_already_hold(first_name, joins):
-    """Febrl2's Lachlan Hayam: three records linked by one national id carry three birth dates;
-    a fourth with another id agrees on everything with the first. Its birth date differs from
-    the other two (two cannot-link votes of three), but the cluster already holds that birth
-    date, so joining adds no one. A twin (another first name) still stays out."""
-    nodes = np.arange(4)
-    edges = pl.DataFrame(
-        [(1, 2, 30.0), (0, 1, 28.0), (0, 2, 27.0), (0, 3, 22.0)],
-        schema=["id_l", "id_r", "match_weight"],
-        orient="row",
-    )
-    twin = first_name != "lachlan"
-    judged = pl.DataFrame(
-        [(0, 1, False), (0, 2, False), (1, 2, False), (0, 3, twin), (1, 3, True), (2, 3, True)],
-        schema=["id_l", "id_r", "cannot_link"],
-        orient="row",
-    )
-    traits = pl.DataFrame(
-        {
-            "node": [0, 1, 2, 3],
-            "first_name_key": ["lachlan", "lachlan", "lachlan", first_name],
-            "birth_date": [
-                date(1903, 9, 30),
-                date(1905, 2, 21),
-                date(1967, 8, 31),
-                date(1903, 9, 30),
-            ],
-        }
-    )
-    without = guarded_clusters(nodes, edges, judged)["cluster"].to_list()
-    assert without == [0, 0, 0, 3]
-    clusters = guarded_clusters(nodes, edges, judged, traits=traits)["cluster"].to_list()
-    assert clusters == ([0, 0, 0, 0] if joins else [0, 0, 0, 3])

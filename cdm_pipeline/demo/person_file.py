@@ -31,9 +31,9 @@ import polars as pl
 
 from cdm_pipeline.demo.generator import (
     _blank,
-    _full_names,
     _country_spelling,
     _formatted_phone,
+    _full_names,
     _messy_birth,
     _messy_email,
     _messy_names,

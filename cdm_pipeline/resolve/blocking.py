@@ -56,9 +56,11 @@ class BlockingRule:
 @dataclass(frozen=True)
 class RuleReport:
     rule: str
-    pairs: int
-    new_pairs: int
-    skipped_blocks: int
+    pairs: int  # pairs the rule proposed tonight
+    new_pairs: int  # ... that no earlier rule proposed
+    skipped_blocks: int  # blocks over the size limit, left out
+    rule_pairs: int = 0  # pairs the rule makes over every profile (from key frequencies)
+    over_budget: bool = False  # left out whole: more pairs than the budget allows
 
 
 def block_keys(profiles: pl.DataFrame, rules: list[BlockingRule]) -> pl.DataFrame:
@@ -85,14 +87,19 @@ def candidate_pairs(
     focus: pl.Series | None = None,
     within: pl.Series | None = None,
     blocks: pl.DataFrame | None = None,
+    max_pairs_per_record: float | None = None,
 ) -> tuple[pl.DataFrame, list[RuleReport]]:
     """Union of every rule's pairs (``id_l < id_r``), without duplicates, and a report per rule.
 
     A block larger than ``max_block_size`` (a shared office phone, "info@") is skipped and counted:
-    it would add n^2 pairs of which almost none are matches. Block sizes are always counted over
-    all ``profiles``; ``focus`` keeps only pairs with at least one end in it (tonight's new
-    profiles) and ``within`` only pairs with both ends in it, so that an incremental run proposes
-    exactly the pairs a full run would. ``blocks`` is ``block_keys(profiles, rules)`` if known.
+    it would add n^2 pairs of which almost none are matches. A rule is costed before any pair is
+    made, from its key frequencies (as Splink's ``count_comparisons_from_blocking_rule``): one
+    that would make more than ``max_pairs_per_record`` pairs per profile is left out whole and
+    reported (a birth date alone is cheap among five thousand people and costs tens of millions
+    of pairs among a million). Sizes are always counted over all ``profiles``; ``focus`` keeps
+    only pairs with at least one end in it (tonight's new profiles) and ``within`` only pairs
+    with both ends in it, so that an incremental run proposes exactly the pairs a full run
+    would. ``blocks`` is ``block_keys(profiles, rules)`` if known.
     """
     if blocks is None:
         blocks = block_keys(profiles, rules)
@@ -102,8 +109,14 @@ def candidate_pairs(
         "ix"
     )  # row order is id order, so ix_l < ix_r means id_l < id_r
     per_rule, reports = [], []
+    budget = (max_pairs_per_record or float("inf")) * max(ids.len(), 1)
     for number, rule in enumerate(rules):
         keyed = indexed.select("ix", "profile_id", block=block_column(number)).drop_nulls("block")
+        limit = rule.max_block_size or max_block_size
+        rule_pairs = _rule_pairs(keyed, limit)
+        if rule_pairs > budget:
+            reports.append((rule.name, 0, 0, rule_pairs, True))
+            continue
         pool = (
             keyed if within is None else keyed.filter(pl.col("profile_id").is_in(within.implode()))
         )
@@ -114,7 +127,7 @@ def candidate_pairs(
             if focus is None and within is None
             else keyed.join(left.select("block").unique(), on="block", how="semi")
         )
-        skipped = _oversized(counted, rule.max_block_size or max_block_size)
+        skipped = _oversized(counted, limit)
         left = left.join(skipped, on="block", how="anti")
         joined = left.select("ix", "block").join(
             pool.select("ix", "block"), on="block", suffix="_r"
@@ -127,11 +140,12 @@ def candidate_pairs(
             pairs = pairs.unique()
         # (Otherwise each pair is found once: a profile has one block per rule.)
         per_rule.append(pairs.with_columns(rule=pl.lit(number, pl.UInt16)))
-        reports.append((rule.name, pairs.height, skipped.height))
+        reports.append((rule.name, pairs.height, skipped.height, rule_pairs, False))
         del joined, pairs
     # Each pair once, credited to the first rule that proposed it: a stable sort keeps the
     # rules in order within a pair (a sort needs less memory than a group-by at 10^8 pairs).
-    first = pl.concat(per_rule).sort("pair", maintain_order=True)
+    empty = pl.DataFrame(schema={"pair": pl.UInt64, "rule": pl.UInt16})
+    first = pl.concat([empty, *per_rule]).sort("pair", maintain_order=True)
     del per_rule
     first = first.filter(pl.col("pair").ne_missing(pl.col("pair").shift(1)))
     new = dict(first.group_by("rule").len().iter_rows())
@@ -141,9 +155,16 @@ def candidate_pairs(
         blocking_rule="rule",
     )
     return found, [
-        RuleReport(name, made, new.get(number, 0), skipped)
-        for number, (name, made, skipped) in enumerate(reports)
+        RuleReport(name, made, new.get(number, 0), skipped, rule_pairs, over)
+        for number, (name, made, skipped, rule_pairs, over) in enumerate(reports)
     ]
+
+
+def _rule_pairs(keyed: pl.DataFrame, limit: int) -> int:
+    """Pairs a rule makes over every profile, blocks over ``limit`` left out."""
+    sizes = keyed.group_by("block").len()["len"].cast(pl.Int64)
+    sizes = sizes.filter(sizes <= limit)
+    return int((sizes * (sizes - 1) // 2).sum())
 
 
 def block_column(number: int) -> str:

@@ -43,12 +43,9 @@ class _GuardedUnion:
     """Union-find that refuses a union when the evidence between the two sets says "different".
 
     Between two sets, every scored pair whose first names or birth dates can be compared is a
-    judgement; a union is refused when more than half of those judgements are cannot-link (a
-    household: every pair between two members disagrees on first name), or when any steward
-    cannot-link crosses. One typo'd record in a large cluster does not veto a merge, and neither
-    does a disagreement the larger set already holds: when every first name and birth date of
-    the smaller set is already one of the larger's (its records disagree among themselves, e.g.
-    a typo'd birth date linked by a national id), joining adds no person the set did not have.
+    judgement; a union is refused when more than half of those judgements say "two people" (a
+    household: every pair between two members is judged so), or when any steward cannot-link
+    crosses. One typo'd record in a large cluster does not veto a merge.
     """
 
     def __init__(
@@ -56,13 +53,11 @@ class _GuardedUnion:
         nodes: list[int],
         judged: dict[int, dict[int, bool]],
         hard: dict[int, set[int]],
-        traits: dict[int, frozenset] | None = None,
     ):
         self.parent = {n: n for n in nodes}
         self.members = {n: [n] for n in nodes}
         self.judged = judged
         self.hard = hard
-        self.traits = {n: set((traits or {}).get(n, ())) for n in nodes}
 
     def find(self, n: int) -> int:
         root = n
@@ -86,31 +81,11 @@ class _GuardedUnion:
                 if self.find(y) == ra:
                     judged += 1
                     cannot += is_cannot
-        held = any(
-            small and small <= large
-            for small, large in (
-                (self.traits[rb], self.traits[ra]),
-                (self.traits[ra], self.traits[rb]),
-            )
-        )
-        if cannot and 2 * cannot > judged and not held:
+        if cannot and 2 * cannot > judged:
             return False
         self.parent[rb] = ra
         self.members[ra] += self.members.pop(rb)
-        self.traits[ra] |= self.traits.pop(rb)
         return True
-
-
-def _traits(traits: pl.DataFrame | None, nodes: pl.Series) -> dict[int, frozenset]:
-    """Each node's personal values as ``(field, value)`` pairs, nulls left out."""
-    if traits is None:
-        return {}
-    inside = traits.filter(pl.col("node").is_in(nodes.implode()))
-    fields = [c for c in inside.columns if c != "node"]
-    return {
-        row[0]: frozenset((f, v) for f, v in zip(fields, row[1:], strict=True) if v is not None)
-        for row in inside.select("node", *fields).iter_rows()
-    }
 
 
 def guarded_clusters(
@@ -118,7 +93,6 @@ def guarded_clusters(
     edges: pl.DataFrame,
     judged: pl.DataFrame,
     hard_cannot: pl.DataFrame | None = None,
-    traits: pl.DataFrame | None = None,
     roots: np.ndarray | None = None,
 ) -> pl.DataFrame:
     """Cluster nodes from match edges without joining people the evidence says are different.
@@ -126,10 +100,9 @@ def guarded_clusters(
     Args:
         nodes: every node id (singletons included).
         edges: ``id_l, id_r, match_weight``: pairs judged matches.
-        judged: ``id_l, id_r, cannot_link``: scored pairs whose personal fields could be compared.
+        judged: ``id_l, id_r, cannot_link``: scored pairs whose personal fields could be compared
+            (``cannot_link``: the model judges them two people).
         hard_cannot: ``id_l, id_r``: steward cannot-links, never crossed.
-        traits: ``node`` and the personal fields cannot-link evidence reads (first name,
-            birth date), for the nodes that have them.
         roots: ``connected_component_labels`` of ``nodes`` and ``edges``, if known.
 
     Returns:
@@ -181,7 +154,7 @@ def guarded_clusters(
     for a, b in hard_cannot.filter(inside).iter_rows():
         hard.setdefault(a, set()).add(b)
         hard.setdefault(b, set()).add(a)
-    union = _GuardedUnion(bad_nodes.to_list(), judged_map, hard, _traits(traits, bad_nodes))
+    union = _GuardedUnion(bad_nodes.to_list(), judged_map, hard)
     local = edges.filter(inside).sort(
         ["match_weight", "id_l", "id_r"], descending=[True, False, False]
     )

@@ -10,7 +10,12 @@ import polars as pl
 
 from cdm_pipeline.resolve.blocking import BlockingRule, RuleReport, candidate_pairs
 from cdm_pipeline.resolve.clustering import connected_component_labels, guarded_clusters
-from cdm_pipeline.resolve.comparisons import Comparison, compare_pairs, default_comparisons
+from cdm_pipeline.resolve.comparisons import (
+    NULL_LEVEL,
+    Comparison,
+    compare_pairs,
+    default_comparisons,
+)
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
 from cdm_pipeline.resolve.scoring import (
     ModelParameters,
@@ -95,7 +100,12 @@ def plan_full(
     """Every profile, every candidate pair."""
     records, unresolvable = split_resolvable(records)
     profiles, membership = build_profiles(records)
-    pairs, report = candidate_pairs(profiles, blocking_rules(settings), settings["max_block_size"])
+    pairs, report = candidate_pairs(
+        profiles,
+        blocking_rules(settings),
+        settings["max_block_size"],
+        max_pairs_per_record=settings.get("max_pairs_per_record"),
+    )
     return ResolvePlan(
         "full", profiles, membership, unresolvable, pairs, report, model, profiles["profile_id"]
     )
@@ -121,6 +131,7 @@ def link(
         plan.profiles,
         comparisons,
         settings,
+        plan.report,
     )
     incremental = plan.kept is not None
     in_plan = pl.col("profile_id").is_in(plan.refreshed.implode())
@@ -237,7 +248,7 @@ class PairGraph:
     (``source``: the scored piece, or the file it was written to) once the edges are known."""
 
     pieces: dict[str, list[pl.DataFrame]] = field(
-        default_factory=lambda: {"edges": [], "hard": [], "must": []}
+        default_factory=lambda: {"edges": [], "hard": [], "must": [], "leaning": []}
     )
     sources: list[pl.DataFrame | Path] = field(default_factory=list)
     pairs: int = 0
@@ -251,6 +262,7 @@ class PairGraph:
         self.sources.append(source)
         self.pieces["hard"].append(scored.filter(pl.col("steward_cannot_link")).select(ids))
         self.pieces["must"].append(scored.filter(pl.col("must_link")).select(ids))
+        self.pieces["leaning"].append(scored.filter(leaning()).select(ids))
         self.count(scored)
 
     def count(self, scored: pl.DataFrame) -> None:
@@ -264,15 +276,23 @@ class PairGraph:
         """``id_l, id_r, cannot_link`` of the pairs the guard weighs: first names or birth dates
         present on both sides, both ends in one connected component of the match edges
         (``components``: ``id, root`` of every profile in a component of two or more; the guard
-        looks inside components only). Of 68M pairs at 10M records, 57M are cannot-link pairs
+        looks inside components only). ``cannot_link`` here is the pair's vote: not a match
+        edge (two named records the model would not link are not joined through a nameless
+        record that matches both). Of 68M pairs at 10M records, 57M are cannot-link pairs
         between strangers in different components: they are never held."""
         found = [_JUDGED_EMPTY]
-        columns = [*_JUDGED_EMPTY.columns, "must_link", "first_name_key_level", "birth_date_level"]
+        columns = [
+            *_JUDGED_EMPTY.columns,
+            "decision",
+            "must_link",
+            "first_name_key_level",
+            "birth_date_level",
+        ]
         for source in self.sources:
             piece = pl.read_parquet(source, columns=columns) if isinstance(source, Path) else source
             found.append(
                 piece.filter(judgeable() & ~pl.col("must_link"))
-                .select(_JUDGED_EMPTY.columns)
+                .select("id_l", "id_r", cannot_link=~is_edge())
                 .join(components, left_on="id_l", right_on="id")
                 .join(components, left_on="id_r", right_on="id", suffix="_r")
                 .filter(pl.col("root") == pl.col("root_r"))
@@ -289,13 +309,23 @@ def train(
     profiles: pl.DataFrame,
     comparisons: list[Comparison],
     settings: dict,
+    report: list[RuleReport] | None = None,
 ) -> ModelParameters:
     """u from the profiles, m and h by EM over the candidate pairs' levels (``level_patterns``:
     each distinct row of levels and its count), the class shares, the term frequencies:
-    everything scoring needs, learnt without labels."""
+    everything scoring needs, learnt without labels. ``report`` (the blocking's) says which
+    rules ran: a field blocked on alone by a rule that ran has every pair sharing a value among
+    the candidates, which ``identifier_u`` counts on."""
     u = estimate_u(profiles, comparisons)
+    rules = blocking_rules(settings)
+    ran = [
+        r
+        for r, done in zip(rules, report or [None] * len(rules), strict=True)
+        if not (done and done.over_budget)
+    ]
+    alone = {rule.columns[0] for rule in ran if len(rule.columns) == 1 and ":" not in rule.keys[0]}
     return (
-        train_model(patterns, comparisons, u, settings, blocking_rules(settings), profiles.height)
+        train_model(patterns, comparisons, u, settings, rules, profiles.height, alone)
         .with_global_priors(int(patterns["pairs"].sum()), profiles.height)
         .with_term_frequencies(profiles, comparisons)
     )
@@ -329,17 +359,11 @@ def cluster_profiles(profiles: pl.DataFrame, graph: PairGraph) -> tuple[pl.DataF
     components = pl.DataFrame({"id": nodes, "root": roots}).filter(pl.col("root").is_duplicated())
     # Only a steward's cannot-link is a veto; the model's is one vote among many (a typo'd
     # record should not split a customer, see clustering._GuardedUnion).
-    personal = [c for c in ("first_name_key", "birth_date") if c in profiles.columns]
-    traits = profiles.select(pl.col("profile_id").alias("node"), *personal)
     labels = guarded_clusters(
-        nodes,
-        edges,
-        graph.judged(components),
-        graph.frame("hard"),
-        traits,
-        roots=roots,
+        nodes, edges, graph.judged(components), graph.frame("hard"), roots=roots
     )
-    return _detach_ambiguous(labels, edges, profiles, graph.frame("must"))
+    reach = pl.concat([edges.select("id_l", "id_r"), graph.frame("leaning")])
+    return _detach_ambiguous(labels, reach, profiles, graph.frame("must"))
 
 
 def is_edge() -> pl.Expr:
@@ -464,12 +488,24 @@ def with_cluster_keys(profiles: pl.DataFrame) -> pl.DataFrame:
     return profiles.with_columns(cluster_key=pl.coalesce(fresh, "cluster_key"))
 
 
+def leaning() -> pl.Expr:
+    """Pairs with no name on one side that the model thinks more likely one person than not,
+    without being sure enough to link: a nameless record on a household's phone or inbox."""
+    return (
+        ~is_edge()
+        & (pl.col("match_probability") >= 0.5)
+        & (pl.col("first_name_key_level") == NULL_LEVEL)
+        & (pl.col("last_name_key_level") == NULL_LEVEL)
+    )
+
+
 def _detach_ambiguous(
     labels: pl.DataFrame, edges: pl.DataFrame, profiles: pl.DataFrame, steward: pl.DataFrame
 ) -> tuple[pl.DataFrame, int]:
     """A profile with no name (an email-only survey answer) that matches two customers the guard
-    kept apart (a shared family inbox) cannot be attributed: it stays unlinked, not guessed,
-    unless a steward said where it belongs."""
+    kept apart, or could as well be either of two (a shared family inbox), cannot be attributed:
+    it stays unlinked, not guessed, unless a steward said where it belongs. ``edges``: its match
+    edges and ``leaning`` pairs."""
     nameless = profiles.filter(
         pl.col("first_name_key").is_null()
         & pl.col("last_name_key").is_null()

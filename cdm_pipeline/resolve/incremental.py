@@ -104,7 +104,10 @@ def plan_incremental(
     blocks = block_keys(profiles, rules).sort("profile_id")
 
     # New profiles against everyone: which existing components do they reach?
-    probe, _ = candidate_pairs(profiles, rules, limit, focus=new_ids, blocks=blocks)
+    budget = settings.get("max_pairs_per_record")
+    probe, _ = candidate_pairs(
+        profiles, rules, limit, focus=new_ids, blocks=blocks, max_pairs_per_record=budget
+    )
     probe = score(
         compare_pairs(probe, profiles, comparisons),
         profiles,
@@ -131,7 +134,9 @@ def plan_incremental(
         [new_ids, staying.filter(pl.col("component").is_in(affected.implode()))["profile_id"]]
     ).sort()
     in_plan = pl.col("profile_id").is_in(refreshed.implode())
-    pairs, report = candidate_pairs(profiles, rules, limit, within=refreshed, blocks=blocks)
+    pairs, report = candidate_pairs(
+        profiles, rules, limit, within=refreshed, blocks=blocks, max_pairs_per_record=budget
+    )
     # Pairs of a new profile with an untouched one are no match edges (else the untouched one's
     # component would be affected); they are kept for match_pairs all the same.
     outside = probe.filter(

@@ -1,5 +1,7 @@
 -- Why are these two source records the same customer (or not)? The evidence between them,
--- field by field: each comparison's level (as a label) and its match weight, then the total.
+-- field by field: each comparison's level (as a label) and its match weight (bits for one person
+-- against two strangers), what the chance of two people of one household takes back, then the
+-- total (the prior and all of these: the log2-odds of one person).
 -- Parameters: $source_l, $record_id_l, $source_r, $record_id_r.
 -- One row per comparison, plus a 'total' row with the probability, the decision and whether the
 -- two records share a customer. No rows: the pair was never a candidate (no blocking rule
@@ -25,8 +27,8 @@ levels as (
     into name comparison value level
 ),
 weights as (
-    unpivot (select profile_id_l, profile_id_r, columns(lambda c: c like '%_weight' and c != 'match_weight') from pair)
-    on columns(lambda c: c like '%_weight' and c != 'match_weight')
+    unpivot (select profile_id_l, profile_id_r, columns(lambda c: c like '%_weight' and c not in ('match_weight', 'household_weight')) from pair)
+    on columns(lambda c: c like '%_weight' and c not in ('match_weight', 'household_weight'))
     into name comparison value weight
 ),
 parameters as (
@@ -45,6 +47,13 @@ evidence as (
         on parameters.comparison = replace(levels.comparison, '_level', '')
         and parameters.level = levels.level
 ),
+household as (
+    select
+        'household' as comparison,
+        'could be two people of one household' as evidence,
+        round(pair.household_weight, 2) as match_weight,
+    from pair
+),
 total as (
     select
         'total' as comparison,
@@ -56,6 +65,8 @@ total as (
 ),
 final as (
     select * from evidence
+    union all
+    select * from household
     union all
     select * from total
 )
