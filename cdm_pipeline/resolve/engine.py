@@ -549,7 +549,9 @@ def _decision(threshold: float) -> pl.Expr:
 
 def judgeable() -> pl.Expr:
     """Pairs whose first names or birth dates are both present: the ones cannot-link can judge."""
-    return (pl.col("first_name_key_level") != -1) | (pl.col("birth_date_level") != -1)
+    return (pl.col("first_name_key_level") != NULL_LEVEL) | (
+        pl.col("birth_date_level") != NULL_LEVEL
+    )
 
 
 LINKING_DECISIONS = ["probabilistic"]

@@ -30,6 +30,7 @@ from cdm_pipeline.resolve.engine import (
     ResolvePlan,
     blocking_rules,
     is_edge,
+    leaning,
     link,
     score,
     split_resolvable,
@@ -115,7 +116,12 @@ def plan_incremental(
         state.model,
         settings,
     )
-    reached = probe.filter(is_edge()).select(ids=pl.concat_list("id_l", "id_r")).explode("ids")
+    # A nameless record leaning to a customer may make another one ambiguous: both are re-clustered.
+    reached = (
+        probe.filter(is_edge() | leaning())
+        .select(ids=pl.concat_list("id_l", "id_r"))
+        .explode("ids")
+    )
     departed = block_keys(old.filter(pl.col("profile_id").is_in(gone_ids.implode())), rules)
     arrived = blocks.filter(pl.col("profile_id").is_in(new_ids.implode()))
     seeds = pl.concat(
