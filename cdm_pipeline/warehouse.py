@@ -71,12 +71,24 @@ def replace_table(
 def append_table(
     conn: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.DataFrame
 ) -> None:
-    """Append rows by column name, creating the table from the frame's shape the first time."""
+    """Append rows by column name, creating the table from the frame's shape the first time and
+    adding the columns a newer version writes (earlier rows hold null there)."""
     name = f"{quote_ident(schema)}.{quote_ident(table)}"
     conn.register("_appended", frame.to_arrow())
     try:
         if not table_exists(conn, schema, table):
             conn.execute(f"create table {name} as select * from _appended limit 0")
+        has = {
+            row[0]
+            for row in conn.execute(
+                "select column_name from information_schema.columns "
+                "where table_schema = ? and table_name = ?",
+                [schema, table],
+            ).fetchall()
+        }
+        for column, kind, *_ in conn.execute("describe _appended").fetchall():
+            if column not in has:
+                conn.execute(f"alter table {name} add column {quote_ident(column)} {kind}")
         conn.execute(f"insert into {name} by name select * from _appended")
     finally:
         conn.unregister("_appended")

@@ -6,7 +6,13 @@ import duckdb
 import polars as pl
 import pytest
 
-from cdm_pipeline.warehouse import StagedTable, ensure_schemas, replace_table, transaction
+from cdm_pipeline.warehouse import (
+    StagedTable,
+    append_table,
+    ensure_schemas,
+    replace_table,
+    transaction,
+)
 
 
 def _tables(conn) -> set[str]:
@@ -59,3 +65,17 @@ def test_swapping_nothing_staged_is_an_error_not_an_empty_table(tmp_path):
             with transaction(conn):
                 staged.swap()
         assert conn.execute("select count(*) from mart.things").fetchall() == [(1,)]
+
+
+def test_appending_rows_a_newer_version_writes_adds_its_columns(tmp_path):
+    """A warehouse from an earlier version keeps its history tables: rows with a new column
+    (the blocking report's budget, the model's household weights) are appended, old rows null."""
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    conn.execute("create schema identity")
+    append_table(
+        conn, "identity", "blocking_report", pl.DataFrame({"rule": ["email"], "pairs": [3]})
+    )
+    newer = pl.DataFrame({"rule": ["dob"], "pairs": [0], "over_budget": [True]})
+    append_table(conn, "identity", "blocking_report", newer)
+    rows = conn.execute("select rule, pairs, over_budget from identity.blocking_report").fetchall()
+    assert rows == [("email", 3, None), ("dob", 0, True)]
