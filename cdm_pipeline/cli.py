@@ -193,7 +193,7 @@ def _evaluate(truth_path: Path) -> int:
     settings = load_settings()
     try:
         truth = read_truth(truth_path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # a missing, unreadable or wrongly shaped file
         print(f"cdm evaluate: {exc}", file=sys.stderr)
         return 2
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:

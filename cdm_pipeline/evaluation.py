@@ -150,10 +150,16 @@ class Evaluation:
     accuracy: Accuracy
     link_methods: pl.DataFrame  # link_method, records, in_impure_customers
     thresholds: pl.DataFrame  # threshold, predicted_pairs, true_pairs, precision, recall
+    left_out_sources: tuple[str, ...] = ()  # labelled, but no person source of the warehouse
 
     def lines(self) -> list[str]:
         out = [
             f"labelled records       {self.labelled:,} ({self.found:,} found in mart.customer_xref)",
+            *(
+                [f"left out (not person sources here): {', '.join(self.left_out_sources)}"]
+                if self.left_out_sources
+                else []
+            ),
             *self.accuracy.lines()[1:],
             "",
             "records by link method (impure: the customer also holds another entity's records)",
@@ -171,19 +177,39 @@ class Evaluation:
         return out
 
 
+ID_COLUMNS = ("source_record_id", "record_id")
+ENTITY_COLUMNS = ("entity_id", "person_id", "cluster", "customer")
+
+
 def read_truth(path) -> pl.DataFrame:
-    """A labels CSV: ``source, source_record_id`` and one more column naming the entity (any
-    name). Returns ``record_key, person``."""
-    frame = pl.read_csv(path, infer_schema=False)
-    others = [c for c in frame.columns if c not in ("source", "source_record_id")]
-    if {"source", "source_record_id"} - set(frame.columns) or len(others) != 1:
+    """Labels, CSV or Parquet: ``source``, the record's id (``source_record_id``, or
+    ``record_id`` as the demo's truth names it) and a column naming the entity (the only other
+    column, or one of ``ENTITY_COLUMNS``). Rows a generator planted bad (``planted_bad``) are
+    left out: they are quarantined by design. Returns ``record_key, person``."""
+    with open(path, "rb") as handle:
+        parquet = handle.read(4) == b"PAR1"
+    try:
+        frame = pl.read_parquet(path) if parquet else pl.read_csv(path, infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
         raise ValueError(
-            f"{path}: expected the columns source, source_record_id and one entity id column, "
-            f"got {', '.join(frame.columns)}"
-        )
-    return frame.drop_nulls().select(
-        record_key=pl.col("source") + ":" + pl.col("source_record_id"), person=others[0]
+            f"{path}: not a labels CSV or Parquet file ({type(exc).__name__})"
+        ) from None
+    if "planted_bad" in frame.columns:
+        frame = frame.filter(~pl.col("planted_bad").cast(pl.Boolean).fill_null(False))
+    id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
+    others = [c for c in frame.columns if c not in ("source", id_column)]
+    entity = (
+        others[0] if len(others) == 1 else next((c for c in ENTITY_COLUMNS if c in others), None)
     )
+    if "source" not in frame.columns or id_column is None or entity is None:
+        raise ValueError(
+            f"{path}: expected the columns source, source_record_id (or record_id) and one "
+            f"entity id column, got {', '.join(frame.columns)}"
+        )
+    return frame.select(
+        record_key=pl.col("source").cast(pl.String) + ":" + pl.col(id_column).cast(pl.String),
+        person=pl.col(entity).cast(pl.String),
+    ).drop_nulls()
 
 
 def evaluate_warehouse(conn, truth: pl.DataFrame) -> Evaluation:
@@ -195,6 +221,10 @@ def evaluate_warehouse(conn, truth: pl.DataFrame) -> Evaluation:
     xref = conn.sql(
         "select record_key, customer_id, profile_id, link_method from mart.customer_xref"
     ).pl()
+    source = pl.col("record_key").str.split(":").list.first()
+    sources = set(xref.select(source.unique()).to_series().to_list())
+    labelled_sources = set(truth.select(source.unique()).to_series().to_list())
+    truth = truth.filter(source.is_in(sorted(sources)))
     labelled = xref.join(truth, on="record_key", how="inner")
     result = accuracy(labelled.select("record_key", cluster="customer_id"), truth)
     impure = labelled.filter(pl.col("customer_id").is_not_null()).with_columns(
@@ -207,7 +237,12 @@ def evaluate_warehouse(conn, truth: pl.DataFrame) -> Evaluation:
         .sort("records", descending=True)
     )
     return Evaluation(
-        truth.height, labelled.height, result, methods, _threshold_table(conn, labelled, truth)
+        truth.height,
+        labelled.height,
+        result,
+        methods,
+        _threshold_table(conn, labelled, truth),
+        tuple(sorted(labelled_sources - sources)),
     )
 
 

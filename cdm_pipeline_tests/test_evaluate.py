@@ -76,3 +76,32 @@ def test_cli_prints_the_report_and_refuses_a_malformed_truth_file(
     pl.DataFrame({"id": ["a1"], "person": ["A"]}).write_csv(bad)
     assert main(["evaluate", "--truth", str(bad), "--warehouse", str(path)]) == 2
     assert "expected the columns source, source_record_id" in capsys.readouterr().err
+
+
+def test_the_demos_own_parquet_truth_is_read_as_it_is(labelled_warehouse, tmp_path, capsys):
+    """The demo's truth (``records.parquet``: ``record_id``, ``person_id``, ``planted_bad`` and
+    more): planted rows and sources the warehouse holds no person records of are left out."""
+    path, _ = labelled_warehouse
+    demo_truth = tmp_path / "records.parquet"
+    pl.DataFrame(
+        {
+            "source": ["s", "s", "s", "s", "s", "s", "s", "privacy_requests"],
+            "source_file": ["f.csv"] * 8,
+            "record_id": ["a1", "a2", "a3", "b1", "b2", "c1", "zz", "R1"],
+            "person_id": [1, 1, 1, 2, 2, 3, 4, 1],
+            "planted_bad": [False] * 6 + [True, False],
+        }
+    ).write_parquet(demo_truth)
+    with duckdb.connect(str(path), read_only=True) as conn:
+        report = evaluate_warehouse(conn, read_truth(demo_truth))
+    assert report.labelled == 6 and report.left_out_sources == ("privacy_requests",)
+    assert report.accuracy.pairwise_recall == pytest.approx(1 / 4)  # as with the CSV labels
+
+
+def test_a_file_that_is_no_labels_is_one_line_and_exit_2(labelled_warehouse, tmp_path, capsys):
+    path, _ = labelled_warehouse
+    binary = tmp_path / "image.png"
+    binary.write_bytes(bytes(range(256)) * 40)
+    assert main(["evaluate", "--truth", str(binary), "--warehouse", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cdm evaluate:")
