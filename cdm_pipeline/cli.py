@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 
@@ -86,7 +87,9 @@ def _main(argv: list[str]) -> int:
     who.add_argument("--email")
     who.add_argument("--phone")
     subject.add_argument(
-        "--out", type=Path, help="JSON file (default data/exports/subject_access/<customer>.json)"
+        "--out",
+        type=Path,
+        help="JSON file (default <warehouse>_exports/subject_access/<customer>.json)",
     )
     _location_args(subject)
 
@@ -94,7 +97,7 @@ def _main(argv: list[str]) -> int:
         "export-analyst-db", help="write the pseudonymised analyst database"
     )
     analyst.add_argument(
-        "--out", type=Path, help="DuckDB file (default data/exports/analyst.duckdb)"
+        "--out", type=Path, help="DuckDB file (default <warehouse>_exports/analyst.duckdb)"
     )
     _location_args(analyst)
 
@@ -169,15 +172,23 @@ def _check_locations(args: argparse.Namespace) -> None:
 def _acknowledge(source: str, file_name: str) -> int:
     import duckdb
 
+    from cdm_pipeline.defs.resources import redact
     from cdm_pipeline.ingest.load import acknowledge_rejection
+    from cdm_pipeline.publish import WarehouseBusy, run_lock
     from cdm_pipeline.registry import load_registry
     from cdm_pipeline.settings import load_settings
 
     settings = load_settings()
     if source not in load_registry(settings.sources_path):
         raise UsageError(f"no source '{source}' in {settings.sources_path}")
-    with duckdb.connect(str(settings.warehouse_path)) as conn:
-        n = acknowledge_rejection(conn, source, file_name)
+    try:  # a write to the published file: not while a night runs, nor while a reader has it
+        with (
+            run_lock(settings.warehouse_path, holder="cdm acknowledge-file"),
+            duckdb.connect(str(settings.warehouse_path)) as conn,
+        ):
+            n = acknowledge_rejection(conn, source, file_name)
+    except (WarehouseBusy, duckdb.IOException) as exc:
+        raise UsageError(f"cannot write the warehouse now: {redact(str(exc))}") from None
     if not n:
         raise UsageError(f"no open rejected file '{file_name}' for source '{source}'")
     print(f"acknowledged {file_name} ({source}); its check passes from the next run")
@@ -233,19 +244,25 @@ def _export_subject(args: argparse.Namespace) -> int:
 def _export_analyst_db(args: argparse.Namespace) -> int:
     import duckdb
 
-    from cdm_pipeline.defs.governance.assets import export_analyst_database, pii_values_in
+    from cdm_pipeline.defs.governance.assets import (
+        export_analyst_database,
+        pii_values_in,
+        staged_analyst_file,
+    )
     from cdm_pipeline.settings import load_settings
 
     settings = load_settings()
     target = args.out or settings.exports_dir / "analyst.duckdb"
-    with duckdb.connect(str(settings.warehouse_path)) as conn:
-        counts = export_analyst_database(conn, target)
-        leaked = pii_values_in(conn, target)
-    print(f"wrote {target}: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+    staged = staged_analyst_file(target)
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        counts = export_analyst_database(conn, staged)
+        leaked = pii_values_in(conn, staged)
     if leaked:
-        target.unlink()
-        print(f"removed it again: {leaked} values equal PII held in the warehouse")
+        staged.unlink()
+        print(f"not written: {leaked} values equal PII held in the warehouse", file=sys.stderr)
         return 1
+    staged.replace(target)
+    print(f"wrote {target}: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
     return 0
 
 
@@ -269,15 +286,24 @@ def _apply_locations(args: argparse.Namespace) -> None:
         ("config", "CDM_CONFIG"),
     ):
         value = getattr(args, flag, None)
-        if value is not None:
-            os.environ[variable] = str(Path(value).resolve())
+        if value is None:
+            continue
+        if flag == "warehouse" and not Path(value).resolve().parent.is_dir():
+            raise UsageError(
+                f"--warehouse {value}: the folder {Path(value).resolve().parent} does not exist "
+                "(create it first: a typo here would start an empty warehouse)"
+            )
+        os.environ[variable] = str(Path(value).resolve())
 
 
 def _demo(args: argparse.Namespace) -> int:
     try:
         from cdm_pipeline.demo.generator import generate
     except ModuleNotFoundError as exc:
-        raise UsageError(f"cdm demo needs {exc.name}: pip install 'cdm-pipeline[demo]'") from None
+        raise UsageError(
+            f"cdm demo needs {exc.name}: pip install -e '.[demo]' in a checkout of cdm-pipeline, "
+            f"or pip install {exc.name}"
+        ) from None
 
     started = time.perf_counter()
     paths = generate(people=args.people, seed=args.seed, out=args.out, days=args.days)
@@ -292,25 +318,36 @@ def _demo(args: argparse.Namespace) -> int:
 def _run(resolve_mode: str = "auto", parallel: bool = False) -> int:
     # A second writer is refused before the pipeline's own modules (pandera, polars, the
     # asset graph) are imported: the answer comes in about a second.
-    from cdm_pipeline.instance import (
-        WAREHOUSE_TAG,
-        running_on,
-        settle_dead_runs,
-        shared_instance,
-    )
+    from cdm_pipeline.instance import running_on, settle_dead_runs, shared_instance
+    from cdm_pipeline.publish import WarehouseBusy, acquire_run_lock, release_run_lock
     from cdm_pipeline.settings import load_settings
 
     settings = load_settings()
     instance = shared_instance()
     for run_id in settle_dead_runs(instance):
         print(f"run {run_id} had died (its process is gone): marked failed")
+    # The run lock, before anything else: of two runs started at the same instant exactly one
+    # gets it; the other is refused here, naming the holder, having done nothing.
+    night = str(uuid.uuid4())  # the run's id, given to Dagster below
+    try:
+        acquire_run_lock(settings.warehouse_path, night, holder="cdm run")
+    except WarehouseBusy as exc:
+        raise UsageError(str(exc)) from None
     busy = running_on(instance, settings.warehouse_path)
-    if busy:
+    if busy:  # a run the UI or the schedule started, between its queue and its first step
+        release_run_lock(settings.warehouse_path)
         run_id, pid = busy[0]
         raise UsageError(
-            f"run {run_id} (pid {pid}) is writing {settings.warehouse_path}: one writer at a "
+            f"run {run_id} (pid {pid}) is writing {settings.warehouse_path}: one run at a "
             "time; run again when it ends (or stop it in the UI)"
         )
+    try:
+        return _run_locked(settings, instance, night, resolve_mode, parallel)
+    finally:
+        release_run_lock(settings.warehouse_path)
+
+
+def _run_locked(settings, instance, night: str, resolve_mode: str, parallel: bool) -> int:
 
     import dagster as dg
 
@@ -319,8 +356,9 @@ def _run(resolve_mode: str = "auto", parallel: bool = False) -> int:
     from cdm_pipeline.defs.jobs import NIGHTLY_JOB
     from cdm_pipeline.defs.progress import PROGRESS_LOGGER
     from cdm_pipeline.defs.resolve.assets import resolve_run_config
+    from cdm_pipeline.instance import NIGHT_TAG, WAREHOUSE_TAG
 
-    tags = {WAREHOUSE_TAG: str(settings.warehouse_path.resolve())}
+    tags = {WAREHOUSE_TAG: str(settings.warehouse_path.resolve()), NIGHT_TAG: night}
     started = time.perf_counter()
     run_config = {
         "loggers": {"console": {"config": {"log_level": "WARNING"}}, PROGRESS_LOGGER: {}},
@@ -341,7 +379,11 @@ def _run(resolve_mode: str = "auto", parallel: bool = False) -> int:
             build_definitions(settings)
             .resolve_job_def(NIGHTLY_JOB)
             .execute_in_process(
-                instance=instance, raise_on_error=False, run_config=run_config, tags=tags
+                instance=instance,
+                raise_on_error=False,
+                run_config=run_config,
+                tags=tags,
+                run_id=night,
             )
         )
     elapsed = time.perf_counter() - started

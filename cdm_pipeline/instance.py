@@ -55,6 +55,9 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.CANCELING,
 ]
 WAREHOUSE_TAG = "cdm/warehouse_file"
+# The id ``cdm run`` holds the warehouse's run lock under (the run's own id when it runs in
+# process): the run's step processes recognise their launcher's lock by it.
+NIGHT_TAG = "cdm/night"
 
 
 def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:

@@ -49,11 +49,18 @@ class Settings:
         return env | ({"CDM_WORK_DIR": str(self.work_dir)} if self.work_dir else {})
 
 
+def exports_beside(warehouse: Path) -> Path:
+    """A warehouse's own export folder (analyst file, subject-access documents), next to it:
+    two warehouses never share one."""
+    return warehouse.with_name(f"{warehouse.stem}_exports")
+
+
 def load_settings() -> Settings:
     data = Path(os.environ.get("CDM_DATA_DIR", "data"))
+    warehouse = Path(os.environ.get("CDM_WAREHOUSE", data / "warehouse" / "cdm.duckdb"))
     return Settings(
         landing_dir=Path(os.environ.get("CDM_LANDING", data / "landing")),
-        warehouse_path=Path(os.environ.get("CDM_WAREHOUSE", data / "warehouse" / "cdm.duckdb")),
+        warehouse_path=warehouse,
         sources_path=Path(os.environ.get("CDM_SOURCES", _default_file(data, "sources.yaml"))),
         pipeline_config_path=Path(
             os.environ.get("CDM_CONFIG", _default_file(data, "pipeline.yaml"))
@@ -61,7 +68,7 @@ def load_settings() -> Settings:
         overrides_path=Path(
             os.environ.get("CDM_OVERRIDES", _default_file(data, "steward_overrides.csv"))
         ),
-        exports_dir=Path(os.environ.get("CDM_EXPORTS", data / "exports")),
+        exports_dir=Path(os.environ.get("CDM_EXPORTS", exports_beside(warehouse))),
         work_dir=Path(os.environ["CDM_WORK_DIR"]) if os.environ.get("CDM_WORK_DIR") else None,
     )
 

@@ -21,6 +21,7 @@ from cdm_pipeline.defs.resolve.assets import (
     resolve_assets,
 )
 from cdm_pipeline.defs.resources import build_resources
+from cdm_pipeline.defs.serve.assets import published_warehouse_asset, upstream_of_publish
 from cdm_pipeline.defs.standardise.assets import person_records_asset
 from cdm_pipeline.defs.validate.assets import staging_asset
 from cdm_pipeline.registry import load_registry
@@ -44,6 +45,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         analytics_assets(),
         analyst_database_asset(),
     ]
+    assets.append(published_warehouse_asset(upstream_of_publish(assets)))
     return dg.Definitions(
         assets=assets,
         asset_checks=[every_pair_compared],

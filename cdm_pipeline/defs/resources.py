@@ -7,7 +7,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +16,16 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 from cdm_pipeline.config import load_config
+from cdm_pipeline.instance import NIGHT_TAG
+from cdm_pipeline.publish import (
+    WarehouseBusy,
+    acquire_run_lock,
+    draft_path,
+    held_here,
+    holds_run_lock,
+    release_run_lock,
+    start_draft,
+)
 from cdm_pipeline.registry import SourceSpec, load_registry
 from cdm_pipeline.settings import Settings, load_settings
 
@@ -40,34 +50,65 @@ def redact(message: str) -> str:
 
 
 class WarehouseResource(DuckDBResource):
-    """The DuckDB warehouse. Unlike its parent it closes the connection when the block fails
-    (the parent leaves it open, and the next open in the process is refused), its errors carry
-    no data values (an exception's text reaches Dagster's event log and the terminal), and it
-    keeps DuckDB's one writer by run: steps of one run, in whatever processes or Dask workers,
-    take turns on ``<warehouse>.writer``; another run finds it held and fails at once, naming
-    the run that holds it."""
+    """The DuckDB warehouse. ``database`` is the published file readers open; a run writes a
+    draft of it and publishes the draft at its end (``cdm_pipeline.publish``), so readers never
+    break a night and a night is seen all at once or not at all. Unlike its parent it closes
+    the connection when the block fails (the parent leaves it open, and the next open in the
+    process is refused), and its errors carry no data values (an exception's text reaches
+    Dagster's event log and the terminal). One run writes a warehouse at a time: the run lock
+    is taken before the run's first step (or by ``cdm run`` before it starts); steps of one
+    run, in whatever processes or Dask workers, take turns on ``<warehouse>.writer``."""
 
     _run_id: str | None = PrivateAttr(default=None)
+    _locked_here: bool = PrivateAttr(default=False)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._run_id = context.run.run_id if context.run is not None else None
+        run = context.run
+        self._run_id = run.run_id if run is not None else None
+        if run is None or not self._local():
+            return
+        published = self._published()
+        night = run.tags.get(NIGHT_TAG, run.run_id)
+        if not held_here(published) and not holds_run_lock(published, night):
+            acquire_run_lock(published, night)  # refused here, before any step
+            self._locked_here = True
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._locked_here:
+            release_run_lock(self._published())
+            self._locked_here = False
+
+    @property
+    def draft(self) -> Path:
+        """Where this run writes (the published file itself outside a run)."""
+        return draft_path(self._published()) if self._run_id else self._published()
+
+    def _published(self) -> Path:
+        return Path(self.database).resolve()
+
+    def _local(self) -> bool:
+        return self.database not in ("", ":memory:") and ":" not in self.database.split("/")[0]
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        local = self.database not in ("", ":memory:") and ":" not in self.database.split("/")[0]
-        with (
-            _writer_turn(Path(self.database + ".writer"), self._run_id) if local else nullcontext()
-        ):
-            with self._connection() as conn:
+        if not self._local():
+            with self._connection(self.database) as conn:
+                yield conn
+            return
+        with _writer_turn(Path(self.database + ".writer"), self._run_id):
+            path = self._published()
+            if self._run_id:
+                path = start_draft(path, self._run_id)
+            with self._connection(str(path)) as conn:
                 yield conn
 
     @contextmanager
-    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _connection(self, database: str) -> Iterator[duckdb.DuckDBPyConnection]:
         # One writer at a time, said at once: the parent retries a held lock for ~100 s in
         # silence; another process holding the file is an answer, not a hiccup.
         try:
             conn = duckdb.connect(
-                self.database,
+                database,
                 read_only=False,
                 config={"custom_user_agent": "dagster", **self.connection_config},
             )
@@ -76,7 +117,7 @@ class WarehouseResource(DuckDBResource):
                 raise _sanitised(exc) from None
             holder = re.search(r"PID (\d+)", str(exc))
             raise WarehouseBusy(
-                f"the warehouse {self.database} is open by another process"
+                f"the warehouse {database} is open by another process"
                 + (f" (pid {holder.group(1)})" if holder else "")
                 + ": one writer at a time"
             ) from None
@@ -86,10 +127,6 @@ class WarehouseResource(DuckDBResource):
             raise _sanitised(exc) from None
         finally:
             conn.close()
-
-
-class WarehouseBusy(RuntimeError):
-    """Another process holds the DuckDB file."""
 
 
 @contextmanager

@@ -517,11 +517,12 @@ def analytics_assets() -> dg.AssetsDefinition:
 
 
 def export_analyst_database(conn: duckdb.DuckDBPyConnection, target: Path) -> dict[str, int]:
-    """Write the analytics views as plain tables into a separate DuckDB file (replaced whole)."""
+    """Write the analytics views as plain tables into a new DuckDB file ``target`` (replaced
+    if it exists). The caller checks it (``pii_values_in``) before putting it where analysts
+    read it: a night's analyst file is put in place when the night is published."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging_file = target.with_suffix(".tmp.duckdb")
-    staging_file.unlink(missing_ok=True)
-    conn.execute("attach ? as analyst_export", [str(staging_file)])
+    target.unlink(missing_ok=True)
+    conn.execute("attach ? as analyst_export (read_only false)", [str(target)])
     try:
         counts = {}
         for table in ANALYTICS_TABLES:
@@ -533,8 +534,12 @@ def export_analyst_database(conn: duckdb.DuckDBPyConnection, target: Path) -> di
             ).fetchall()[0][0]
     finally:
         conn.execute("detach analyst_export")
-    staging_file.replace(target)
     return counts
+
+
+def staged_analyst_file(target: Path) -> Path:
+    """Where a night writes the analyst file until the night is published."""
+    return target.with_name(f".{target.stem}.night{target.suffix}")
 
 
 def pii_values_in(conn: duckdb.DuckDBPyConnection, analyst_file: Path) -> int:
@@ -593,8 +598,10 @@ def analyst_database_asset() -> dg.AssetsDefinition:
         group_name="serve",
         owners=[OWNER],
         kinds={"duckdb"},
-        description="A separate DuckDB file (exports/analyst.duckdb) holding only the pseudonymised analytics "
-        "tables, for analysts who must not see PII. DuckDB has no users: the boundary is the file.",
+        description="A separate DuckDB file (analyst.duckdb in the exports folder) holding only the "
+        "pseudonymised analytics tables, for analysts who must not see PII. DuckDB has no users: "
+        "the boundary is the file. Written beside its place and checked there; put in place when "
+        "the night is published.",
         check_specs=[
             dg.AssetCheckSpec(
                 ANALYST_DB_PII_CHECK,
@@ -609,9 +616,10 @@ def analyst_database_asset() -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
     ):
         target = Path(pipeline.exports_dir) / "analyst.duckdb"
+        staged = staged_analyst_file(target)
         with warehouse.get_connection() as conn:
-            counts = export_analyst_database(conn, target)
-            leaked = pii_values_in(conn, target)
+            counts = export_analyst_database(conn, staged)
+            leaked = pii_values_in(conn, staged)
             audit(
                 conn,
                 context.run.run_id,
@@ -620,11 +628,14 @@ def analyst_database_asset() -> dg.AssetsDefinition:
                 sum(counts.values()),
                 str(target.name),
             )
+        schema = _file_schema(staged)
+        if leaked:  # never where analysts read it; the night is not published either
+            staged.unlink()
         return dg.MaterializeResult(
             metadata={
                 "path": str(target),
                 **tally_metadata(counts, "table", "rows"),
-                "dagster/column_schema": _file_schema(target),
+                "dagster/column_schema": schema,
             },
             check_results=[
                 dg.AssetCheckResult(

@@ -1,0 +1,192 @@
+"""A night works on a draft of the warehouse and publishes it whole, or not at all.
+
+Readers (any DuckDB client, the CLI's exports, BI tools) open the published file; a run never
+writes it. The run's first connection copies the published file to a draft beside it
+(``draft_path``), every step writes the draft, and the last step (``publish``) checks it and
+renames it over the published file. A rename is atomic: a reader that opened the old file keeps
+reading the old night until it reconnects, a killed run leaves the published file as it was, and
+the next run starts again from it. The old file is gone once the rename is done (its blocks are
+freed when the last reader closes it): no older copy is kept.
+
+One run writes a warehouse at a time (``run_lock``): an OS lock on ``<warehouse>.run``, taken by
+``cdm run`` before it starts and by the run's warehouse resource before its first step, released
+when the process ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+# The locks this process holds: warehouse -> (open lock file, run id or "").
+_HELD: dict[Path, tuple] = {}
+
+
+class WarehouseBusy(RuntimeError):
+    """Another run (or process) is writing the warehouse."""
+
+
+def draft_path(published: Path) -> Path:
+    """Tonight's draft, beside the published file (a rename within one folder is atomic)."""
+    return published.with_name(f".{published.stem}.night{published.suffix}")
+
+
+def lock_path(published: Path) -> Path:
+    return published.with_name(published.name + ".run")
+
+
+def acquire_run_lock(published: Path, run_id: str = "", holder: str = "") -> None:
+    """Take the warehouse's run lock for this process (kept until ``release_run_lock`` or the
+    process ends), or raise ``WarehouseBusy`` naming who holds it. Taking it again in the
+    process that holds it only records the run id."""
+    published = Path(published).resolve()
+    if published in _HELD:
+        handle, _ = _HELD[published]
+        if run_id:
+            _write(handle, f"{run_id} {os.getpid()} {holder}".strip())
+            _HELD[published] = (handle, run_id)
+        return
+    path = lock_path(published)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        held_by = handle.read().strip() or "another process"
+        handle.close()
+        raise WarehouseBusy(
+            f"the warehouse {published} is being written by {_describe(held_by)}: one run at a "
+            "time; run again when it ends"
+        ) from None
+    _write(handle, f"{run_id} {os.getpid()} {holder}".strip())
+    _HELD[published] = (handle, run_id)
+
+
+def release_run_lock(published: Path) -> None:
+    handle, _ = _HELD.pop(Path(published).resolve(), (None, None))
+    if handle is not None:
+        handle.seek(0)
+        handle.truncate()
+        handle.flush()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def lock_holder(published: Path) -> str:
+    """What the run lock's holder wrote (``run_id pid [who]``), or "" when it is free."""
+    path = lock_path(Path(published).resolve())
+    if not path.exists():
+        return ""
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return ""
+
+
+def held_here(published: Path) -> bool:
+    """True when this process holds the warehouse's run lock."""
+    return Path(published).resolve() in _HELD
+
+
+def holds_run_lock(published: Path, run_id: str) -> bool:
+    """True when this process holds the lock, or the holder wrote ``run_id`` (a step process
+    of a run whose launching process holds it)."""
+    published = Path(published).resolve()
+    if published in _HELD:
+        return True
+    held_by = lock_holder(published)
+    return bool(run_id) and held_by.split(" ", 1)[0] == run_id
+
+
+@contextmanager
+def run_lock(published: Path, run_id: str = "", holder: str = "") -> Iterator[None]:
+    acquire_run_lock(published, run_id, holder)
+    try:
+        yield
+    finally:
+        release_run_lock(published)
+
+
+def _write(handle, text: str) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(text)
+    handle.flush()
+
+
+def _describe(held_by: str) -> str:
+    parts = held_by.split(" ", 2)
+    if len(parts) >= 2 and parts[1].isdigit():
+        who = f" ({parts[2]})" if len(parts) == 3 else ""
+        return f"run {parts[0]} (pid {parts[1]}){who}" if parts[0] else f"pid {parts[1]}{who}"
+    return held_by
+
+
+def start_draft(published: Path, run_id: str) -> Path:
+    """The draft for ``run_id``: made from the published file the first time the run asks (a
+    draft another run left, finished or killed, is replaced); the same file after that."""
+    draft = draft_path(published)
+    marker = draft.with_name(draft.name + ".of")
+    if draft.exists() and marker.exists() and marker.read_text() == run_id:
+        return draft
+    for stale in (draft, Path(f"{draft}.wal"), marker):
+        stale.unlink(missing_ok=True)
+    if published.exists():
+        shutil.copyfile(published, draft)
+        if Path(f"{published}.wal").exists():  # written before nights were drafts: replayed
+            shutil.copyfile(f"{published}.wal", f"{draft}.wal")
+    marker.write_text(run_id)
+    return draft
+
+
+def publish(published: Path, rewrite: bool) -> Path:
+    """Put tonight's draft in the published file's place. With ``rewrite`` (rows were deleted
+    tonight: an erasure, retention) the draft is first copied into a fresh file, table by
+    table: a deleted row's bytes stay readable in the free blocks of the file it was deleted
+    from, never in a file it was not written to."""
+    draft = draft_path(published)
+    if not draft.exists():
+        raise FileNotFoundError(f"no draft of {published} to publish")
+    _checkpointed(draft)
+    if rewrite:
+        fresh = draft.with_name(draft.name + ".fresh")
+        fresh.unlink(missing_ok=True)
+        with duckdb.connect() as conn:
+            conn.execute("attach ? as night (read_only)", [str(draft)])
+            conn.execute("attach ? as fresh", [str(fresh)])
+            conn.execute("copy from database night to fresh")
+            conn.execute("detach night")
+            conn.execute("detach fresh")
+        os.replace(fresh, draft)
+    os.replace(draft, published)
+    Path(f"{published}.wal").unlink(missing_ok=True)
+    draft.with_name(draft.name + ".of").unlink(missing_ok=True)
+    _sync_folder(published.parent)
+    return published
+
+
+def _checkpointed(path: Path) -> None:
+    """Fold the file's write-ahead log into it, so that the file alone is the database."""
+    if not Path(f"{path}.wal").exists():
+        return
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("checkpoint")
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
