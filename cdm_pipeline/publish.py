@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,11 +144,28 @@ def start_draft(published: Path, run_id: str) -> Path:
     for stale in (draft, Path(f"{draft}.wal"), marker):
         stale.unlink(missing_ok=True)
     if published.exists():
+        _not_written_elsewhere(published)
         shutil.copyfile(published, draft)
         if Path(f"{published}.wal").exists():  # written before nights were drafts: replayed
             shutil.copyfile(f"{published}.wal", f"{draft}.wal")
     marker.write_text(run_id)
     return draft
+
+
+def _not_written_elsewhere(published: Path) -> None:
+    """Readers may hold the published file; a writer outside the pipeline may not (its copy
+    would be torn, and its writes lost at the rename): refuse the night, naming its process."""
+    try:
+        duckdb.connect(str(published), read_only=True).close()
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        holder = re.search(r"PID (\d+)", str(exc))
+        raise WarehouseBusy(
+            f"the warehouse {published} is open by another process"
+            + (f" (pid {holder.group(1)})" if holder else "")
+            + " for writing: only the pipeline writes it"
+        ) from None
 
 
 def publish(published: Path, rewrite: bool) -> Path:

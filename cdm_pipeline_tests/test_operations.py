@@ -96,7 +96,7 @@ def test_a_second_run_is_refused_at_once_naming_the_running_one(home, long_night
     waited = time.monotonic() - started
     print(f"refused after {waited:.1f}s")
     assert waited < 5  # a Python start-up and a look at the instance, beside a busy night
-    assert run_id in err and "one writer" in err
+    assert run_id in err and "one run at a time" in err
     first.communicate(timeout=600)
     assert first.returncode in (0, 1)
 
