@@ -18,6 +18,7 @@ DEFAULTS: dict[str, Any] = {
         "anomaly_history_runs": 14,
         "anomaly_min_history": 5,
         "anomaly_max_z": 4.0,
+        "max_days_without_delivery": 3,
         "max_cluster_size": 25,
         "max_probability_drift": 0.15,
     },

@@ -30,6 +30,16 @@ CUSTOMER_KEY_CHECK = "customer_id_unique_not_null"
 FACTS_REFERENCE_CHECK = "facts_reference_customers"
 RESIDUAL_DUPLICATES_CHECK = "residual_near_duplicates"
 LINEAGE_COMPLETE_CHECK = "lineage_for_every_golden_value"
+# Each golden column of mart.customers and the attributes whose lineage names its winner (a
+# country comes from the country attribute, or else from the winning address).
+LINEAGE_OF_COLUMN = {
+    "first_name": ("name",),
+    "email": ("email",),
+    "phone": ("phone",),
+    "street": ("address",),
+    "birth_date": ("birth_date",),
+    "country": ("country", "address"),
+}
 LEDGER_UNIQUE_CHECK = "one_state_per_customer_and_purpose"
 
 CUSTOMER_COLUMNS = {
@@ -355,10 +365,15 @@ def _precommit_problems(conn) -> dict[tuple[str, str], int]:
             f"select count(*) from mart.{quote_ident(fact)} f where f.customer_id is not null "
             "and not exists (select 1 from mart.customers c where c.customer_id = f.customer_id)"
         ).fetchall()[0][0]
-    problems[("mart/customer_attribute_lineage", LINEAGE_COMPLETE_CHECK)] = conn.execute(
-        "select count(*) from mart.customers c where c.email is not null and not exists "
-        "(select 1 from mart.customer_attribute_lineage l where l.customer_id = c.customer_id and l.attribute = 'email')"
-    ).fetchall()[0][0]
+    problems[("mart/customer_attribute_lineage", LINEAGE_COMPLETE_CHECK)] = sum(
+        conn.execute(
+            f"select count(*) from mart.customers c where c.{quote_ident(column)} is not null "
+            "and not exists (select 1 from mart.customer_attribute_lineage l "
+            "where l.customer_id = c.customer_id and list_contains(?, l.attribute))",
+            [list(attributes)],
+        ).fetchall()[0][0]
+        for column, attributes in LINEAGE_OF_COLUMN.items()
+    )
     problems[("governance/consent_ledger", LEDGER_UNIQUE_CHECK)] = conn.execute(
         "select count(*) - count(distinct (customer_id, purpose)) from governance.consent_ledger"
     ).fetchall()[0][0]

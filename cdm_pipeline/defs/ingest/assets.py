@@ -15,6 +15,7 @@ from cdm_pipeline.warehouse import audit
 
 NO_REJECTED_FILES_CHECK = "no_rejected_files"
 ROW_COUNT_ANOMALY_CHECK = "row_count_anomaly"
+DELIVERED_RECENTLY_CHECK = "delivered_recently"
 
 
 def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
@@ -48,7 +49,16 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 ROW_COUNT_ANOMALY_CHECK,
                 asset=key,
                 blocking=True,
-                description="Rows landed this run are within a robust z-score of this source's own history.",
+                description="Rows landed this run are within a robust z-score of this source's "
+                "own history (an error, which stops the night, once there are "
+                "`quality.anomaly_min_history` past loads; a warning before). Nothing landed "
+                "tonight is a warning with its count.",
+            ),
+            dg.AssetCheckSpec(
+                DELIVERED_RECENTLY_CHECK,
+                asset=key,
+                description="The source delivered a file that loaded within "
+                "`quality.max_days_without_delivery` days (a warning: a feed that stopped).",
             ),
         ],
     )
@@ -79,6 +89,7 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 [context.run.run_id, source.name, summary.rows_loaded, datetime.now()],
             )
             still_open = open_rejections(conn, source.name)
+            fresh = _delivered_recently(conn, source.name, quality, datetime.now())
             shown = table_metadata(conn, f"raw.{source.name}", set(source.identity_columns))
             audit(
                 conn,
@@ -115,6 +126,7 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                     },
                 ),
                 anomaly,
+                fresh,
             ],
         )
 
@@ -122,17 +134,49 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
 
 
 def _row_count_anomaly(rows: int, history: list[int], quality: dict) -> dg.AssetCheckResult:
+    """Nothing landed: a warning with its count. Too short a history: judged from what there
+    is once there are two loads, and said so. Otherwise a robust z-score (an error)."""
     metadata: dict = {"rows_loaded": rows, "history_runs": len(history)}
-    if rows == 0 or len(history) < quality["anomaly_min_history"]:
-        metadata["note"] = "no new rows or not enough history to judge"
+    if rows == 0:
+        metadata["note"] = "nothing landed tonight"
+        return dg.AssetCheckResult(
+            check_name=ROW_COUNT_ANOMALY_CHECK,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata=metadata,
+        )
+    if len(history) < 2:
+        metadata["note"] = "the source's first loads: no history to compare with"
         return dg.AssetCheckResult(
             check_name=ROW_COUNT_ANOMALY_CHECK, passed=True, metadata=metadata
         )
     z = robust_z(rows, history)
     metadata["robust_z"] = round(z, 2)
+    judged = len(history) >= quality["anomaly_min_history"]
+    if not judged:
+        metadata["note"] = f"{len(history)} past loads: a warning until there are enough"
     return dg.AssetCheckResult(
         check_name=ROW_COUNT_ANOMALY_CHECK,
         passed=abs(z) <= quality["anomaly_max_z"],
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.ERROR if judged else dg.AssetCheckSeverity.WARN,
         metadata=metadata,
+    )
+
+
+def _delivered_recently(conn, source: str, quality: dict, now: datetime) -> dg.AssetCheckResult:
+    """Days since this source last delivered a file that loaded (from the file ledger)."""
+    last = conn.execute(
+        "select max(loaded_at) from raw.file_ledger where source = ? and status = 'loaded'",
+        [source],
+    ).fetchall()[0][0]
+    limit = quality["max_days_without_delivery"]
+    days = None if last is None else (now - last).total_seconds() / 86400
+    return dg.AssetCheckResult(
+        check_name=DELIVERED_RECENTLY_CHECK,
+        passed=days is not None and days <= limit,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "days_since_last_delivery": round(days, 1) if days is not None else -1,
+            "max_days_without_delivery": limit,
+        },
     )
