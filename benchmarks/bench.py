@@ -309,6 +309,11 @@ def truth_frame(truth_dir: Path) -> pl.DataFrame:
     )
 
 
+def _xref(warehouse: Path) -> pl.DataFrame:
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return conn.sql("select record_key, customer_id from mart.customer_xref").pl()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -333,7 +338,13 @@ def main() -> int:
     figures["generate"]["people_per_second"] = round(args.people / figures["generate"]["seconds"])
     settings = run_pipeline(workdir, paths.landing, figures)
     if args.rerun:  # the next night with no new file: what an unchanged night costs
+        before = _xref(settings.warehouse_path)
         run_pipeline(workdir, paths.landing, figures, label="rerun")
+        after = _xref(settings.warehouse_path)
+        moved = before.join(after, on="record_key", how="full", suffix="_after").filter(
+            pl.col("customer_id").ne_missing(pl.col("customer_id_after"))
+        )
+        figures["rerun_records_moved"] = moved.height
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
         counts = {
             t: conn.execute(f"select count(*) from {t}").fetchall()[0][0]
@@ -422,6 +433,7 @@ def report(f: dict) -> None:
     if "rerun" in f:
         print(
             f"rerun, no new files {f['rerun']['seconds']:>8.1f} s  peak RSS {f['rerun']['peak_rss_mb']:,} MB"
+            f"  records moved to another customer {f['rerun_records_moved']:,}"
         )
         for step, seconds in sorted(f["rerun_stages_seconds"].items(), key=lambda kv: -kv[1])[:8]:
             print(f"  {step:<36} {seconds:>7.2f} s")

@@ -430,3 +430,30 @@ def test_the_analyst_pii_check_counts_an_identifying_value_but_not_a_city(tmp_pa
         )
         # the email, the street, the full name and the phone: four values; the city is allowed
         assert pii_values_in(conn, analyst) == 4
+
+
+def test_erased_values_cannot_be_read_from_any_file_the_night_leaves(materialised, demo_data):
+    """Deleted rows stay readable in a DuckDB file's free blocks: after an erasure the night is
+    published as a fresh copy. Not a byte of an erased person's emails is in the warehouse
+    file, the work folder or the exports; the same search finds other people's emails there."""
+    settings, _ = materialised
+    people = erased_people(settings, demo_data)
+    assert people.height >= 3
+    erased = {e.lower() for e in people["email"]} | {
+        e.lower() for e in people["old_email"].drop_nulls()
+    }
+    files = [settings.warehouse_path] + [
+        f
+        for folder in (settings.work_path, settings.exports_dir)
+        if folder.exists()
+        for f in folder.rglob("*")
+        if f.is_file()
+    ]
+    blobs = {f: f.read_bytes().lower() for f in files}
+    found = {(str(f), e) for f, blob in blobs.items() for e in erased if e.encode() in blob}
+    assert not found
+    persons = pl.read_parquet(demo_data / "demo" / "truth" / "persons.parquet")
+    others = persons.filter(~pl.col("person_id").is_in(people["person_id"].implode()))
+    warehouse = blobs[settings.warehouse_path]
+    seen = sum(e.lower().encode() in warehouse for e in others["email"].head(200))
+    assert seen > 0  # the search would have found them
