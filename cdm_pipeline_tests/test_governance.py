@@ -457,3 +457,43 @@ def test_erased_values_cannot_be_read_from_any_file_the_night_leaves(materialise
     warehouse = blobs[settings.warehouse_path]
     seen = sum(e.lower().encode() in warehouse for e in others["email"].head(200))
     assert seen > 0  # the search would have found them
+
+
+@pytest.mark.parametrize(
+    ("row", "reason", "received"),
+    [
+        (",erasure,ann@example.org,,Ann Lee,2025-06-01 09:00:00,GDPR", "request_id", "2025-06-01"),
+        ("R1,access,ann@example.org,,Ann Lee,2025-06-03 09:00:00,GDPR", "unique", "2025-06-03"),
+        ("R2,erasure,,,Ann Lee,2025-06-01 09:00:00,GDPR", "no email or phone", "2025-06-01"),
+        ("R3,erasure,ann@example.org,,Ann Lee,the first of June,GDPR", "unreadable", None),
+    ],
+    ids=["empty-id", "id-used-before", "no-identifier", "bad-date"],
+)
+def test_every_landed_request_has_a_log_row_with_its_reason(tmp_path, row, reason, received):
+    """No request is lost or mis-dated: each case lands beside a valid request R1 and has its
+    own row in the log, waiting for a steward, due from the date it was received as written
+    (or from when it landed when that date does not read); overdue ones are counted."""
+    from cdm_pipeline_tests.test_household_erasure import REQUEST_COLUMNS, _write_crm
+
+    landing = tmp_path / "landing"
+    _write_crm(landing, {"C1": {"first_name": "Ann", "last_name": "Lee", "email": "ann@x.org"}})
+    (landing / "privacy_requests").mkdir(parents=True)
+    (landing / "privacy_requests" / "r.csv").write_text(
+        f"{REQUEST_COLUMNS}\nR1,erasure,ann@x.org,,Ann Lee,2025-06-02 09:00:00,GDPR\n{row}\n"
+    )
+    settings = make_settings(tmp_path, landing)
+    result = run_pipeline(settings)
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        log = conn.execute(
+            "select request_id, status, reason, received_at::date::varchar, due_at > received_at "
+            "from governance.privacy_request_log order by request_id"
+        ).fetchall()
+    assert len(log) == 2, log  # R1 and the case, each once
+    case = next(entry for entry in log if entry[2] and reason in entry[2])
+    assert case[1] == "needs_steward" and case[4]
+    if received is not None:
+        assert case[3] == received
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    overdue = checks["privacy_requests_past_deadline"]
+    if received is not None:  # received in 2025: long overdue, and counted
+        assert overdue.passed is False and overdue.metadata["past_deadline"].value >= 1

@@ -244,7 +244,9 @@ def process_access_requests(
     for request in requests:
         n = len(holder_of.get(request.request_id, []))
         if n != 1:
-            reason = steward_reason(n, request.request_id in mismatched)
+            reason = steward_reason(
+                n, request.request_id in mismatched, bool(request.email or request.phone)
+            )
             outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
             outcome.needs_steward += 1
             log_request(conn, request, "needs_steward", reason, n, 0, now, run_id, deadlines)

@@ -62,6 +62,8 @@ create table if not exists governance.privacy_request_log (
 );
 alter table governance.privacy_request_log add column if not exists received_at timestamp;
 alter table governance.privacy_request_log add column if not exists due_at timestamp;
+alter table governance.privacy_request_log add column if not exists source_file varchar;
+alter table governance.privacy_request_log add column if not exists row_number bigint;
 """
 SCANNED_SCHEMAS = ("raw", "staging", "quarantine", "identity", "mart", "analytics")
 
@@ -147,24 +149,49 @@ def log_invalid_requests(
     now: datetime,
     run_id: str,
 ) -> int:
-    """Requests that failed their contract (no jurisdiction, an unknown type) are not lost in
-    quarantine: each waits in the log for a steward, with the checks it failed and a deadline
-    counted from when it landed. Returns how many were logged tonight."""
+    """Every request row that failed its contract (no id, an id already used, no jurisdiction, an
+    unknown type, a date that does not read) waits in the log for a steward, one log row per
+    landed row (by file and line), with the checks it failed and the date it was received as
+    written: its deadline runs from then (from when it landed when the date does not read, and
+    the reason says so). Returns how many were logged tonight."""
     conn.execute(REQUEST_LOG_DDL)
-    names = [s.name for s in sources.values() if s.role == "privacy_request"]
+    received_column = {s.name: s.event_at for s in sources.values() if s.role == "privacy_request"}
     rows = conn.execute(
-        "select coalesce(record_id, source_file || '#' || row_number) as request_id, source, "
-        "'invalid request: ' || failed_checks, min(quarantined_at) from quarantine.rejected_rows q "
-        "where source in (select unnest($names)) and not exists (select 1 from "
-        "governance.privacy_request_log l where l.source = q.source "
-        "and l.request_id = coalesce(q.record_id, q.source_file || '#' || q.row_number)) "
-        "group by all",
-        {"names": names},
+        "select q.source, q.source_file, q.row_number, nullif(trim(q.record_id), ''), "
+        "q.failed_checks, q.raw_row, q.quarantined_at from quarantine.rejected_rows q "
+        "where q.source in (select unnest($names)) and not exists (select 1 from "
+        "governance.privacy_request_log l where l.source = q.source and (("
+        "l.source_file = q.source_file and l.row_number = q.row_number) or ("
+        "l.request_type = 'invalid' and l.source_file is null and l.request_id = "
+        "coalesce(q.record_id, q.source_file || '#' || q.row_number)))) "
+        "order by q.source, q.source_file, q.row_number",
+        {"names": list(received_column)},
     ).fetchall()
-    for request_id, source, reason, landed in rows:
-        request = PrivacyRequest(source, request_id, "invalid", None, None, landed, None)
-        log_request(conn, request, "needs_steward", reason, 0, 0, now, run_id, deadlines)
+    for source, file, line, written_id, failed, raw_row, landed in rows:
+        # Named by its file and line too: its id may be empty, or a valid request's.
+        request_id = f"{written_id or ''} ({file} line {line})".strip()
+        received = _written_timestamp(conn, raw_row, received_column.get(source))
+        reason = f"invalid request: {failed}"
+        if received is None:
+            reason += "; received date unreadable: deadline counted from when it landed"
+        request = PrivacyRequest(source, request_id, "invalid", None, None, received or landed)
+        log_request(
+            conn, request, "needs_steward", reason, 0, 0, now, run_id, deadlines, (file, line)
+        )
     return len(rows)
+
+
+def _written_timestamp(conn, raw_row: str | None, column: str | None) -> datetime | None:
+    """The row's date as the requester's system wrote it, if it reads as a timestamp."""
+    if not raw_row or not column:
+        return None
+    try:
+        value = json.loads(raw_row).get(column)
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return conn.execute("select try_cast(? as timestamp)", [value.strip()]).fetchall()[0][0]
 
 
 def due_date(request: PrivacyRequest, deadlines: dict, now: datetime) -> datetime:
@@ -745,11 +772,16 @@ def log_request(
     now: datetime,
     run_id: str,
     deadlines: dict | None = None,
+    landed_at: tuple[str, int] | None = None,
 ) -> None:
+    """One row of ``governance.privacy_request_log`` (``landed_at``: the file and line of a
+    request row that never reached staging)."""
+    source_file, row_number = landed_at or (None, None)
     conn.execute(
         "insert into governance.privacy_request_log by name select ? as request_id, ? as source, "
         "? as request_type, ? as status, ? as reason, ? as customers_matched, "
-        "? as records_affected, ? as processed_at, ? as run_id, ? as received_at, ? as due_at",
+        "? as records_affected, ? as processed_at, ? as run_id, ? as received_at, ? as due_at, "
+        "? as source_file, ? as row_number",
         [
             request.request_id,
             request.source,
@@ -762,6 +794,8 @@ def log_request(
             run_id,
             request.received_at,
             due_date(request, deadlines or DEFAULT_DEADLINES, now),
+            source_file,
+            row_number,
         ],
     )
 
@@ -783,8 +817,15 @@ def open_requests(conn: duckdb.DuckDBPyConnection, now: datetime) -> tuple[int, 
     return waiting, overdue
 
 
-def steward_reason(customers_matched: int, name_mismatch: bool = False) -> str:
+NO_IDENTIFIER = "no email or phone to find the requester by"
+
+
+def steward_reason(
+    customers_matched: int, name_mismatch: bool = False, identified: bool = True
+) -> str:
     """Why a request cannot be served automatically: it is never guessed."""
+    if not identified:
+        return NO_IDENTIFIER
     if customers_matched == 0:
         return NAME_MISMATCH if name_mismatch else "matches no customer"
     return f"matches {customers_matched} customers"
@@ -836,7 +877,9 @@ def process_erasures(
                 outcome.erased_customers += 1
                 log_request(conn, request, "erased", None, 1, None, now, run_id, deadlines)
             else:
-                reason = steward_reason(n, request.request_id in mismatched)
+                reason = steward_reason(
+                    n, request.request_id in mismatched, bool(request.email or request.phone)
+                )
                 outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
                 outcome.needs_steward += 1
                 log_request(conn, request, "needs_steward", reason, n, 0, now, run_id, deadlines)
