@@ -64,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "currency_rates_to_usd": {"USD": 1.0, "EUR": 1.08, "GBP": 1.27},
     "retention": {"quarantine_days": 90, "default_source_days": None},
     "privacy": {"deadline_days": {"GDPR": 30, "CCPA": 45}},
-    "ingest": {"max_field_chars": 65_536},
+    "ingest": {"max_field_chars": 65_536, "control_characters": "quarantine"},
 }
 # Sections whose keys the user names (currencies, jurisdictions, fields); all others are fixed,
 # and a key they do not have is a mistake ("retention_dayz"), not a setting.
@@ -85,7 +85,17 @@ def load_config(path: Path | None) -> dict[str, Any]:
         if not isinstance(document, dict):
             raise ConfigError(f"{path}: expected a mapping of sections")
         _merge(config, document, str(path), ())
+        for section, key, allowed in CHOICES:
+            if config[section][key] not in allowed:
+                raise ConfigError(
+                    f"{path}: {section}.{key} is {config[section][key]!r}; one of "
+                    + ", ".join(allowed)
+                )
     return config
+
+
+# Settings that take one of a few words.
+CHOICES = (("ingest", "control_characters", ("quarantine", "strip")),)
 
 
 def _merge(base: dict, override: dict, path: str, where: tuple[str, ...]) -> None:

@@ -115,3 +115,75 @@ def test_a_partner_source_with_its_own_columns_runs_by_configuration_alone(tmp_p
     assert xref["PL-4"] == xref["PL-5"]  # Robert / Bob Smith
     assert phones["PL-1"] == "+4915123456789" and phones["PL-4"] == "+12125550134"
     assert customers == 3
+
+
+def _row(number: int, first: str = "Ann", email: str | None = None) -> str:
+    return GOOD_ROW.replace("C1,Ann", f"C{number},{first}", 1).replace(
+        "ann@example.com", email or f"ann{number}@example.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "staged", "quarantined", "reason"),
+    [
+        (
+            [_row(n, '"Ann' if n == 4 else "Ann") for n in range(1, 11)],
+            9,
+            1,
+            "line 5: unquoted value (a quote left open)",
+        ),
+        ([_row(1), _row(2, "An\rna"), _row(3)], 2, 1, "control character in first_name"),
+        (
+            [_row(1), _row(2, email="x\x00y@example.com"), _row(3, "Ann\x00a")],
+            1,
+            2,
+            "control character in",
+        ),
+        ([_row(1), _row(2, "A" * (33 * 1024 * 1024)), _row(3)], 2, 1, "line size over maximum"),
+        ([_row(1), _row(2, '"Ann\nMarie"'), _row(3)], 3, 0, None),
+    ],
+    ids=[
+        "quote-left-open",
+        "bare-carriage-return",
+        "nul-bytes",
+        "line-over-32-MiB",
+        "value-on-two-lines",
+    ],
+)
+def test_no_line_vanishes_or_swallows_another(tmp_path, conn, rows, staged, quarantined, reason):
+    """Every line is a row or a quarantined row with its line number and text: a quote left open
+    costs its own line only, a carriage return inside a value splits nothing, NUL bytes never
+    pass, and a line of any length is accounted for."""
+    landing = tmp_path / "landing"
+    land(landing, "hostile.csv", (HEADER + "\n" + "\n".join(rows) + "\n").encode())
+    summary = load_new_files(conn, CRM, landing, "r1")
+    assert summary.rows_loaded == staged + quarantined
+    errors = [
+        e
+        for (e,) in conn.execute(
+            "select _parse_error from raw.crm_contacts where _parse_error is not null"
+        ).fetchall()
+    ]
+    assert len(errors) == quarantined
+    if reason:
+        assert all(reason in e for e in errors), errors
+        texts = conn.execute(
+            "select length(json_extract_string(_extra, '$._line')) from raw.crm_contacts "
+            "where _parse_error like 'line%'"
+        ).fetchall()
+        assert all(n is None or n <= 65_536 for (n,) in texts)  # kept, cut to the field limit
+
+
+def test_a_jsonl_key_no_line_carries_is_null_not_a_rejected_file(tmp_path, conn):
+    signups = SOURCES["web_signups"]
+    folder = tmp_path / "landing" / "web_signups"
+    folder.mkdir(parents=True)
+    (folder / "w.jsonl").write_text(
+        '{"signup_id": "W1", "email": "a@example.com", "signed_up_at": "2025-01-01T00:00:00"}\n'
+        '{"signup_id": "W2", "email": "b@example.com", "signed_up_at": "2025-01-02T00:00:00"}\n'
+    )
+    summary = load_new_files(conn, signups, tmp_path / "landing", "r1")
+    assert (summary.files_rejected, summary.rows_loaded) == (0, 2)
+    assert conn.execute("select count(*) from raw.web_signups where device is null").fetchall() == [
+        (2,)
+    ]

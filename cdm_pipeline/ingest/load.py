@@ -91,6 +91,7 @@ def load_new_files(
     run_id: str,
     phone_regions: tuple[str, ...] = ("US",),
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+    control_characters: str = "quarantine",
 ) -> LoadSummary:
     """Land every file not loaded before. A file is known by its content hash, so a renamed copy
     is skipped too; a rejected file is retried only when its registry entry changes. Rows of
@@ -136,7 +137,7 @@ def load_new_files(
             continue
         now = datetime.now()
         try:
-            frame = read_landing_file(path, spec, max_field_chars)
+            frame = read_landing_file(path, spec, max_field_chars, control_characters)
         except FileRejected as exc:
             summary.files_rejected += 1
             summary.rejections.append(str(exc))

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,12 +43,17 @@ def file_sha256(path: Path) -> str:
 
 
 def read_landing_file(
-    path: Path, spec: SourceSpec, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+    path: Path,
+    spec: SourceSpec,
+    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+    control_characters: str = "quarantine",
 ) -> pl.DataFrame:
     """Return the declared columns as text, ``_extra`` (undeclared columns as JSON),
     ``_parse_error`` (why a row cannot be used: a ragged or cut line, bad JSON, an oversized
     field; the row is quarantined with its text, cut to ``max_field_chars``) and ``_row_number``
-    (1-based). The whole file is rejected only when no row can be read from it."""
+    (1-based). The whole file is rejected only when no row can be read from it. A value holding
+    a control character (a NUL byte, a stray carriage return) quarantines its row, or with
+    ``control_characters="strip"`` loses the character."""
     if path.stat().st_size == 0:
         raise FileRejected(f"{path.name}: empty file (0 bytes)")
     try:
@@ -68,7 +74,7 @@ def read_landing_file(
         raise FileRejected(
             f"{path.name}: cannot parse as {spec.format} ({type(exc).__name__})"
         ) from None
-    return _conform(frame, path, spec, max_field_chars)
+    return _conform(frame, path, spec, max_field_chars, control_characters)
 
 
 def _decode(path: Path, encoding: str) -> str:
@@ -102,6 +108,9 @@ def _read_csv(path: Path, text: str, encoding: str, max_field_chars: int) -> pl.
             f"header has {'duplicate' if duplicated else 'empty'} column names"
             + (f" ({', '.join(duplicated)})" if duplicated else "")
         )
+    line_limit = max(2 * 1024 * 1024, 4 * max_field_chars)
+    if _needs_care(text, line_limit):
+        return _read_csv_carefully(text, names, max_field_chars, line_limit)
     with path.open("rb") as handle:
         has_bom = handle.read(3) == b"\xef\xbb\xbf"
     as_is = encoding.lower().replace("_", "-") in ("utf-8", "utf8") and not has_bom
@@ -116,7 +125,7 @@ def _read_csv(path: Path, text: str, encoding: str, max_field_chars: int) -> pl.
                 params={
                     "path": str(source),
                     "columns": columns,
-                    "line_limit": max(2 * 1024 * 1024, 4 * max_field_chars),
+                    "line_limit": line_limit,
                 },
             ).pl()
             rejects = conn.sql(
@@ -150,6 +159,99 @@ def _read_csv(path: Path, text: str, encoding: str, max_field_chars: int) -> pl.
     return frame
 
 
+def _needs_care(text: str, line_limit: int) -> bool:
+    """Whether DuckDB's reader could lose or merge lines of this file: a carriage return that
+    ends no line (it would split a row), a line over the reader's limit (over its buffer it is
+    dropped without a trace), or an odd number of quotes on a line (a quote left open swallows
+    the lines after it; a value with a line break in it looks the same here, and is read so)."""
+    if "\r" in text.replace("\r\n", "") or "\x00" in text:
+        return True
+    for line in text.split("\n"):
+        if len(line) > line_limit or line.count('"') % 2:
+            return True
+    return False
+
+
+# How many further lines a quoted value may span before its opening quote is taken as a mistake.
+MAX_LINES_IN_A_VALUE = 100
+
+
+def _read_csv_carefully(
+    text: str, names: list[str], max_field_chars: int, line_limit: int
+) -> pl.DataFrame:
+    """Line by line, in Python: every line of the file is a row or part of one, or a quarantined
+    row with its line number and text. Lines end at a line feed (a carriage return before it is
+    dropped; one anywhere else stays in its value, where it is then quarantined as a control
+    character). A quote left open quarantines its own line, and reading resumes at the next."""
+    csv.field_size_limit(sys.maxsize)
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    good: list[list[str | None]] = []
+    bad: list[dict[str, str]] = []
+    number = 1  # the header is line 1
+    while number < len(lines):
+        line = lines[number]
+        start = number + 1
+        record, used = line, 1
+        while record.count('"') % 2 and used <= MAX_LINES_IN_A_VALUE and number + used < len(lines):
+            record += "\n" + lines[number + used]
+            used += 1
+        fields = _fields(record) if record.count('"') % 2 == 0 else None
+        if fields is None or (used > 1 and len(fields) != len(names)):
+            if line.count('"') % 2:
+                bad.append(
+                    _bad_row(start, "unquoted value (a quote left open)", line, max_field_chars)
+                )
+                number += 1
+                continue
+            fields = _fields(line)
+            record, used = line, 1
+        number += used
+        if len(record) > line_limit:
+            bad.append(_bad_row(start, "line size over maximum", record, max_field_chars))
+        elif fields is None:
+            bad.append(_bad_row(start, "unquoted value", record, max_field_chars))
+        elif len(fields) != len(names):
+            problem = "too many columns" if len(fields) > len(names) else "missing columns"
+            bad.append(_bad_row(start, problem, record, max_field_chars))
+        else:
+            good.append([value if value != "" else None for value in fields])
+    if not good and bad:
+        raise FileRejected(f"no line could be read as CSV with this header ({bad[0][PARSE_ERROR]})")
+    frame = pl.DataFrame(good, schema={n: pl.String for n in names}, orient="row").with_columns(
+        pl.lit(None, dtype=pl.String).alias(PARSE_ERROR), pl.lit(None, dtype=pl.String).alias(LINE)
+    )
+    if text and not text.endswith("\n") and good and not (bad and bad[-1]["_at"] == len(lines)):
+        frame = frame.with_columns(
+            pl.when(pl.int_range(pl.len()) == pl.len() - 1)
+            .then(pl.lit(f"line {len(lines)}: no line end, the file may be cut"))
+            .otherwise(pl.col(PARSE_ERROR))
+            .alias(PARSE_ERROR)
+        )
+    if bad:
+        frame = pl.concat(
+            [frame, pl.DataFrame([{k: v for k, v in b.items() if k != "_at"} for b in bad])],
+            how="diagonal",
+        )
+    return frame
+
+
+_CR = "\ue00d"  # a private-use stand-in: Python's CSV reader would end a row at a bare CR
+
+
+def _fields(record: str) -> list[str] | None:
+    try:
+        rows = list(csv.reader(io.StringIO(record.replace("\r", _CR), newline=""), strict=True))
+    except csv.Error:
+        return None
+    return [f.replace(_CR, "\r") for f in rows[0]] if len(rows) == 1 else None
+
+
+def _bad_row(line: int, problem: str, text: str, max_field_chars: int) -> dict:
+    return {PARSE_ERROR: f"line {line}: {problem}", LINE: text[:max_field_chars], "_at": line}
+
+
 class _utf8_copy:
     """The file itself when DuckDB can read it as is, else a temporary UTF-8 copy (removed on
     exit: it holds the file's data)."""
@@ -175,7 +277,10 @@ def _read_jsonl(text: str, max_field_chars: int) -> pl.DataFrame:
     """Parse line by line so one broken line becomes one quarantined row (with its text), not a
     lost file: bad JSON, a line that is not an object, one nested too deep, a key given twice."""
     rows: list[dict[str, str | None]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at a line feed only: a carriage return or a form feed inside a value is part of
+    # it (then quarantined as a control character), not a row break.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line[:-1] if line.endswith("\r") else line
         if not line.strip():
             continue
         try:
@@ -221,7 +326,11 @@ def _as_text(value: object) -> str | None:
 
 
 def _conform(
-    frame: pl.DataFrame, path: Path, spec: SourceSpec, max_field_chars: int
+    frame: pl.DataFrame,
+    path: Path,
+    spec: SourceSpec,
+    max_field_chars: int,
+    control_characters: str = "quarantine",
 ) -> pl.DataFrame:
     """Map headers to declared columns (exact, then case-insensitive) and pack the rest as JSON."""
     frame = frame.rename({c: c.strip() for c in frame.columns})
@@ -234,11 +343,17 @@ def _conform(
         and declared[c.lower()] not in frame.columns
     }
     frame = frame.rename(renames)
-    missing = [c for c in spec.required_columns if c not in frame.columns]
+    # A CSV header without a declared column is an export that changed: the file is refused. A
+    # JSON line leaves out a key whose value is null, so a key no line carries is null (a
+    # required value then fails its contract row by row).
+    missing = [
+        c for c in spec.required_columns if c not in frame.columns and spec.format != "jsonl"
+    ]
     has_rows = PARSE_ERROR not in frame.columns or frame[PARSE_ERROR].is_null().any()
     if missing and has_rows:
         raise FileRejected(f"{path.name}: missing required column(s) {', '.join(missing)}")
     frame = _cut_long_fields(frame, max_field_chars)
+    frame = _control_characters(frame, control_characters)
     extra = [c for c in frame.columns if c not in spec.column_names and c != PARSE_ERROR]
     extra_json = pl.struct(extra).struct.json_encode() if extra else pl.lit(None, dtype=pl.String)
     parse_error = (
@@ -253,6 +368,40 @@ def _conform(
         parse_error.alias(PARSE_ERROR),
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW_NUMBER),
     )
+
+
+# Control characters no name, email or address holds: NUL and the other C0 codes but tab and
+# line feed, DEL, and a carriage return that does not end a line.
+CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r[^\n]|\r$"
+
+
+def _control_characters(frame: pl.DataFrame, mode: str) -> pl.DataFrame:
+    """Quarantine the rows whose values hold a control character (``x\\x00y@example.com`` is no
+    email, ``Ann\\x00a`` no name), or, with ``mode="strip"``, remove the characters."""
+    columns = [c for c in frame.columns if c not in (PARSE_ERROR, LINE)]
+    if not columns:
+        return frame
+    if mode == "strip":
+        return frame.with_columns(
+            pl.col(c)
+            .str.replace_all(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "")
+            .str.replace_all("\r\n", "\n")
+            .str.replace_all("\r", "")
+            for c in columns
+        )
+    found = [pl.when(pl.col(c).str.contains(CONTROL)).then(pl.lit(c)) for c in columns]
+    frame = frame.with_columns(_control=pl.concat_str(found, separator=", ", ignore_nulls=True))
+    if frame["_control"].fill_null("").str.len_chars().max() in (0, None):
+        return frame.drop("_control")
+    if PARSE_ERROR not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(PARSE_ERROR))
+    message = pl.lit("control character in ") + pl.col("_control")
+    return frame.with_columns(
+        pl.when(pl.col("_control") != "")
+        .then(pl.concat_str([pl.col(PARSE_ERROR), message], separator="; ", ignore_nulls=True))
+        .otherwise(pl.col(PARSE_ERROR))
+        .alias(PARSE_ERROR)
+    ).drop("_control")
 
 
 def _cut_long_fields(frame: pl.DataFrame, limit: int) -> pl.DataFrame:

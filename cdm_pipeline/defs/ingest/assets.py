@@ -75,6 +75,7 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 context.run.run_id,
                 tuple(config["standardise"]["phone_regions"]),
                 config["ingest"]["max_field_chars"],
+                config["ingest"]["control_characters"],
             )
             history = [
                 r[0]
