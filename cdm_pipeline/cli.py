@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -469,12 +470,19 @@ def _print_next_steps(settings, run_id: str) -> None:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    """The Dagster webserver and daemon on this project's Definitions: ``dagster dev -m`` works
-    from any folder and any install (``dg dev``, its successor, needs the project checkout;
-    both load the same Definitions), so its "use dg dev" notice is not shown."""
+    """The Dagster webserver and daemon on this project's Definitions, through the shipped
+    ``workspace.yaml`` (the same code location name, ``cdm_pipeline``, as ``dagster dev`` in a
+    checkout: UI links are the same either way). ``dg dev``, its successor, needs the project
+    checkout; both load the same Definitions. Ctrl-C or SIGTERM stops the whole process tree
+    (webserver, daemon, code servers) within ten seconds."""
     from cdm_pipeline.instance import dagster_home
+    from cdm_pipeline.settings import bundled
 
     dagster_home()
+    # The code server may start in another folder than this one: the data folder goes absolute.
+    os.environ.setdefault(
+        "CDM_DATA_DIR", str(Path(os.environ.get("CDM_DATA_DIR", "data")).resolve())
+    )
     command = [
         sys.executable,
         "-W",
@@ -482,21 +490,57 @@ def _ui(args: argparse.Namespace) -> int:
         "-m",
         "dagster",
         "dev",
-        "-m",
-        "cdm_pipeline.definitions",
+        "-w",
+        str(bundled("workspace.yaml")),
         "-h",
         args.host,
         "-p",
         str(args.port),
     ]
     print(f"Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it)")
-    ui = subprocess.Popen(command)
+    # Its own process group, with the default handlers (a shell that started cdm in the
+    # background ignores SIGINT, and the children would inherit that): stopped as one.
+    ui = subprocess.Popen(command, start_new_session=True, preexec_fn=_default_signals)
+    stopping = []
+
+    def stop(signum, _frame) -> None:
+        stopping.append(signum)
+        _stop_group(ui)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return ui.wait()
-    except KeyboardInterrupt:  # the UI got the same Ctrl-C: let it shut down its processes
-        ui.wait()
+        code = ui.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stopping:
         print("Dagster UI stopped")
         return 0
+    return code
+
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop_group(process: subprocess.Popen, grace: float = 6.0) -> None:
+    """SIGTERM to the process group, then SIGKILL to what is left after ``grace`` seconds."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 if __name__ == "__main__":

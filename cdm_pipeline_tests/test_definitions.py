@@ -98,3 +98,16 @@ def test_settings_travel_to_step_processes_through_the_environment(tmp_path, mon
     for name, value in settings.environ().items():
         monkeypatch.setenv(name, value)
     assert load_settings() == settings
+
+
+def test_only_columns_holding_personal_values_are_tagged_pii():
+    """Numbers and flags that merely name a field are not personal data: the UI masks what is."""
+    from cdm_pipeline.defs.metadata import is_pii
+
+    assert is_pii("email", data_type="VARCHAR")
+    assert is_pii("birth_date", data_type="DATE")
+    assert is_pii("given", {"given"}, data_type="VARCHAR")  # a source's declared identity column
+    assert not is_pii("email_interactions", data_type="BIGINT")
+    assert not is_pii("first_name_key_level", data_type="TINYINT")
+    assert not is_pii("email_norm_weight", data_type="DOUBLE")
+    assert not is_pii("is_email_contactable", data_type="BOOLEAN")

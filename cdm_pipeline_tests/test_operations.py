@@ -140,3 +140,66 @@ def test_the_sensor_settles_a_killed_night_and_the_schedule_runs_the_next(
             instance=instance, tags=request.tags, raise_on_error=False
         )
         assert result.success
+
+
+def test_cdm_ui_stops_its_whole_process_tree_on_sigterm(tmp_path):
+    """`cdm ui` started in the background (as a service manager or a shell job would) and sent
+    SIGTERM: the webserver, the daemon and the code servers are gone within ten seconds."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CDM_")},
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "CDM_DATA_DIR": str(tmp_path / "data"),
+    }
+    (tmp_path / "data" / "landing").mkdir(parents=True)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "cdm_pipeline.cli", "ui", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # a background job
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+            break
+        except OSError:
+            assert ui.poll() is None
+            time.sleep(1)
+    else:
+        pytest.fail("the UI never answered")
+    tree = _descendants(ui.pid)
+    assert tree  # the webserver, the daemon, the code server
+    started = time.monotonic()
+    ui.send_signal(signal.SIGTERM)
+    ui.wait(timeout=15)
+    while time.monotonic() - started < 10 and any(_running(pid) for pid in tree):
+        time.sleep(0.2)
+    assert not [pid for pid in tree if _running(pid)]
+    assert time.monotonic() - started < 10
+
+
+def _descendants(pid: int) -> list[int]:
+    children = subprocess.run(
+        ["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True
+    ).stdout.split("\n")
+    parent_of = {int(p): int(pp) for p, pp in (line.split() for line in children if line.strip())}
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        kids = [p for p, pp in parent_of.items() if pp == current]
+        found += kids
+        frontier += kids
+    return found
+
+
+def _running(pid: int) -> bool:
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return bool(state.stdout.strip()) and not state.stdout.strip().startswith("Z")

@@ -84,10 +84,17 @@ PII_NAME_PARTS = (
 MASK = "•••"
 
 
-def is_pii(column: str, declared: set[str] = frozenset()) -> bool:
-    return column in declared or (
-        any(part in column for part in PII_NAME_PARTS) and not column.startswith("source")
-    )
+def is_pii(column: str, declared: set[str] = frozenset(), data_type: str = "VARCHAR") -> bool:
+    """Personal data: a source's declared identity column, or a text column whose name says
+    so. A number (``email_interactions``, a comparison's ``*_level``) or a date that merely
+    names a field holds no personal value (birth dates aside)."""
+    kind = data_type.upper()
+    textual = kind.startswith(("VARCHAR", "JSON", "STRUCT", "MAP", "LIST")) or kind.endswith("[]")
+    if column in declared:
+        return True
+    if not textual and not (kind == "DATE" and "birth" in column):
+        return False
+    return any(part in column for part in PII_NAME_PARTS) and not column.startswith("source")
 
 
 def table_metadata(
@@ -113,10 +120,12 @@ def table_metadata(
         f"select {', '.join(quote_ident(c) for c in shown)} from {qualified} limit {int(preview_rows)}"
     ).fetchall()
 
+    types = dict(columns)
+
     def cell(column: str, value: object) -> str:
         if value is None:
             return ""
-        if is_pii(column, pii):
+        if is_pii(column, pii, types[column]):
             return MASK
         return str(value).replace("|", "/").replace("\n", " ")[:40]
 
@@ -136,7 +145,9 @@ def table_metadata(
             dg.TableSchema(
                 columns=[
                     dg.TableColumn(
-                        name=c, type=t.lower(), tags={"pii": "true"} if is_pii(c, pii) else {}
+                        name=c,
+                        type=t.lower(),
+                        tags={"pii": "true"} if is_pii(c, pii, t) else {},
                     )
                     for c, t in columns
                 ]
