@@ -140,3 +140,21 @@ def test_a_blocking_check_that_fails_publishes_nothing(tmp_path, demo_data, chec
     }
     assert _digest(settings.warehouse_path) == published
     assert _digest(analyst) == analyst_before
+
+
+def test_every_blocking_check_stands_between_its_asset_and_the_publish(tmp_path):
+    """A blocking check that fails stops what is downstream of its asset; every asset with one
+    is upstream of ``serve/published_warehouse``, so no blocking check can fail and the night
+    still be published (the two tests above show it for two of them, end to end)."""
+    from cdm_pipeline.defs.build import build_definitions
+
+    defs = build_definitions(make_settings(tmp_path, tmp_path / "landing"))
+    graph = defs.resolve_asset_graph()
+    upstream = graph.get(PUBLISHED).parent_keys
+    blocking = {
+        key.asset_key
+        for key in graph.asset_check_keys
+        if graph.get_check_spec(key).blocking and key.asset_key != PUBLISHED
+    }
+    assert len(blocking) >= 15
+    assert blocking <= upstream
