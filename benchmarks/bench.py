@@ -341,10 +341,11 @@ def main() -> int:
         before = _xref(settings.warehouse_path)
         run_pipeline(workdir, paths.landing, figures, label="rerun")
         after = _xref(settings.warehouse_path)
-        moved = before.join(after, on="record_key", how="full", suffix="_after").filter(
+        both = before.join(after, on="record_key", suffix="_after")
+        figures["rerun_records_moved"] = both.filter(
             pl.col("customer_id").ne_missing(pl.col("customer_id_after"))
-        )
-        figures["rerun_records_moved"] = moved.height
+        ).height
+        figures["rerun_records_gone"] = before.height - both.height  # retention, by age
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
         counts = {
             t: conn.execute(f"select count(*) from {t}").fetchall()[0][0]
@@ -434,6 +435,7 @@ def report(f: dict) -> None:
         print(
             f"rerun, no new files {f['rerun']['seconds']:>8.1f} s  peak RSS {f['rerun']['peak_rss_mb']:,} MB"
             f"  records moved to another customer {f['rerun_records_moved']:,}"
+            f" (records gone since: {f['rerun_records_gone']:,})"
         )
         for step, seconds in sorted(f["rerun_stages_seconds"].items(), key=lambda kv: -kv[1])[:8]:
             print(f"  {step:<36} {seconds:>7.2f} s")

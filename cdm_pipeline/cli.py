@@ -447,12 +447,16 @@ def _print_next_steps(settings, run_id: str) -> None:
         ).fetchall()
     queries = bundled("sql") / "queries"
     analyst = settings.exports_dir / "analyst.duckdb"
-    print("next:")
-    print("  watch and re-run it in the UI:  cdm ui   (http://127.0.0.1:3000)")
-    print(
-        "  query the warehouse:            duckdb.connect("
-        f"'{settings.warehouse_path}', read_only=True) (Python), or the duckdb CLI"
+    # Commands that run as printed: this interpreter and this cdm, venv activated or not.
+    cdm = Path(sys.executable).with_name("cdm")
+    cdm_command = str(cdm) if cdm.exists() else f"{sys.executable} -m cdm_pipeline.cli"
+    query = (
+        f"import duckdb; print(duckdb.connect({str(settings.warehouse_path)!r}, read_only=True)"
+        ".sql('select count(*) from mart.customers'))"
     )
+    print("next:")
+    print(f"  watch and re-run it in the UI:  {cdm_command} ui   (http://127.0.0.1:3000)")
+    print(f'  query the warehouse:            {sys.executable} -c "{query}"')
     print(
         f"  ready-made queries ($params):   {queries}/ ({len(list(queries.glob('*.sql')))} files)"
     )

@@ -158,14 +158,25 @@ def _not_written_elsewhere(published: Path) -> None:
     try:
         duckdb.connect(str(published), read_only=True).close()
     except duckdb.IOException as exc:
-        if "lock" not in str(exc).lower():
+        busy = held_by_another_process(exc, published, "for writing: only the pipeline writes it")
+        if busy is None:
             raise
-        holder = re.search(r"PID (\d+)", str(exc))
-        raise WarehouseBusy(
-            f"the warehouse {published} is open by another process"
-            + (f" (pid {holder.group(1)})" if holder else "")
-            + " for writing: only the pipeline writes it"
-        ) from None
+        raise busy from None
+
+
+def held_by_another_process(
+    exc: duckdb.IOException, database: Path | str, why: str
+) -> WarehouseBusy | None:
+    """DuckDB's lock conflict as one line naming the process that holds the file (None: the
+    error is another one)."""
+    if "lock" not in str(exc).lower():
+        return None
+    holder = re.search(r"PID (\d+)", str(exc))
+    return WarehouseBusy(
+        f"the warehouse {database} is open by another process"
+        + (f" (pid {holder.group(1)})" if holder else "")
+        + f" {why}"
+    )
 
 
 def publish(published: Path, rewrite: bool) -> Path:

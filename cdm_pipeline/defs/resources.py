@@ -21,6 +21,7 @@ from cdm_pipeline.publish import (
     WarehouseBusy,
     acquire_run_lock,
     draft_path,
+    held_by_another_process,
     held_here,
     holds_run_lock,
     release_run_lock,
@@ -113,14 +114,8 @@ class WarehouseResource(DuckDBResource):
                 config={"custom_user_agent": "dagster", **self.connection_config},
             )
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise _sanitised(exc) from None
-            holder = re.search(r"PID (\d+)", str(exc))
-            raise WarehouseBusy(
-                f"the warehouse {database} is open by another process"
-                + (f" (pid {holder.group(1)})" if holder else "")
-                + ": one writer at a time"
-            ) from None
+            busy = held_by_another_process(exc, database, "(one writer at a time)")
+            raise (busy or _sanitised(exc)) from None
         try:
             yield conn
         except duckdb.Error as exc:
