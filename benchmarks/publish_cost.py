@@ -1,7 +1,7 @@
 """What a night's draft costs: the copy of the published warehouse a night starts from, and the
 fresh rewrite it is published as after an erasure or a purge (``cdm_pipeline.publish``).
 
-    .venv/bin/python benchmarks/publish_cost.py --records 1000000 [--repeat 3]
+    .venv/bin/python benchmarks/publish_cost.py --records 1000000 [--repeat 3] [--parallel]
     .venv/bin/python benchmarks/publish_cost.py --warehouse path/to/cdm.duckdb
 
 With ``--records`` it first builds a warehouse from the generator's clean profile (the whole
@@ -25,15 +25,21 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def build(records: int, workdir: Path) -> Path:
+def build(records: int, workdir: Path, parallel: bool = False) -> Path:
     from bench import run_pipeline
 
     from cdm_pipeline.demo.datasets import build as build_dataset
 
     dataset = build_dataset("clean", workdir / "data", records)
     figures: dict = {}
-    settings = run_pipeline(workdir, dataset.landing, figures, "night", dataset.sources)
-    print(f"night of {records:,} records: {figures['night']['seconds']} s")
+    settings = run_pipeline(
+        workdir, dataset.landing, figures, "night", dataset.sources, parallel=parallel
+    )
+    night = figures["night"]
+    print(
+        f"night of {records:,} records: {night['seconds']} s, success {night.get('success')}, "
+        f"peak {night.get('peak_above_start_mb')} MB above start"
+    )
     return settings.warehouse_path
 
 
@@ -42,9 +48,10 @@ def main() -> int:
     parser.add_argument("--records", type=int)
     parser.add_argument("--warehouse", type=Path)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--parallel", action="store_true", help="the night as cdm run --parallel")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="cdm-publish-"))
-    warehouse = args.warehouse or build(args.records, workdir)
+    warehouse = args.warehouse or build(args.records, workdir, args.parallel)
     size = warehouse.stat().st_size
     copies, rewrites = [], []
     for _ in range(args.repeat):
