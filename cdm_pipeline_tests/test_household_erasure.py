@@ -496,3 +496,67 @@ def test_an_access_request_shows_the_requesters_quarantined_rows(tmp_path):
     assert row["record_id"] == "C2" and row["data"]["first_name"] == "Anna"
     assert row["data"]["email"] == "anna.berg@@example.org"
     assert "email" in row["failed_checks"]
+
+
+def test_an_access_export_holds_back_a_record_linked_only_by_the_family_inbox(tmp_path):
+    """Anna and Erik Berg share one inbox; a survey answer carries only that inbox, so it may be
+    either's. The resolver leaves it unlinked; planted into Anna's customer (as a resolver that
+    over-links would), it is not in her access document but counted as held for a steward. A
+    consent event carrying only her own number, and one carrying a number that she and "Ann"
+    (the same name) hold, are hers and exported."""
+    from cdm_pipeline.governance.access import shared_value_records, subject_document
+    from cdm_pipeline.registry import load_registry
+    from cdm_pipeline.settings import PACKAGE_DATA
+
+    landing = tmp_path / "landing"
+    family = "family.berg@example.org"
+    anna = {"first_name": "Anna", "last_name": "Berg", "birth_date": "1980-05-01"}
+    _write_crm(
+        landing,
+        {
+            "C1": {**anna, "email": family, "phone": "213-555-0101"},
+            "C2": {
+                "first_name": "Erik",
+                "last_name": "Berg",
+                "email": family,
+                "phone": "213-555-0199",
+                "birth_date": "1978-02-11",
+            },
+            "C3": {
+                **anna,
+                "first_name": "Ann",
+                "email": "ann@example.org",
+                "phone": "213-555-0155",
+            },
+        },
+    )
+    (landing / "surveys").mkdir()
+    (landing / "surveys" / "s.jsonl").write_text(
+        f'{{"response_id": "S1", "email": "{family}", "submitted_at": "2026-11-01T10:00:00", '
+        '"nps": 9, "comment": null}\n'
+    )
+    (landing / "consent_events").mkdir()
+    (landing / "consent_events" / "c.csv").write_text(
+        "event_id,email,phone,purpose,action,event_at,source\n"
+        "E1,,213-555-0101,sms_marketing,grant,2026-11-02T10:00:00,web\n"
+        "E2,,213-555-0155,sms_marketing,grant,2026-11-02T10:00:00,web\n"
+    )
+    settings = make_settings(tmp_path, landing)
+    assert run_pipeline(settings).success
+    customers = _customers(settings.warehouse_path)
+    assert customers["surveys:S1"] is None
+    annas = customers["crm_contacts:C1"]
+    assert annas != customers["crm_contacts:C2"]
+    with duckdb.connect(str(settings.warehouse_path)) as conn:
+        conn.execute(
+            "update mart.customer_xref set customer_id = ? "
+            "where record_key in ('surveys:S1', 'consent_events:E2')",
+            [annas],
+        )
+        held = shared_value_records(conn, [annas])
+        document = subject_document(conn, annas, load_registry(PACKAGE_DATA / "sources.yaml"))
+    assert held.select("source", "source_record_id").rows() == [("surveys", "S1")]
+    listed = {f"{r['source']}:{r['record_id']}" for r in document["source_records"]}
+    assert "surveys:S1" not in listed
+    assert {"consent_events:E1", "consent_events:E2", "crm_contacts:C1"} <= listed
+    assert document["records_held_for_steward"] == 1

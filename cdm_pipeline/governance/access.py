@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+from rapidfuzz.distance import JaroWinkler
 
 from cdm_pipeline.golden.facts import FACTS
 from cdm_pipeline.governance.erasure import (
@@ -21,9 +22,23 @@ from cdm_pipeline.governance.erasure import (
 )
 from cdm_pipeline.governance.quarantined import quarantined_rows_of
 from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.standardise.fields import same_first_name
 from cdm_pipeline.warehouse import quote_ident, table_exists
 
 FACT_TABLES = tuple(FACTS)
+TYPO_SIMILARITY = 0.88  # the name check of requests (erasure._same_name) allows as much
+HELD_REASON = "linked only by an email or phone that people with other first names hold too"
+HELD_DDL = """
+create table if not exists governance.access_held_records (
+    request_id varchar not null,
+    customer_id varchar not null,
+    source varchar not null,
+    source_record_id varchar not null,
+    reason varchar not null,
+    held_at timestamp not null,
+    run_id varchar
+)
+"""
 
 
 def _grouped(
@@ -38,6 +53,54 @@ def _grouped(
     return out
 
 
+def shared_value_records(conn: duckdb.DuckDBPyConnection, customer_ids: list[str]) -> pl.DataFrame:
+    """``customer_id, record_key, source, source_record_id`` of the customers' records whose link
+    rests on household evidence only: the record carries neither a first name nor a birth date
+    (nothing that tells one member from another), and each email and phone it does carry is held
+    in the warehouse by people of different first names too (a family inbox, a home number).
+    An access request hands such a record to a steward, not to the requester: it may be the
+    partner's. Read by key: only the values these records carry are looked up."""
+    nameless = conn.sql(
+        "select x.customer_id, p.record_key, p.source, p.source_record_id, p.email_norm, "
+        "p.phone_e164 from identity.person_records p join mart.customer_xref x using (record_key) "
+        "where x.customer_id in (select unnest($ids)) and p.first_name_key is null "
+        "and p.birth_date is null and (p.email_norm is not null or p.phone_e164 is not null)",
+        params={"ids": sorted(set(customer_ids))},
+    ).pl()
+    if nameless.height == 0:
+        return nameless.select("customer_id", "record_key", "source", "source_record_id")
+    values = set(nameless["email_norm"].drop_nulls()) | set(nameless["phone_e164"].drop_nulls())
+    holders = conn.execute(
+        "select distinct email_norm, first_name_key from identity.person_records "
+        "where email_norm in (select unnest($v)) and first_name_key is not null "
+        "union all select distinct phone_e164, first_name_key from identity.person_records "
+        "where phone_e164 in (select unnest($v)) and first_name_key is not null",
+        {"v": sorted(values)},
+    ).fetchall()
+    names: dict[str, set[str]] = {}
+    for value, first_name in holders:
+        names.setdefault(value, set()).add(first_name)
+    shared = {value for value, held in names.items() if _different_people(held)}
+    either = pl.col("email_norm").is_null() | pl.col("email_norm").is_in(list(shared))
+    both = pl.col("phone_e164").is_null() | pl.col("phone_e164").is_in(list(shared))
+    return nameless.filter(either & both).select(
+        "customer_id", "record_key", "source", "source_record_id"
+    )
+
+
+def _different_people(first_names: set[str]) -> bool:
+    """Two of the first names cannot be one person's (not a nickname, typo or initial of it)."""
+    names = sorted(first_names)
+    return any(
+        not same_first_name(a, b)
+        and JaroWinkler.similarity(a, b) < TYPO_SIMILARITY
+        and not (len(a) == 1 and b.startswith(a))
+        and not (len(b) == 1 and a.startswith(b))
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+    )
+
+
 def subject_documents(
     conn: duckdb.DuckDBPyConnection,
     customer_ids: list[str],
@@ -46,8 +109,9 @@ def subject_documents(
 ) -> dict[str, dict]:
     """For each customer: golden record, attribute lineage, every source record (with the file and
     row it came from), consent state and history, and every fact; with ``standardise_settings``
-    also the quarantined rows that are theirs (those erasure would take). A handful of queries
-    in all, whatever the number of customers."""
+    also the quarantined rows that are theirs (those erasure would take). Records linked by
+    household evidence only (``shared_value_records``) are left out and counted. A handful of
+    queries in all, whatever the number of customers."""
     ids = {"ids": sorted(set(customer_ids))}
     among = "customer_id in (select unnest($ids))"
     customers = _grouped(conn, f"select * from mart.customers where {among}", ids, "customer_id")
@@ -99,12 +163,14 @@ def subject_documents(
         if standardise_settings is not None
         else {}
     )
+    held = shared_value_records(conn, ids["ids"])
+    held_keys = set(zip(held["source"], held["source_record_id"], strict=True))
     documents = {}
     for customer_id in ids["ids"]:
         source_records = []
         for link in links.get(customer_id, []):
             record = records.get((link["source"], link["source_record_id"]))
-            if record is None:
+            if record is None or (link["source"], link["source_record_id"]) in held_keys:
                 continue
             source_records.append(
                 {
@@ -134,6 +200,7 @@ def subject_documents(
                 for r in consent.get(customer_id, [])
             ],
             "quarantined_rows": quarantined.get(customer_id, []),
+            "records_held_for_steward": held.filter(pl.col("customer_id") == customer_id).height,
         }
     return documents
 
@@ -255,8 +322,34 @@ def process_access_requests(
         outcome.paths.append(write_document(document, folder / f"{request.request_id}.json"))
         outcome.exported += 1
         records = len(document["source_records"])
-        log_request(conn, request, "exported", None, 1, records, now, run_id, deadlines)
+        held = document["records_held_for_steward"]
+        reason = f"{held} records held for a steward: {HELD_REASON}" if held else None
+        log_request(conn, request, "exported", reason, 1, records, now, run_id, deadlines)
+    _hold_for_steward(conn, single, now, run_id)
     return outcome
+
+
+def _hold_for_steward(
+    conn: duckdb.DuckDBPyConnection, customer_of: dict[str, str], now: datetime, run_id: str
+) -> None:
+    """List tonight's held records in ``governance.access_held_records`` for a steward (ids only:
+    the record itself stays where it is)."""
+    conn.execute(HELD_DDL)
+    if not customer_of:
+        return
+    held = shared_value_records(conn, list(customer_of.values()))
+    requests = pl.DataFrame(
+        {"request_id": list(customer_of), "customer_id": list(customer_of.values())},
+        schema={"request_id": pl.String, "customer_id": pl.String},
+    )
+    rows = requests.join(held, on="customer_id").select(
+        "request_id", "customer_id", "source", "source_record_id"
+    )
+    if rows.height:
+        conn.executemany(
+            "insert into governance.access_held_records values (?, ?, ?, ?, ?, ?, ?)",
+            [[*row, HELD_REASON, now, run_id] for row in rows.iter_rows()],
+        )
 
 
 def foreign_records(conn: duckdb.DuckDBPyConnection, paths: list[Path]) -> int:
