@@ -63,6 +63,10 @@ EXPORT_DOCUMENT_SCHEMA = table_schema(
         "orders / interactions / survey_responses": ("list", "the customer's facts"),
         "consent_state": ("list", "consent per purpose and channel"),
         "quarantined_rows": ("list", "their rows kept in quarantine: source, id, why, data"),
+        "records_held_for_steward": (
+            "integer",
+            "linked records left out: only a household's email or phone links them",
+        ),
     },
     pii={"customer", "source_records", "quarantined_rows"},
 )
