@@ -32,7 +32,6 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cdm_pipeline.config import load_config  # noqa: E402
 from cdm_pipeline.defs.build import build_definitions  # noqa: E402
 from cdm_pipeline.defs.jobs import NIGHTLY_JOB  # noqa: E402
 from cdm_pipeline.demo.generator import generate  # noqa: E402
@@ -43,13 +42,14 @@ from cdm_pipeline.evaluation import (  # noqa: E402
     blocking_recall,
     evidence_ceiling,
 )
+from cdm_pipeline.locations import PACKAGE_DATA, Settings  # noqa: E402
+from cdm_pipeline.pipeline_config import load_config  # noqa: E402
 from cdm_pipeline.resolve.engine import resolve  # noqa: E402
 from cdm_pipeline.resolve.incremental import (  # noqa: E402
     ResolverState,
     model_fingerprint,
     resolve_incremental,
 )
-from cdm_pipeline.settings import PACKAGE_DATA, Settings  # noqa: E402
 
 # Truth-aware linkers on exact shared values (``evaluation.evidence_ceiling``): with the truth
 # attributing records a family shares an identifier with, then without (what any matcher can

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench import run_pipeline  # noqa: E402
 
 from cdm_pipeline.demo.generator import generate  # noqa: E402
+from cdm_pipeline.locations import PACKAGE_DATA  # noqa: E402
 from cdm_pipeline.registry import load_registry  # noqa: E402
-from cdm_pipeline.settings import PACKAGE_DATA  # noqa: E402
 
 VOLATILE = ("_loaded_at", "_run_id")
 

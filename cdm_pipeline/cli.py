@@ -20,7 +20,7 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cdm_pipeline.config import ConfigError
+    from cdm_pipeline.pipeline_config import ConfigError
     from cdm_pipeline.registry import RegistryError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -146,9 +146,9 @@ def _check_locations(args: argparse.Namespace) -> None:
     """Refuse, before anything runs, a location that cannot be right: a landing folder that is
     not there (a typo would otherwise be a quiet night with nothing landed), a sources or config
     file that is missing or broken, an output that would overwrite the warehouse."""
-    from cdm_pipeline.config import load_config
+    from cdm_pipeline.locations import load_settings
+    from cdm_pipeline.pipeline_config import load_config
     from cdm_pipeline.registry import load_registry
-    from cdm_pipeline.settings import load_settings
 
     settings = load_settings()
     if args.command in ("run", "ui") and not settings.landing_dir.is_dir():
@@ -175,9 +175,9 @@ def _acknowledge(source: str, file_name: str) -> int:
 
     from cdm_pipeline.defs.resources import redact
     from cdm_pipeline.ingest.load import acknowledge_rejection
+    from cdm_pipeline.locations import load_settings
     from cdm_pipeline.publish import WarehouseBusy, run_lock
     from cdm_pipeline.registry import load_registry
-    from cdm_pipeline.settings import load_settings
 
     settings = load_settings()
     if source not in load_registry(settings.sources_path):
@@ -200,7 +200,7 @@ def _evaluate(truth_path: Path) -> int:
     import duckdb
 
     from cdm_pipeline.evaluation import evaluate_warehouse, read_truth
-    from cdm_pipeline.settings import load_settings
+    from cdm_pipeline.locations import load_settings
 
     settings = load_settings()
     try:
@@ -217,11 +217,12 @@ def _evaluate(truth_path: Path) -> int:
 def _export_subject(args: argparse.Namespace) -> int:
     import duckdb
 
-    from cdm_pipeline.config import load_config
     from cdm_pipeline.governance.access import subject_document, write_document
-    from cdm_pipeline.governance.erasure import PrivacyRequest, match_customers
+    from cdm_pipeline.governance.matching import match_customers
+    from cdm_pipeline.governance.requests import PrivacyRequest
+    from cdm_pipeline.locations import load_settings
+    from cdm_pipeline.pipeline_config import load_config
     from cdm_pipeline.registry import load_registry
-    from cdm_pipeline.settings import load_settings
 
     settings = load_settings()
     standardise = load_config(settings.pipeline_config_path)["standardise"]
@@ -245,12 +246,12 @@ def _export_subject(args: argparse.Namespace) -> int:
 def _export_analyst_db(args: argparse.Namespace) -> int:
     import duckdb
 
-    from cdm_pipeline.defs.governance.assets import (
+    from cdm_pipeline.governance.analyst import (
         export_analyst_database,
         pii_values_in,
         staged_analyst_file,
     )
-    from cdm_pipeline.settings import load_settings
+    from cdm_pipeline.locations import load_settings
 
     settings = load_settings()
     target = args.out or settings.exports_dir / "analyst.duckdb"
@@ -320,8 +321,8 @@ def _run(resolve_mode: str = "auto", parallel: bool = False) -> int:
     # A second writer is refused before the pipeline's own modules (pandera, polars, the
     # asset graph) are imported: the answer comes in about a second.
     from cdm_pipeline.instance import running_on, settle_dead_runs, shared_instance
+    from cdm_pipeline.locations import load_settings
     from cdm_pipeline.publish import WarehouseBusy, acquire_run_lock, release_run_lock
-    from cdm_pipeline.settings import load_settings
 
     settings = load_settings()
     instance = shared_instance()
@@ -435,7 +436,7 @@ def _print_next_steps(settings, run_id: str) -> None:
     """Where the night's output is and what a person does next."""
     import duckdb
 
-    from cdm_pipeline.settings import bundled
+    from cdm_pipeline.locations import bundled
 
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
         ((exported, waiting),) = conn.execute(
@@ -480,7 +481,7 @@ def _ui(args: argparse.Namespace) -> int:
     checkout; both load the same Definitions. Ctrl-C or SIGTERM stops the whole process tree
     (webserver, daemon, code servers) within ten seconds."""
     from cdm_pipeline.instance import dagster_home
-    from cdm_pipeline.settings import bundled
+    from cdm_pipeline.locations import bundled
 
     dagster_home()
     # The code server may start in another folder than this one: the data folder goes absolute.

@@ -13,7 +13,7 @@ from functools import cache
 import duckdb
 import polars as pl
 
-from cdm_pipeline.settings import bundled
+from cdm_pipeline.locations import bundled
 
 SQL_DIR = bundled("sql")
 SCHEMAS = ("raw", "staging", "quarantine", "identity", "mart", "governance", "analytics")

@@ -14,7 +14,7 @@ from cdm_pipeline.defs.build import build_definitions
 from cdm_pipeline.defs.jobs import NIGHTLY_JOB
 from cdm_pipeline.defs.resolve.assets import resolve_run_config
 from cdm_pipeline.demo.generator import generate
-from cdm_pipeline.settings import PACKAGE_DATA, Settings
+from cdm_pipeline.locations import PACKAGE_DATA, Settings
 
 DEMO_PEOPLE = 1500
 

@@ -10,8 +10,8 @@ import polars as pl
 import yaml
 
 from cdm_pipeline.demo.generator import generate
+from cdm_pipeline.locations import PACKAGE_DATA
 from cdm_pipeline.quality import robust_z, total_variation
-from cdm_pipeline.settings import PACKAGE_DATA
 from cdm_pipeline_tests.conftest import make_settings, run_pipeline
 
 

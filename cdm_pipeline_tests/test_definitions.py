@@ -27,7 +27,7 @@ SENSOR_TICK = """
 import sys
 import dagster as dg
 from cdm_pipeline.defs.build import build_definitions
-from cdm_pipeline.settings import load_settings
+from cdm_pipeline.locations import load_settings
 sensor = build_definitions(load_settings()).resolve_sensor_def("cdm_new_landing_files")
 context = dg.build_sensor_context(cursor=sys.argv[1] or None)
 result = sensor.evaluate_tick(context)
@@ -89,7 +89,7 @@ def test_settings_travel_to_step_processes_through_the_environment(tmp_path, mon
     what ``Settings.environ`` writes, ``load_settings`` reads back unchanged."""
     from dataclasses import replace
 
-    from cdm_pipeline.settings import load_settings
+    from cdm_pipeline.locations import load_settings
 
     settings = replace(
         make_settings(tmp_path, tmp_path / "landing", sources=tmp_path / "sources.yaml"),

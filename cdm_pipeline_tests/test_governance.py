@@ -229,8 +229,8 @@ def test_retention_purges_old_interactions_and_logs_it(materialised, days):
 def test_an_erased_phone_is_found_in_national_and_international_formats(tmp_path):
     """Erasing +44 7911 123456 must also catch '07911 123456' (UK trunk zero) and
     '0044 7911 123456' (international prefix), in SQL scans and in person records."""
-    from cdm_pipeline.governance.erasure import _find_hit_values, _hit_condition
     from cdm_pipeline.governance.keys import fingerprint, secret_key
+    from cdm_pipeline.governance.scrub import _find_hit_values, _hit_condition
     from cdm_pipeline.governance.suppression import (
         ensure_suppression_list,
         suppressed_person_records,
@@ -274,8 +274,8 @@ def test_an_erased_phone_is_found_in_national_and_international_formats(tmp_path
 def test_the_completeness_scan_finds_a_stray_copy_in_any_column_and_scrub_removes_it(tmp_path):
     """An erased email typed differently in a mart table and inside a quarantined raw row (JSON)
     is found by the scan, column by column, and is gone after scrubbing; other values stay."""
-    from cdm_pipeline.governance.erasure import identifier_hits, scrub_identifiers
     from cdm_pipeline.governance.keys import fingerprint, secret_key
+    from cdm_pipeline.governance.scrub import identifier_hits, scrub_identifiers
     from cdm_pipeline.governance.suppression import ensure_suppression_list
     from cdm_pipeline.warehouse import ensure_schemas, sql_text
 
@@ -334,7 +334,7 @@ def test_invalid_privacy_requests_wait_for_a_steward_with_the_failed_checks(mate
 def test_a_request_open_past_its_deadline_is_counted(tmp_path):
     from datetime import datetime, timedelta
 
-    from cdm_pipeline.governance.erasure import (
+    from cdm_pipeline.governance.requests import (
         REQUEST_LOG_DDL,
         PrivacyRequest,
         log_request,
@@ -363,7 +363,8 @@ def test_a_request_open_past_its_deadline_is_counted(tmp_path):
 
 def test_access_requests_match_the_email_exactly(materialised):
     """victim+x@gmail.com is not victim@gmail.com when data is handed out."""
-    from cdm_pipeline.governance.erasure import PrivacyRequest, match_customers
+    from cdm_pipeline.governance.matching import match_customers
+    from cdm_pipeline.governance.requests import PrivacyRequest
 
     settings, _ = materialised
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
@@ -403,7 +404,7 @@ def test_database_errors_carry_no_data_values_and_release_the_file(tmp_path):
 def test_the_analyst_pii_check_counts_an_identifying_value_but_not_a_city(tmp_path):
     """The check that guards the analyst database finds a leaked email, phone, full name or
     street in any text column (however its case), and lets a city through."""
-    from cdm_pipeline.defs.governance.assets import pii_values_in
+    from cdm_pipeline.governance.analyst import pii_values_in
 
     analyst = tmp_path / "analyst.duckdb"
     with duckdb.connect(str(analyst)) as conn:

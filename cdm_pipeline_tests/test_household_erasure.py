@@ -269,8 +269,8 @@ def test_a_killed_runs_work_files_are_removed_by_the_next_run(tmp_path, demo_dat
 def _write_crm(landing: Path, contacts: dict[str, dict[str, str]]) -> None:
     """A CRM export of the given contacts (``contact_id -> column values``, which may give
     another ``contact_id``), US, dated."""
+    from cdm_pipeline.locations import PACKAGE_DATA
     from cdm_pipeline.registry import load_registry
-    from cdm_pipeline.settings import PACKAGE_DATA
 
     crm = load_registry(PACKAGE_DATA / "sources.yaml")["crm_contacts"]
     lines = [",".join(crm.column_names)]
@@ -505,8 +505,8 @@ def test_an_access_export_holds_back_a_record_linked_only_by_the_family_inbox(tm
     consent event carrying only her own number, and one carrying a number that she and "Ann"
     (the same name) hold, are hers and exported."""
     from cdm_pipeline.governance.access import shared_value_records, subject_document
+    from cdm_pipeline.locations import PACKAGE_DATA
     from cdm_pipeline.registry import load_registry
-    from cdm_pipeline.settings import PACKAGE_DATA
 
     landing = tmp_path / "landing"
     family = "family.berg@example.org"

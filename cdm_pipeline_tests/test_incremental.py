@@ -10,8 +10,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from cdm_pipeline.config import DEFAULTS
 from cdm_pipeline.definitions import parallel_job
+from cdm_pipeline.locations import PACKAGE_DATA
+from cdm_pipeline.pipeline_config import DEFAULTS
 from cdm_pipeline.resolve import engine
 from cdm_pipeline.resolve.blocking import oversized_blocks
 from cdm_pipeline.resolve.engine import blocking_rules, resolve
@@ -23,7 +24,6 @@ from cdm_pipeline.resolve.incremental import (
 )
 from cdm_pipeline.resolve.overrides import OVERRIDE_SCHEMA
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
-from cdm_pipeline.settings import PACKAGE_DATA
 from cdm_pipeline_tests.conftest import make_settings, run_pipeline
 
 # Tight block limits so that blocks cross them as records come and go.

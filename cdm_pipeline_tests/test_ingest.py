@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from cdm_pipeline.ingest.load import load_new_files
+from cdm_pipeline.locations import PACKAGE_DATA
 from cdm_pipeline.registry import load_registry
-from cdm_pipeline.settings import PACKAGE_DATA
 
 SOURCES = load_registry(PACKAGE_DATA / "sources.yaml")
 CRM = SOURCES["crm_contacts"]
@@ -88,7 +88,7 @@ def test_injection_looking_values_are_stored_as_data(tmp_path, conn):
 def test_a_partner_source_with_its_own_columns_runs_by_configuration_alone(tmp_path):
     """The example partner export (cp1252, spaces in column names, its own field names) goes
     through the whole pipeline with only a sources file."""
-    from cdm_pipeline.settings import PACKAGE_DATA
+    from cdm_pipeline.locations import PACKAGE_DATA
     from cdm_pipeline_tests.conftest import make_settings, run_pipeline
 
     examples = PACKAGE_DATA / "examples"

@@ -200,13 +200,13 @@ def test_records_standardised_and_golden_values_chosen_in_slices_equal_one_pass(
     size): with slices of a few hundred rows the staged and quarantined rows (the planted
     repeated ids among them), the person records, the mart's customers and the lineage are
     those of the one-slice build."""
-    from cdm_pipeline.defs.golden import assets as golden_assets
-    from cdm_pipeline.defs.standardise import assets as standardise_assets
+    from cdm_pipeline.golden import build as golden_build
+    from cdm_pipeline.standardise import person_records
     from cdm_pipeline.validate import stage
     from cdm_pipeline_tests.conftest import make_settings
 
-    monkeypatch.setattr(golden_assets, "GOLDEN_SLICE_RECORDS", 300)
-    monkeypatch.setattr(standardise_assets, "STANDARDISE_SLICE_RECORDS", 700)
+    monkeypatch.setattr(golden_build, "GOLDEN_SLICE_RECORDS", 300)
+    monkeypatch.setattr(person_records, "STANDARDISE_SLICE_RECORDS", 700)
     monkeypatch.setattr(stage, "VALIDATE_SLICE_ROWS", 400)
     settings = make_settings(tmp_path_factory.mktemp("sliced"), demo_data / "landing")
     assert run_pipeline(settings).success

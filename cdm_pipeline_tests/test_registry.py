@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from cdm_pipeline.locations import PACKAGE_DATA
 from cdm_pipeline.registry import RegistryError, load_registry
-from cdm_pipeline.settings import PACKAGE_DATA
 
 
 def test_shipped_registry_declares_the_seven_channels():

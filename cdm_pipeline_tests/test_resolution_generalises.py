@@ -8,9 +8,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from cdm_pipeline.config import DEFAULTS
 from cdm_pipeline.demo.datasets import build_febrl, build_generated
 from cdm_pipeline.evaluation import accuracy, evaluate_warehouse, read_truth
+from cdm_pipeline.pipeline_config import DEFAULTS
 from cdm_pipeline.registry import load_registry
 from cdm_pipeline.resolve.engine import resolve
 from cdm_pipeline.standardise.load import canonical_records

@@ -341,7 +341,7 @@ def _records(rows: list[dict]) -> pl.DataFrame:
 
 
 def test_steward_overrides_are_honoured():
-    from cdm_pipeline.config import DEFAULTS
+    from cdm_pipeline.pipeline_config import DEFAULTS
     from cdm_pipeline.resolve.engine import resolve
     from cdm_pipeline.resolve.overrides import OVERRIDE_SCHEMA
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from cdm_pipeline.locations import PACKAGE_DATA
 from cdm_pipeline.registry import load_registry
-from cdm_pipeline.settings import PACKAGE_DATA
 from cdm_pipeline.validate.contracts import split, to_typed
 
 SOURCES = load_registry(PACKAGE_DATA / "sources.yaml")

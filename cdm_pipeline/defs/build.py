@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cdm_pipeline.config import load_config
 from cdm_pipeline.defs import jobs
 from cdm_pipeline.defs.golden.assets import customer_360_assets
-from cdm_pipeline.defs.governance.assets import (
-    analyst_database_asset,
-    analytics_assets,
-    privacy_assets,
-    retention_asset,
-)
+from cdm_pipeline.defs.governance.assets import privacy_assets, retention_asset
 from cdm_pipeline.defs.ingest.assets import raw_asset
 from cdm_pipeline.defs.progress import LOGGERS
 from cdm_pipeline.defs.resolve.assets import (
@@ -21,11 +15,17 @@ from cdm_pipeline.defs.resolve.assets import (
     resolve_assets,
 )
 from cdm_pipeline.defs.resources import build_resources
-from cdm_pipeline.defs.serve.assets import published_warehouse_asset, upstream_of_publish
+from cdm_pipeline.defs.serve.assets import (
+    analyst_database_asset,
+    analytics_assets,
+    published_warehouse_asset,
+    upstream_of_publish,
+)
 from cdm_pipeline.defs.standardise.assets import person_records_asset
 from cdm_pipeline.defs.validate.assets import staging_asset
+from cdm_pipeline.locations import Settings, load_settings
+from cdm_pipeline.pipeline_config import load_config
 from cdm_pipeline.registry import load_registry
-from cdm_pipeline.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:

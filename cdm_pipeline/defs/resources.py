@@ -1,4 +1,4 @@
-"""Resources, chosen in one place from the environment (see ``cdm_pipeline.settings``)."""
+"""Resources, chosen in one place from the environment (see ``cdm_pipeline.locations``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from cdm_pipeline.config import load_config
 from cdm_pipeline.instance import NIGHT_TAG
+from cdm_pipeline.locations import Settings, load_settings
+from cdm_pipeline.pipeline_config import load_config
 from cdm_pipeline.publish import (
     WarehouseBusy,
     acquire_run_lock,
@@ -28,7 +29,6 @@ from cdm_pipeline.publish import (
     start_draft,
 )
 from cdm_pipeline.registry import SourceSpec, load_registry
-from cdm_pipeline.settings import Settings, load_settings
 
 OWNER = "team:customer-data"
 # Every op that opens the DuckDB file carries this tag; the parallel job lets one such op run at

@@ -31,7 +31,7 @@ import polars as pl
 
 from cdm_pipeline.demo.generator import generate
 from cdm_pipeline.demo.person_file import PROFILES, generate_person_file, sources_yaml
-from cdm_pipeline.settings import PACKAGE_DATA
+from cdm_pipeline.locations import PACKAGE_DATA
 
 DEVELOPMENT = (
     "febrl1_no_id",

@@ -29,19 +29,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from cdm_pipeline.demo.generator import (
-    _blank,
-    _country_spelling,
-    _formatted_phone,
-    _full_names,
-    _messy_birth,
-    _messy_email,
-    _messy_names,
-    _messy_street,
-    _people,
-    _timestamps,
-    _typo,
+from cdm_pipeline.demo.noise import (
+    country_spelling,
+    formatted_phone,
+    full_names,
+    messy_birth,
+    messy_email,
+    messy_names,
+    messy_street,
+    timestamps,
+    typo,
 )
+from cdm_pipeline.demo.people import draw_people
 
 PROFILES = ("clean", "classic", "households", "two_source")
 SOURCE = "partner_people"
@@ -62,7 +61,9 @@ def generate_person_file(
         raise ValueError(f"profile must be one of {PROFILES}")
     rng = np.random.default_rng(seed)
     people = max(int(records / (1 + duplicate_share * 1.8)), 2)
-    persons = _people(people, rng, seed, household_share=0.12 if profile == "households" else 0.0)
+    persons = draw_people(
+        people, rng, seed, household_share=0.12 if profile == "households" else 0.0
+    )
     extra = np.where(rng.random(people) < duplicate_share, rng.integers(1, 4, people), 0)
     rows = persons[np.repeat(np.arange(people), 1 + extra)]
     # The first record of a person is the one we know best; later ones carry the mess.
@@ -83,7 +84,7 @@ def generate_person_file(
             "shop_customers": frame.filter(shop).select(
                 "ref",
                 full_name=pl.Series(
-                    _full_names(frame["given"].to_numpy(), frame["family"].to_numpy(), rng)
+                    full_names(frame["given"].to_numpy(), frame["family"].to_numpy(), rng)
                 ).filter(shop),
                 email="email",
                 mobile="mobile",
@@ -110,10 +111,10 @@ def _records(
     p: pl.DataFrame, rng: np.random.Generator, pristine: np.ndarray, noise: float = 1.0
 ) -> pl.DataFrame:
     n = p.height
-    first, last = _messy_names(p, rng)
+    first, last = messy_names(p, rng)
     if noise > 1:  # more typos, first names cut to an initial or replaced by another name
-        first = _typo(first, 0.04 * (noise - 1), rng)
-        last = _typo(last, 0.04 * (noise - 1), rng)
+        first = typo(first, 0.04 * (noise - 1), rng)
+        last = typo(last, 0.04 * (noise - 1), rng)
         cut = rng.random(n) < 0.03 * (noise - 1)
         first = np.where(cut, np.array([f[:1] if isinstance(f, str) else f for f in first]), first)
         replaced = rng.random(n) < 0.03 * (noise - 1)
@@ -127,25 +128,25 @@ def _records(
     birth = p["birth_date"].to_numpy().astype("datetime64[D]")
 
     def blank(values: np.ndarray, rate: float) -> np.ndarray:
-        return _blank(values, np.where(pristine, 0.0, min(rate * noise, 0.9)), rng)
+        return blank(values, np.where(pristine, 0.0, min(rate * noise, 0.9)), rng)
 
     return pl.DataFrame(
         {
             "ref": [f"P{i:08d}" for i in range(1, n + 1)],
             "given": blank(first, 0.03),
             "family": blank(last, 0.01),
-            "email": blank(_messy_email(email, rng), 0.05),
+            "email": blank(messy_email(email, rng), 0.05),
             "mobile": blank(
-                _formatted_phone(p["phone_national"].to_numpy(), p["country"].to_numpy(), rng),
+                formatted_phone(p["phone_national"].to_numpy(), p["country"].to_numpy(), rng),
                 0.08,
             ),
-            "address": blank(_messy_street(pick("street"), rng), 0.05),
-            "town": blank(_typo(pick("city"), 0.02 * noise, rng), 0.03),
+            "address": blank(messy_street(pick("street"), rng), 0.05),
+            "town": blank(typo(pick("city"), 0.02 * noise, rng), 0.03),
             "region": pick("state"),
             "zip": blank(pick("postal_code"), 0.04),
-            "country": _country_spelling(p["country"].to_numpy(), rng),
-            "dob": blank(_messy_birth(birth, rng), 0.10),
-            "captured_at": _timestamps(n, rng, 1500).astype(str),
+            "country": country_spelling(p["country"].to_numpy(), rng),
+            "dob": blank(messy_birth(birth, rng), 0.10),
+            "captured_at": timestamps(n, rng, 1500).astype(str),
         },
         schema_overrides={
             c: pl.String

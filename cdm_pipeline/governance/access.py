@@ -13,20 +13,15 @@ import polars as pl
 from rapidfuzz.distance import JaroWinkler
 
 from cdm_pipeline.golden.facts import FACTS
-from cdm_pipeline.governance.erasure import (
-    log_request,
-    match_requests,
-    name_mismatches,
-    pending_requests,
-    steward_reason,
-)
+from cdm_pipeline.governance.matching import match_requests, name_mismatches
 from cdm_pipeline.governance.quarantined import quarantined_rows_of
+from cdm_pipeline.governance.requests import log_request, pending_requests, steward_reason
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.fields import same_first_name
 from cdm_pipeline.warehouse import quote_ident, table_exists
 
 FACT_TABLES = tuple(FACTS)
-TYPO_SIMILARITY = 0.88  # the name check of requests (erasure._same_name) allows as much
+TYPO_SIMILARITY = 0.88  # the name check of requests (matching._same_name) allows as much
 HELD_REASON = "linked only by an email or phone that people with other first names hold too"
 HELD_DDL = """
 create table if not exists governance.access_held_records (

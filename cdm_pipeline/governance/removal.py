@@ -12,6 +12,7 @@ from the three together, and the file's ledger row counts it as ``purged_rows`` 
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import duckdb
@@ -93,3 +94,23 @@ def unbalanced_files(conn: duckdb.DuckDBPyConnection, source: SourceSpec) -> lis
     cursor = conn.execute(query, {"source": source.name})
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def used_params(sql: str, params: dict) -> dict:
+    """DuckDB refuses a parameter the statement does not use: pass only those it names."""
+    return {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)}
+
+
+def anonymise_rows(
+    conn: duckdb.DuckDBPyConnection, source: SourceSpec, condition: str, params: dict | None = None
+) -> None:
+    """Empty the identity columns of the raw and staged rows meeting ``condition``."""
+    for schema in ("raw", "staging"):
+        if not table_exists(conn, schema, source.name):
+            continue
+        sets = [f"{quote_ident(c)} = null" for c in source.identity_columns]
+        sets += ["_extra = null"] if schema == "raw" else []
+        statement = (
+            f"update {schema}.{quote_ident(source.name)} set {', '.join(sets)} where {condition}"
+        )
+        conn.execute(statement, used_params(statement, params or {}))

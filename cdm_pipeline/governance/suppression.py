@@ -36,6 +36,16 @@ def ensure_suppression_list(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(DDL)
 
 
+def fingerprint_counts(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(fingerprints, those that are not 64 hex digits): a plain value would be the second."""
+    ensure_suppression_list(conn)
+    ((fingerprints, malformed),) = conn.execute(
+        "select count(*), count(*) filter (where not regexp_full_match(fingerprint, "
+        "'[0-9a-f]{64}')) from governance.suppression_list"
+    ).fetchall()
+    return fingerprints, malformed
+
+
 def suppressed(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
     ensure_suppression_list(conn)
     out: dict[str, set[str]] = {kind: set() for kind in KINDS}

@@ -4,22 +4,24 @@ in one transaction after pre-commit checks, so readers never see a half-built ma
 from datetime import timedelta
 
 import dagster as dg
-import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.metadata import table_metadata, table_schema
 from cdm_pipeline.defs.resolve.assets import CUSTOMER_XREF
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
-from cdm_pipeline.golden.facts import FACTS, build_facts, fact_sources
-from cdm_pipeline.golden.records import PERSON_RECORD_COLUMNS, candidates_from, golden_records
+from cdm_pipeline.golden.build import (
+    build_customer_tables,
+    build_golden,
+    mart_problems,
+    residual_duplicates,
+    row_count,
+)
+from cdm_pipeline.golden.facts import FACTS, fact_sources
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import (
     StagedTable,
     audit,
-    quote_ident,
-    sql_text,
-    table_exists,
     transaction,
 )
 
@@ -30,16 +32,6 @@ CUSTOMER_KEY_CHECK = "customer_id_unique_not_null"
 FACTS_REFERENCE_CHECK = "facts_reference_customers"
 RESIDUAL_DUPLICATES_CHECK = "residual_near_duplicates"
 LINEAGE_COMPLETE_CHECK = "lineage_for_every_golden_value"
-# Each golden column of mart.customers and the attributes whose lineage names its winner (a
-# country comes from the country attribute, or else from the winning address).
-LINEAGE_OF_COLUMN = {
-    "first_name": ("name",),
-    "email": ("email",),
-    "phone": ("phone",),
-    "street": ("address",),
-    "birth_date": ("birth_date",),
-    "country": ("country", "address"),
-}
 LEDGER_UNIQUE_CHECK = "one_state_per_customer_and_purpose"
 
 CUSTOMER_COLUMNS = {
@@ -197,26 +189,19 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         ):
             # The golden records and their lineage (tens of millions of rows at 10M records) are
             # built outside the transaction, which would hold them in memory until it commits.
-            lineage_rows = _build_golden(conn, sources, config["survivorship"], lineage, golden)
+            lineage_rows = build_golden(conn, sources, config["survivorship"], lineage, golden)
             conn.execute(f"create or replace temp view golden as select * from {golden.name}")
             try:
                 with transaction(conn):
                     lineage.swap()
-                    fact_rows = build_facts(conn, sources, config["currency_rates_to_usd"])
-                    conn.execute(
-                        f"create or replace table governance.consent_ledger as {sql_text('governance/consent_ledger')}"
-                    )
-                    conn.execute(
-                        f"create or replace table mart.customers as {sql_text('mart/customers')}"
-                    )
+                    rates = config["currency_rates_to_usd"]
+                    fact_rows = build_customer_tables(conn, sources, rates)
                     problems = _precommit_problems(conn)
                     if any(problems.values()):
                         raise _MartRejected(problems)  # rolls back: the previous mart stays
-                    ledger_rows = conn.execute(
-                        "select count(*) from governance.consent_ledger"
-                    ).fetchall()[0][0]
-                    customers = conn.execute("select count(*) from mart.customers").fetchall()[0][0]
-                    residual = _residual_duplicates(conn)
+                    ledger_rows = row_count(conn, "governance.consent_ledger")
+                    customers = row_count(conn, "mart.customers")
+                    residual = residual_duplicates(conn)
                     audit(
                         conn,
                         context.run.run_id,
@@ -284,99 +269,16 @@ class _MartRejected(Exception):
         super().__init__(f"mart.customers not replaced, pre-commit checks failed: {failed}")
 
 
-# Customers are chosen for in slices of about this many records (by a hash of the customer
-# id): memory stays bounded however many records the night holds.
-GOLDEN_SLICE_RECORDS = 1_000_000
-CANDIDATE_QUERY = f"""
-select {", ".join(f"p.{c}" for c in PERSON_RECORD_COLUMNS)}, x.customer_id
-from identity.person_records p join mart.customer_xref x using (record_key)
-where x.customer_id is not null and hash(x.customer_id) % ? = ?
-"""
-
-
-def _build_golden(
-    conn,
-    sources: dict[str, SourceSpec],
-    rules: dict[str, list[str]],
-    lineage: StagedTable,
-    golden: StagedTable,
-) -> int:
-    """Survivorship for every customer, slice by slice, staged into ``golden`` (read by
-    ``sql/mart/customers.sql`` as the view ``golden``) and ``lineage``; returns the lineage rows
-    written."""
-    linked = conn.execute(
-        "select count(*) from mart.customer_xref where customer_id is not null"
-    ).fetchall()[0][0]
-    slices = max(1, -(-linked // GOLDEN_SLICE_RECORDS))
-    declared = {"account_owner"} | {a for s in sources.values() for a in (s.attributes or {})}
-    lineage_rows = 0
-    for number in range(slices):
-        part = conn.sql(CANDIDATE_QUERY, params=[slices, number]).pl()
-        xref = part.select("record_key", "customer_id")
-        values, chosen = golden_records(candidates_from(part), rules)
-        values = values.join(_attributes(conn, sources, xref), on="customer_id", how="left")
-        values = values.with_columns(
-            pl.lit(None, dtype=pl.String).alias(a) for a in sorted(declared - set(values.columns))
-        )
-        lineage.append(chosen)
-        golden.append(values)
-        lineage_rows += chosen.height
-    return lineage_rows
-
-
-def _attributes(conn, sources: dict[str, SourceSpec], xref: pl.DataFrame) -> pl.DataFrame:
-    """Descriptive attributes declared in the registry: the most recent non-null value wins."""
-    frames = []
-    conn.register("_slice_xref", xref.select("record_key", "customer_id").to_arrow())
-    for source in sources.values():
-        if not source.attributes or not table_exists(conn, "staging", source.name):
-            continue
-        for attribute, column in source.attributes.items():
-            frames.append(
-                conn.sql(
-                    f"select x.customer_id, v.* from (select ? || ':' || {quote_ident(source.record_id)} as record_key, ? as attribute, "
-                    f"cast({quote_ident(column)} as varchar) as value, try_cast({quote_ident(source.event_at)} as timestamp) as event_at "
-                    f"from staging.{quote_ident(source.name + '_current')} where {quote_ident(column)} is not null) v "
-                    "join _slice_xref x using (record_key) where x.customer_id is not null",
-                    params=[source.name, attribute],
-                ).pl()
-            )
-    conn.unregister("_slice_xref")
-    if not frames:
-        return pl.DataFrame(schema={"customer_id": pl.String})
-    values = pl.concat(frames)
-    latest = (
-        values.sort("event_at", "record_key", descending=[True, False])
-        .group_by("customer_id", "attribute")
-        .first()
-    )
-    return latest.pivot(on="attribute", index="customer_id", values="value")
-
-
 def _precommit_problems(conn) -> dict[tuple[str, str], int]:
-    """What each blocking check of the mart measures, keyed by (asset, check): counted inside
-    the build's transaction, so a mart that fails one is never committed."""
-    ids = conn.execute(
-        "select count(*) - count(distinct customer_id) + count(*) filter (where customer_id is null) from mart.customers"
-    ).fetchall()[0][0]
-    problems = {("mart/customers", CUSTOMER_KEY_CHECK): ids}
+    """``mart_problems`` keyed by the (asset, check) that reports each."""
+    measured = mart_problems(conn)
+    problems = {("mart/customers", CUSTOMER_KEY_CHECK): measured["duplicate_or_null_ids"]}
     for fact in FACTS:
-        problems[(f"mart/{fact}", FACTS_REFERENCE_CHECK)] = conn.execute(
-            f"select count(*) from mart.{quote_ident(fact)} f where f.customer_id is not null "
-            "and not exists (select 1 from mart.customers c where c.customer_id = f.customer_id)"
-        ).fetchall()[0][0]
-    problems[("mart/customer_attribute_lineage", LINEAGE_COMPLETE_CHECK)] = sum(
-        conn.execute(
-            f"select count(*) from mart.customers c where c.{quote_ident(column)} is not null "
-            "and not exists (select 1 from mart.customer_attribute_lineage l "
-            "where l.customer_id = c.customer_id and list_contains(?, l.attribute))",
-            [list(attributes)],
-        ).fetchall()[0][0]
-        for column, attributes in LINEAGE_OF_COLUMN.items()
-    )
-    problems[("governance/consent_ledger", LEDGER_UNIQUE_CHECK)] = conn.execute(
-        "select count(*) - count(distinct (customer_id, purpose)) from governance.consent_ledger"
-    ).fetchall()[0][0]
+        problems[(f"mart/{fact}", FACTS_REFERENCE_CHECK)] = measured[f"dangling:{fact}"]
+    problems[("mart/customer_attribute_lineage", LINEAGE_COMPLETE_CHECK)] = measured[
+        "missing_lineage"
+    ]
+    problems[("governance/consent_ledger", LEDGER_UNIQUE_CHECK)] = measured["duplicate_states"]
     return problems
 
 
@@ -396,7 +298,3 @@ def _check_results(problems: dict[tuple[str, str], int]) -> list[dg.AssetCheckRe
         )
         for (asset, check), count in problems.items()
     ]
-
-
-def _residual_duplicates(conn) -> int:
-    return conn.execute(sql_text("mart/residual_duplicates")).fetchall()[0][0]

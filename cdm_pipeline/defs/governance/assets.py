@@ -1,12 +1,11 @@
-"""Governance assets: retention before resolution; privacy requests (erasure, access), the
-pseudonymised analytics views and the analyst database after the mart."""
+"""Governance assets: retention before resolution; privacy requests (erasure, access) after
+the mart."""
 
 import json
 from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.golden.assets import CUSTOMERS
@@ -14,29 +13,26 @@ from cdm_pipeline.defs.metadata import table_metadata, table_schema, tally_metad
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.golden.facts import build_facts
 from cdm_pipeline.governance.access import foreign_records, process_access_requests
-from cdm_pipeline.governance.erasure import (
+from cdm_pipeline.governance.erasure import process_erasures
+from cdm_pipeline.governance.removal import unbalanced_files
+from cdm_pipeline.governance.requests import handled_in_run, log_invalid_requests, open_requests
+from cdm_pipeline.governance.retention import apply_retention
+from cdm_pipeline.governance.scrub import (
     erased_exports,
     identifier_hits,
-    log_invalid_requests,
     mart_disagreements,
-    open_requests,
-    process_erasures,
     scrub_identifiers,
 )
-from cdm_pipeline.governance.keys import secret_key
-from cdm_pipeline.governance.removal import unbalanced_files
-from cdm_pipeline.governance.retention import apply_retention
+from cdm_pipeline.governance.suppression import fingerprint_counts
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.resolve.shards import clear_stale_work
-from cdm_pipeline.warehouse import audit, quote_ident, sql_text, transaction
+from cdm_pipeline.warehouse import audit, transaction
 
 RETENTION = dg.AssetKey(["governance", "retention"])
 PRIVACY_LOG = dg.AssetKey(["governance", "privacy_request_log"])
 SUPPRESSION = dg.AssetKey(["governance", "suppression_list"])
 SCRUBBED = dg.AssetKey(["governance", "scrubbed_copies"])
 EXPORTS = dg.AssetKey(["governance", "subject_access_exports"])
-ANALYTICS = dg.AssetKey(["analytics", "views"])
-ANALYST_DB = dg.AssetKey(["analytics", "analyst_database"])
 
 RETENTION_CHECK = "nothing_older_than_retention"
 ERASURE_COMPLETE_CHECK = "erasure_complete"
@@ -47,8 +43,6 @@ DEADLINE_CHECK = "privacy_requests_past_deadline"
 ROWS_AT_REST_CHECK = "rows_accounted_at_rest"
 NO_STALE_COPIES_CHECK = "no_copies_of_erased_people_left"
 EXPORT_HOLDS_ONE_CUSTOMER_CHECK = "exports_hold_only_the_requester"
-ANALYTICS_PII_CHECK = "no_pii_columns_in_analytics"
-ANALYST_DB_PII_CHECK = "no_pii_in_analyst_database"
 # One JSON document per request (exports/subject_access/<request_id>.json), as a table of its keys.
 EXPORT_DOCUMENT_SCHEMA = table_schema(
     {
@@ -70,21 +64,6 @@ EXPORT_DOCUMENT_SCHEMA = table_schema(
     },
     pii={"customer", "source_records", "quarantined_rows"},
 )
-ANALYTICS_TABLES = ("customers", "orders", "interactions", "survey_responses", "consent_ledger")
-PII_COLUMN_NAMES = {
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "street",
-    "unit",
-    "birth_date",
-    "full_name",
-    "customer_id",
-    "latest_survey_comment",
-    "comment",
-    "postal_code",
-}
 
 
 def retention_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
@@ -183,10 +162,7 @@ def _erasure_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     affected,
                     f"{outcome.erased_customers} customers",
                 )
-            ((fingerprints, malformed),) = conn.execute(
-                "select count(*), count(*) filter (where not regexp_full_match(fingerprint, "
-                "'[0-9a-f]{64}')) from governance.suppression_list"
-            ).fetchall()
+            fingerprints, malformed = fingerprint_counts(conn)
             shown = table_metadata(conn, "governance.suppression_list")
         return dg.MaterializeResult(
             metadata={
@@ -418,13 +394,7 @@ def _verify_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             recordless, missing = mart_disagreements(conn)
             unbalanced = [f for s in sources.values() for f in unbalanced_files(conn, s)]
             waiting, overdue = open_requests(conn, now)
-            tonight = dict(
-                conn.execute(
-                    "select status, count(*) from governance.privacy_request_log "
-                    "where run_id = ? group by 1",
-                    [run_id],
-                ).fetchall()
-            )
+            tonight = handled_in_run(conn, run_id)
             shown = table_metadata(conn, "governance.privacy_request_log")
         return dg.MaterializeResult(
             metadata={
@@ -476,178 +446,3 @@ def _verify_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         )
 
     return _verify
-
-
-def analytics_assets() -> dg.AssetsDefinition:
-    @dg.asset(
-        op_tags=DUCKDB_TAGS,
-        key=ANALYTICS,
-        deps=[PRIVACY_LOG],
-        group_name="serve",
-        owners=[OWNER],
-        kinds={"duckdb", "sql"},
-        description="The analytics schema: views over the mart with PII removed and customers pseudonymised "
-        "(customer_key = keyed hash of customer_id, stable across runs so joins work).",
-        check_specs=[
-            dg.AssetCheckSpec(
-                ANALYTICS_PII_CHECK,
-                asset=ANALYTICS,
-                blocking=True,
-                description="No analytics view exposes a PII column name.",
-            )
-        ],
-    )
-    def _analytics(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
-        with warehouse.get_connection() as conn, transaction(conn):
-            secret_key(conn)
-            conn.execute(sql_text("analytics/views"))
-            columns = conn.execute(
-                "select table_name, column_name from information_schema.columns where table_schema = 'analytics'"
-            ).fetchall()
-            shown = table_metadata(conn, "analytics.customers")
-        exposed = sorted({f"{t}.{c}" for t, c in columns if c in PII_COLUMN_NAMES})
-        return dg.MaterializeResult(
-            metadata={"views": len({t for t, _ in columns}), **shown},
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name=ANALYTICS_PII_CHECK,
-                    passed=not exposed,
-                    metadata={"pii_columns": dg.MetadataValue.json(exposed)},
-                )
-            ],
-        )
-
-    return _analytics
-
-
-def export_analyst_database(conn: duckdb.DuckDBPyConnection, target: Path) -> dict[str, int]:
-    """Write the analytics views as plain tables into a new DuckDB file ``target`` (replaced
-    if it exists). The caller checks it (``pii_values_in``) before putting it where analysts
-    read it: a night's analyst file is put in place when the night is published."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.unlink(missing_ok=True)
-    conn.execute("attach ? as analyst_export (read_only false)", [str(target)])
-    try:
-        counts = {}
-        for table in ANALYTICS_TABLES:
-            conn.execute(
-                f"create table analyst_export.{quote_ident(table)} as select * from analytics.{quote_ident(table)}"
-            )
-            counts[table] = conn.execute(
-                f"select count(*) from analyst_export.{quote_ident(table)}"
-            ).fetchall()[0][0]
-    finally:
-        conn.execute("detach analyst_export")
-    return counts
-
-
-def staged_analyst_file(target: Path) -> Path:
-    """Where a night writes the analyst file until the night is published."""
-    return target.with_name(f".{target.stem}.night{target.suffix}")
-
-
-def pii_values_in(conn: duckdb.DuckDBPyConnection, analyst_file: Path) -> int:
-    """How many text values in the analyst database equal an email, phone, full name or street held
-    in the warehouse."""
-    conn.execute("attach ? as analyst_check (read_only)", [str(analyst_file)])
-    try:
-        columns = conn.execute(
-            "select table_name, column_name from information_schema.columns where table_catalog = 'analyst_check' "
-            "and data_type = 'VARCHAR'"
-        ).fetchall()
-        if not columns:
-            return 0
-        # The analyst side's distinct values are few (masked): the warehouse's identifying
-        # values are streamed past them, not gathered into a set of their own.
-        texts = " union all ".join(
-            f"select lower({quote_ident(column)}) as v from analyst_check.{quote_ident(table)}"
-            for table, column in columns
-        )
-        conn.execute(
-            "create or replace temp table analyst_values as "
-            f"select v, count(*) as occurrences from ({texts}) where length(v) > 3 group by v"
-        )
-        # Identifying values only: emails, phones, full names and street addresses. A single first
-        # or last name is no identifier on its own (and collides with place names: "Chester").
-        return conn.execute(
-            "with identifying as ("
-            "select unnest([email, phone, street, first_name || ' ' || last_name]) as v from mart.customers "
-            "union all select unnest([email_raw, phone_raw, full_name_raw, email, phone_e164, street_raw, "
-            "first_name || ' ' || last_name]) from identity.person_records), "
-            "found as (select distinct a.v from identifying i join analyst_values a on a.v = lower(trim(i.v))) "
-            "select coalesce(sum(occurrences), 0) from analyst_values where v in (select v from found) "
-            # Cities are allowed in the analyst database; Faker-like "West Michael" is a city too.
-            "and v not in (select lower(trim(city_raw)) from identity.person_records where city_raw is not null)"
-        ).fetchall()[0][0]
-    finally:
-        conn.execute("drop table if exists analyst_values")
-        conn.execute("detach analyst_check")
-
-
-def _file_schema(path: Path) -> dg.TableSchema:
-    """Every table's columns in a DuckDB file, as ``table.column``."""
-    with duckdb.connect(str(path), read_only=True) as db:
-        columns = db.execute(
-            "select table_name || '.' || column_name, data_type from information_schema.columns "
-            "order by table_name, ordinal_position"
-        ).fetchall()
-    return dg.TableSchema(columns=[dg.TableColumn(name=n, type=t.lower()) for n, t in columns])
-
-
-def analyst_database_asset() -> dg.AssetsDefinition:
-    @dg.asset(
-        op_tags=DUCKDB_TAGS,
-        key=ANALYST_DB,
-        deps=[ANALYTICS],
-        group_name="serve",
-        owners=[OWNER],
-        kinds={"duckdb"},
-        description="A separate DuckDB file (analyst.duckdb in the exports folder) holding only the "
-        "pseudonymised analytics tables, for analysts who must not see PII. DuckDB has no users: "
-        "the boundary is the file. Written beside its place and checked there; put in place when "
-        "the night is published.",
-        check_specs=[
-            dg.AssetCheckSpec(
-                ANALYST_DB_PII_CHECK,
-                asset=ANALYST_DB,
-                blocking=True,
-                description="No text value in the analyst database is a name, email, phone or "
-                "street held in the warehouse.",
-            )
-        ],
-    )
-    def _analyst_db(
-        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
-    ):
-        target = Path(pipeline.exports_dir) / "analyst.duckdb"
-        staged = staged_analyst_file(target)
-        with warehouse.get_connection() as conn:
-            counts = export_analyst_database(conn, staged)
-            leaked = pii_values_in(conn, staged)
-            audit(
-                conn,
-                context.run.run_id,
-                "exported",
-                "analyst database",
-                sum(counts.values()),
-                str(target.name),
-            )
-        schema = _file_schema(staged)
-        if leaked:  # never where analysts read it; the night is not published either
-            staged.unlink()
-        return dg.MaterializeResult(
-            metadata={
-                "path": str(target),
-                **tally_metadata(counts, "table", "rows"),
-                "dagster/column_schema": schema,
-            },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name=ANALYST_DB_PII_CHECK,
-                    passed=leaked == 0,
-                    metadata={"pii_values_found": leaked},
-                )
-            ],
-        )
-
-    return _analyst_db

@@ -3,7 +3,6 @@
 (``identity.profiles``, ``identity.resolver_model``) that lets the next night be incremental."""
 
 import shutil
-from collections.abc import Iterator
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -17,21 +16,17 @@ from cdm_pipeline.defs.metadata import table_metadata, table_schema
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
 from cdm_pipeline.quality import total_variation
-from cdm_pipeline.resolve.comparisons import default_comparisons
-from cdm_pipeline.resolve.engine import Resolution, link, plan_full
-from cdm_pipeline.resolve.ids import assign_customer_ids
-from cdm_pipeline.resolve.incremental import ResolverState, model_fingerprint, plan_incremental
+from cdm_pipeline.resolve.engine import link, plan_full
+from cdm_pipeline.resolve.incremental import plan_incremental
 from cdm_pipeline.resolve.overrides import read_overrides
-from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS
-from cdm_pipeline.resolve.scoring import ModelParameters
 from cdm_pipeline.resolve.shards import clear_stale_work, compare_shard, read_plan, write_plan
-from cdm_pipeline.warehouse import (
-    StagedTable,
-    append_table,
-    audit,
-    replace_table,
-    table_exists,
-    transaction,
+from cdm_pipeline.resolve.store import (
+    PROBABILITY_BINS,
+    cluster_sizes,
+    load_state,
+    records_to_resolve,
+    unexplained_ids,
+    write_resolution,
 )
 
 MATCH_PAIRS = dg.AssetKey(["identity", "match_pairs"])
@@ -44,7 +39,6 @@ CLUSTER_SIZE_CHECK = "cluster_size_limit"
 MULTI_SOURCE_SHARE_CHECK = "multi_source_share"
 PROBABILITY_DRIFT_CHECK = "match_probability_drift"
 HISTORY_COVERS_IDS_CHECK = "history_covers_live_ids"
-PROBABILITY_BINS = [i / 10 for i in range(11)]
 RESOLVE_OP = "resolve_identities"
 
 
@@ -97,9 +91,8 @@ def pair_comparisons_asset(count: int) -> dg.AssetsDefinition:
     ):
         settings = pipeline.config()["resolve"]
         with warehouse.get_connection() as conn:
-            columns = ", ".join(("record_key", *MATCH_FIELDS, *DERIVED_KEYS))  # what it resolves on
-            records = conn.sql(f"select {columns} from identity.person_records").pl()
-            state = None if config.mode is ResolveMode.RETRAIN else _load_state(conn, settings)
+            records = records_to_resolve(conn)
+            state = None if config.mode is ResolveMode.RETRAIN else load_state(conn, settings)
         retrain = state is None or records.height > state.trained_records * (
             1 + settings["retrain_growth"]
         )
@@ -276,96 +269,10 @@ def resolve_assets() -> dg.AssetsDefinition:
         result = link(plan, level_files, settings, overrides, spill=workdir)
         del plan
         with warehouse.get_connection() as conn:
-            # The large tables are staged outside the transaction (see StagedTable) and swapped
-            # in inside it with everything else: all of the run's tables change, or none.
-            full = result.mode == "full" or not table_exists(conn, "identity", "match_pairs")
-            with (
-                StagedTable(conn, "identity", "match_pairs") as staged_pairs,
-                StagedTable(conn, "identity", "profiles") as staged_profiles,
-                StagedTable(conn, "mart", "customer_xref") as staged_xref,
-            ):
-                # The profiles' identity columns are the step's largest frame: staged first and
-                # dropped, before the record-level tables are built (10M: 7.8M profiles).
-                staged_profiles.append(
-                    result.profiles.with_columns(erased=pl.lit(False), recheck=pl.lit(False))
-                )
-                result.profiles = result.profiles.select(
-                    "profile_id", "cluster", "first_record_key", "link_decision"
-                )
-                result.membership = result.membership.clear()
-                records = conn.sql(
-                    "select record_key, source, source_record_id from identity.person_records"
-                ).pl()
-                previous = (
-                    conn.sql("select record_key, customer_id from mart.customer_xref").pl()
-                    if table_exists(conn, "mart", "customer_xref")
-                    else pl.DataFrame(schema={"record_key": pl.String, "customer_id": pl.String})
-                )
-                last_histogram = _last_histogram(conn)
-                assignment, history = assign_customer_ids(result.clusters, previous)
-                xref = _xref(records, result, assignment, now)
-                record_count = records.height
-                del records, previous, assignment
-                result.clusters = result.clusters.clear()
-                staged_xref.append(xref)
-                pieces = _pair_pieces(result, settings["floor_weight"], run_id)
-                written, weight_bins = 0, []
-                if full:
-                    for pairs in pieces:
-                        staged_pairs.append(pairs)
-                        written += pairs.height
-                        weight_bins.append(_weight_bins(pairs))
-                with transaction(conn):
-                    if full:
-                        staged_pairs.swap()
-                    else:
-                        for pairs in _replace_incremental_pairs(conn, result, pieces):
-                            written += pairs.height
-                            weight_bins.append(_weight_bins(pairs))
-                    staged_profiles.swap()
-                    staged_xref.swap()
-                    _write_model(conn, result, settings, retrain, record_count, run_id, now)
-                    append_table(
-                        conn,
-                        "identity",
-                        "customer_id_history",
-                        history.with_columns(
-                            run_id=pl.lit(context.run.run_id), event_at=pl.lit(now)
-                        ),
-                    )
-                    append_table(conn, "identity", "model_parameters", _parameters(result, run_id))
-                    append_table(
-                        conn,
-                        "identity",
-                        "blocking_report",
-                        pl.DataFrame([vars(r) for r in result.blocking]).with_columns(
-                            run_id=pl.lit(run_id), mode=pl.lit(result.mode)
-                        ),
-                    )
-                    histogram = _histogram(conn)
-                    append_table(
-                        conn,
-                        "identity",
-                        "probability_histogram",
-                        pl.DataFrame(
-                            {
-                                "run_id": run_id,
-                                "bin": list(range(len(histogram))),
-                                "pairs": histogram,
-                            }
-                        ),
-                    )
-                    for event in ("created", "merged", "split"):
-                        n = history.filter(pl.col("event") == event).height
-                        audit(conn, run_id, event, "identity.customer_id_history", n)
+            written = write_resolution(conn, result, settings, retrain, run_id, now)
+        xref, history, histogram = written.xref, written.history, written.histogram
         with warehouse.get_connection() as conn:  # fresh connection: see validate/assets.py
-            unexplained = conn.execute(
-                "select count(*) from (select distinct customer_id from mart.customer_xref where customer_id is not null) x "
-                "where customer_id not in (select customer_id from identity.customer_id_history where event in ('created', 'split')) "
-                "or customer_id in (select h.customer_id from identity.customer_id_history h where h.event in ('merged', 'retired', 'erased') "
-                "and h.event_at >= (select max(event_at) from identity.customer_id_history g where g.customer_id = h.customer_id "
-                "and g.event in ('created', 'split')))"
-            ).fetchall()[0][0]
+            unexplained = unexplained_ids(conn)
             shown = {
                 key: table_metadata(conn, table)
                 for key, table in (
@@ -374,22 +281,19 @@ def resolve_assets() -> dg.AssetsDefinition:
                     (CUSTOMER_XREF, "mart.customer_xref"),
                 )
             }
-        sizes = (
-            xref.filter(pl.col("customer_id").is_not_null())
-            .group_by("customer_id")
-            .agg(pl.len().alias("records"), pl.col("source").n_unique().alias("sources"))
-        )
+        sizes = cluster_sizes(xref)
         limit = quality["max_cluster_size"]
         largest = int(sizes["records"].max() or 0)
         oversized = sizes.filter(pl.col("records") > limit)
         multi_share = float((sizes["sources"] >= 2).mean() or 0.0)
         duplicate_keys = xref.height - xref["record_key"].n_unique()
+        last_histogram = written.last_histogram
         drift = total_variation(histogram, last_histogram) if last_histogram else 0.0
         shutil.rmtree(workdir, ignore_errors=True)  # kept on failure, for a look
         yield dg.MaterializeResult(
             asset_key=MATCH_PAIRS,
             metadata={
-                "pairs_written": written,
+                "pairs_written": written.pairs_written,
                 "pairs_scored": result.stats["candidate_pairs"],
                 "mode": result.mode,
                 "blocking": dg.MetadataValue.md(
@@ -406,7 +310,7 @@ def resolve_assets() -> dg.AssetsDefinition:
                     _bars(histogram, [f"{b:.1f}" for b in PROBABILITY_BINS[:-1]])
                 ),
                 "em_iterations": result.params.em_iterations,
-                "match_weight_histogram": dg.MetadataValue.md(_weight_bars(weight_bins)),
+                "match_weight_histogram": dg.MetadataValue.md(_weight_bars(written.weight_bins)),
                 **shown[MATCH_PAIRS],
             },
         )
@@ -485,189 +389,8 @@ def resolve_assets() -> dg.AssetsDefinition:
     return _resolve
 
 
-def _xref(
-    records: pl.DataFrame, result: Resolution, assignment: pl.DataFrame, now: datetime
-) -> pl.DataFrame:
-    sized = (
-        result.clusters.join(assignment, on="cluster_key", how="left")
-        .join(result.profiles.select("profile_id", "link_decision"), on="profile_id", how="left")
-        .with_columns(cluster_records=pl.len().over("cluster_key"))
-    )
-    method = (
-        pl.when(pl.col("profile_id").is_null())
-        .then(pl.lit("unlinked: no usable identifier"))
-        .when(pl.col("cluster_key").is_null())
-        .then(pl.lit("unlinked: identifier shared by several customers"))
-        .when(pl.col("link_decision").is_not_null())
-        .then(pl.concat_str([pl.lit("matched: "), pl.col("link_decision")]))
-        .when(pl.col("cluster_records") > 1)
-        .then(pl.lit("identical identity"))
-        .otherwise(pl.lit("new customer: no match"))
-    )
-    return (
-        records.select("record_key", "source", "source_record_id")
-        .join(
-            sized.select("record_key", "customer_id", "profile_id", link_method=method),
-            on="record_key",
-            how="left",
-        )
-        .with_columns(resolved_at=pl.lit(now))
-    )
-
-
-def _pairs_table(
-    scored: pl.DataFrame, first_keys: pl.DataFrame, floor: float, run_id: str
-) -> pl.DataFrame:
-    """The scored pairs match_pairs keeps, each end named by an example record key."""
-    kept = scored.filter(
-        (pl.col("match_weight") >= floor)
-        | pl.col("linked")
-        | pl.col("cannot_link")
-        | pl.col("must_link")
-    )
-    named = pl.concat([kept["id_l"], kept["id_r"]]).unique().implode()
-    keys = first_keys.filter(pl.col("profile_id").is_in(named))
-    return (
-        kept.join(
-            keys.rename({"profile_id": "id_l", "first_record_key": "example_record_key_l"}),
-            on="id_l",
-            how="left",
-        )
-        .join(
-            keys.rename({"profile_id": "id_r", "first_record_key": "example_record_key_r"}),
-            on="id_r",
-            how="left",
-        )
-        .rename({"id_l": "profile_id_l", "id_r": "profile_id_r"})
-        .with_columns(run_id=pl.lit(run_id))
-    )
-
-
-def _pair_pieces(result: Resolution, floor: float, run_id: str) -> Iterator[pl.DataFrame]:
-    """The rows match_pairs gets from this run, a piece of scored pairs at a time."""
-    first_keys = result.profiles.select("profile_id", "first_record_key")
-    for scored in result.scored_pairs():
-        yield _pairs_table(scored, first_keys, floor, run_id)
-
-
-def _replace_incremental_pairs(
-    conn, result: Resolution, pieces: Iterator[pl.DataFrame]
-) -> Iterator[pl.DataFrame]:
-    """An incremental run replaces the pairs among re-clustered profiles and of vanished ones,
-    and keeps the rest (scored by the same model on earlier nights); yields what it appends."""
-    conn.register("_refreshed", result.refreshed.to_frame("profile_id").to_arrow())
-    conn.register("_gone", result.gone.to_frame("profile_id").to_arrow())
-    try:
-        conn.execute(
-            "delete from identity.match_pairs where "
-            "(profile_id_l in (select profile_id from _refreshed) "
-            "and profile_id_r in (select profile_id from _refreshed)) "
-            "or profile_id_l in (select profile_id from _gone) "
-            "or profile_id_r in (select profile_id from _gone)"
-        )
-    finally:
-        conn.unregister("_refreshed")
-        conn.unregister("_gone")
-    for pairs in pieces:
-        append_table(conn, "identity", "match_pairs", pairs)
-        yield pairs
-
-
-def _load_state(conn, settings: dict) -> ResolverState | None:
-    """The last run's model and profile clusters, if trained under the same settings."""
-    if not all(
-        table_exists(conn, "identity", t)
-        for t in ("resolver_model", "model_term_frequencies", "profiles")
-    ):
-        return None
-    row = conn.execute(
-        "select model_json, trained_records from identity.resolver_model where fingerprint = ?",
-        [model_fingerprint(settings)],
-    ).fetchall()
-    if not row:
-        return None
-    row = row[0]
-    model = ModelParameters.from_stored(
-        row[0],
-        conn.sql("select comparison, value, share from identity.model_term_frequencies").pl(),
-    )
-    profiles = conn.sql("select * from identity.profiles").pl()
-    return ResolverState(model, profiles, model_fingerprint(settings), row[1])
-
-
-def _write_model(
-    conn,
-    result: Resolution,
-    settings: dict,
-    trained: bool,
-    records: int,
-    run_id: str,
-    now: datetime,
-) -> None:
-    """The model a retrained run learnt, for the next nights to score with."""
-    if not trained:
-        return
-    replace_table(
-        conn,
-        "identity",
-        "resolver_model",
-        pl.DataFrame(
-            {
-                "fingerprint": [model_fingerprint(settings)],
-                "model_json": [result.params.to_json()],
-                "trained_records": [records],
-                "trained_run_id": [run_id],
-                "trained_at": [now],
-            }
-        ),
-    )
-    replace_table(conn, "identity", "model_term_frequencies", result.params.term_frequency_rows())
-
-
-def _parameters(result: Resolution, run_id: str) -> pl.DataFrame:
-    rows = result.params.as_rows(default_comparisons())
-    frame = pl.DataFrame(rows)
-    return frame.with_columns(
-        run_id=pl.lit(run_id),
-        mode=pl.lit(result.mode),
-        prior_among_candidates=pl.lit(result.params.prior),
-        prior_random_pair=pl.lit(result.params.global_prior),
-        em_converged=pl.lit(result.params.em_converged),
-    )
-
-
-def _histogram(conn) -> list[int]:
-    """Match probabilities of the pairs in match_pairs (all of them, whichever night scored them)."""
-    rows = dict(
-        conn.execute(
-            "select least(floor(coalesce(match_probability, 0) * 10), 9)::int as bin, count(*) "
-            "from identity.match_pairs group by all"
-        ).fetchall()
-    )
-    return [int(rows.get(b, 0)) for b in range(len(PROBABILITY_BINS) - 1)]
-
-
-def _last_histogram(conn) -> list[int]:
-    if not table_exists(conn, "identity", "probability_histogram"):
-        return []
-    rows = conn.execute(
-        "select pairs from identity.probability_histogram where run_id = "
-        "(select run_id from identity.probability_histogram order by rowid desc limit 1) order by bin"
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def _weight_bins(pairs: pl.DataFrame, width: float = 5.0) -> pl.DataFrame:
-    """``bin, len``: scored pairs by match weight (bits), in bins of ``width``."""
-    return (
-        pairs.select((pl.col("match_weight").clip(-30, 45) / width).floor().mul(width).alias("bin"))
-        .group_by("bin")
-        .len()
-    )
-
-
 def _weight_bars(pieces: list[pl.DataFrame], width: float = 5.0) -> str:
-    """Scored pairs by match weight (``_weight_bins`` of each piece): the two humps of a healthy
+    """Scored pairs by match weight (``weight_bins_of`` each piece): the two humps of a healthy
     model, non-matches far left and matches far right, with few in between."""
     if not pieces:
         return "no pairs scored this run"

@@ -1,22 +1,135 @@
-"""The night's last step: publish the draft the run wrote, all at once (``cdm_pipeline.publish``)."""
+"""Serving: the analytics views and the analyst file (``cdm_pipeline.governance.analyst``), and the
+night's last step, which publishes the draft the run wrote all at once (``cdm_pipeline.publish``)."""
 
 import time
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.defs.governance.assets import staged_analyst_file
+from cdm_pipeline.defs.governance.assets import PRIVACY_LOG
+from cdm_pipeline.defs.metadata import table_metadata, tally_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource, WarehouseResource
+from cdm_pipeline.governance.analyst import (
+    create_analytics_views,
+    export_analyst_database,
+    file_columns,
+    pii_values_in,
+    staged_analyst_file,
+)
 from cdm_pipeline.publish import publish
+from cdm_pipeline.warehouse import audit, transaction
 
+ANALYTICS = dg.AssetKey(["analytics", "views"])
+ANALYST_DB = dg.AssetKey(["analytics", "analyst_database"])
 PUBLISHED = dg.AssetKey(["serve", "published_warehouse"])
+ANALYTICS_PII_CHECK = "no_pii_columns_in_analytics"
+ANALYST_DB_PII_CHECK = "no_pii_in_analyst_database"
 PUBLISHED_CHECK = "published_is_tonights_night"
 # Tables whose row counts are compared before and after the rename.
 COUNTED = ("mart.customers", "mart.customer_xref", "identity.match_pairs", "raw.file_ledger")
 # Actions that delete rows: after them the night is copied into a fresh file before it is
 # published, so that no deleted value stays readable in the file's free blocks.
 DELETING_ACTIONS = ("erased", "purged")
+
+
+def analytics_assets() -> dg.AssetsDefinition:
+    @dg.asset(
+        op_tags=DUCKDB_TAGS,
+        key=ANALYTICS,
+        deps=[PRIVACY_LOG],
+        group_name="serve",
+        owners=[OWNER],
+        kinds={"duckdb", "sql"},
+        description="The analytics schema: views over the mart with PII removed and customers pseudonymised "
+        "(customer_key = keyed hash of customer_id, stable across runs so joins work).",
+        check_specs=[
+            dg.AssetCheckSpec(
+                ANALYTICS_PII_CHECK,
+                asset=ANALYTICS,
+                blocking=True,
+                description="No analytics view exposes a PII column name.",
+            )
+        ],
+    )
+    def _analytics(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        with warehouse.get_connection() as conn, transaction(conn):
+            views, exposed = create_analytics_views(conn)
+            shown = table_metadata(conn, "analytics.customers")
+        return dg.MaterializeResult(
+            metadata={"views": views, **shown},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=ANALYTICS_PII_CHECK,
+                    passed=not exposed,
+                    metadata={"pii_columns": dg.MetadataValue.json(exposed)},
+                )
+            ],
+        )
+
+    return _analytics
+
+
+def analyst_database_asset() -> dg.AssetsDefinition:
+    @dg.asset(
+        op_tags=DUCKDB_TAGS,
+        key=ANALYST_DB,
+        deps=[ANALYTICS],
+        group_name="serve",
+        owners=[OWNER],
+        kinds={"duckdb"},
+        description="A separate DuckDB file (analyst.duckdb in the exports folder) holding only the "
+        "pseudonymised analytics tables, for analysts who must not see PII. DuckDB has no users: "
+        "the boundary is the file. Written beside its place and checked there; put in place when "
+        "the night is published.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                ANALYST_DB_PII_CHECK,
+                asset=ANALYST_DB,
+                blocking=True,
+                description="No text value in the analyst database is a name, email, phone or "
+                "street held in the warehouse.",
+            )
+        ],
+    )
+    def _analyst_db(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource
+    ):
+        target = Path(pipeline.exports_dir) / "analyst.duckdb"
+        staged = staged_analyst_file(target)
+        with warehouse.get_connection() as conn:
+            counts = export_analyst_database(conn, staged)
+            leaked = pii_values_in(conn, staged)
+            audit(
+                conn,
+                context.run.run_id,
+                "exported",
+                "analyst database",
+                sum(counts.values()),
+                str(target.name),
+            )
+        schema = dg.TableSchema(
+            columns=[dg.TableColumn(name=n, type=k) for n, k in file_columns(staged)]
+        )
+        if leaked:  # never where analysts read it; the night is not published either
+            staged.unlink()
+        return dg.MaterializeResult(
+            metadata={
+                "path": str(target),
+                **tally_metadata(counts, "table", "rows"),
+                "dagster/column_schema": schema,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=ANALYST_DB_PII_CHECK,
+                    passed=leaked == 0,
+                    metadata={"pii_values_found": leaked},
+                )
+            ],
+        )
+
+    return _analyst_db
 
 
 def published_warehouse_asset(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:

@@ -6,27 +6,18 @@ from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.metadata import table_metadata, table_schema
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
-from cdm_pipeline.governance.suppression import suppressed_person_records, suppressed_rows
 from cdm_pipeline.registry import SourceSpec
-from cdm_pipeline.standardise.fields import close_pool
-from cdm_pipeline.standardise.load import IDENTITY_ROLES, canonical_records
-from cdm_pipeline.standardise.records import (
-    CANONICAL_INPUT,
-    clean_inputs,
-    standardise_fingerprint,
-    standardise_records,
-    unchanged_record_keys,
+from cdm_pipeline.standardise.load import IDENTITY_ROLES
+from cdm_pipeline.standardise.person_records import (
+    remember_settings,
+    tonights_inputs,
+    validity_rates,
+    write_person_records,
 )
-from cdm_pipeline.warehouse import StagedTable, audit, replace_table, table_exists, transaction
+from cdm_pipeline.standardise.records import standardise_fingerprint
+from cdm_pipeline.warehouse import StagedTable, audit, transaction
 
 PERSON_RECORDS = dg.AssetKey(["identity", "person_records"])
-# Records are standardised in slices of this many (bounded memory at any size) into a table of
-# their own, renamed to identity.person_records in one transaction (written once, not copied).
-STANDARDISE_SLICE_RECORDS = 1_000_000
-VALIDITY_INPUTS = (
-    "select source, email_raw, email, phone_raw, phone_e164, birth_date_raw, birth_date "
-    "from identity.person_records"
-)
 VALIDITY_CHECK = "identity_field_validity"
 
 PERSON_RECORD_COLUMNS = {
@@ -107,36 +98,17 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         fingerprint = standardise_fingerprint(config["standardise"])
         regions = tuple(config["standardise"]["phone_regions"])
         with warehouse.get_connection() as conn:
-            canonical = clean_inputs(canonical_records(conn, {s.name: s for s in identity_sources}))
-            # Records whose inputs did not change since they were standardised are kept as they
-            # are (they passed the suppression check then; erasure removes them since).
-            reused = unchanged_record_keys(canonical, _stored_inputs(conn, fingerprint))
-            canonical = canonical.join(reused, on="record_key", how="anti")
-            blocked = pl.Series([False] * canonical.height, dtype=pl.Boolean)
-            for source in identity_sources:
-                mask = (canonical["source"] == source.name).to_numpy()
-                if mask.any():
-                    hits = suppressed_rows(
-                        conn, canonical.filter(pl.Series(mask)), _canonical_spec(source), regions
-                    )
-                    blocked = blocked.scatter(mask.nonzero()[0], hits)
-            suppressed = int(blocked.sum() or 0)
-            canonical = canonical.filter(~blocked)
+            canonical, reused, suppressed = tonights_inputs(
+                conn, identity_sources, fingerprint, regions
+            )
             with StagedTable(conn, "identity", "person_records") as staged:
-                suppressed, standardised, records = _write_new_records(
+                suppressed, standardised, records = write_person_records(
                     staged, canonical, reused, config["standardise"], suppressed
                 )
                 del canonical
                 with transaction(conn):
                     staged.swap()
-                    replace_table(
-                        conn,
-                        "identity",
-                        "standardise_settings",
-                        pl.DataFrame(
-                            {"fingerprint": [fingerprint], "run_id": [context.run.run_id]}
-                        ),
-                    )
+                    remember_settings(conn, fingerprint, context.run.run_id)
                     audit(
                         conn,
                         context.run.run_id,
@@ -146,7 +118,7 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                         f"{suppressed} suppressed records left out",
                     )
             shown = table_metadata(conn, "identity.person_records")
-            rates = validity_rates(conn.sql(VALIDITY_INPUTS).pl())
+            rates = validity_rates(conn)
         minimum = config["quality"]["min_validity"]
         failing = rates.filter(
             pl.any_horizontal(
@@ -176,92 +148,6 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         )
 
     return _person_records
-
-
-def _write_new_records(
-    staged: StagedTable,
-    canonical: pl.DataFrame,
-    reused: pl.DataFrame,
-    settings: dict,
-    suppressed: int,
-) -> tuple[int, int, int]:
-    """Stage the reused records and tonight's, standardised slice by slice (memory stays
-    bounded); returns (suppressed, standardised, records) counts."""
-    conn = staged.conn
-    if reused.height > 0:
-        conn.register("_reused", reused.to_arrow())
-        staged.create_as(
-            "select * from identity.person_records "
-            "where record_key in (select record_key from _reused)"
-        )
-        conn.unregister("_reused")
-    standardised = 0
-    try:
-        for start in range(0, max(canonical.height, 1), STANDARDISE_SLICE_RECORDS):
-            fresh = standardise_records(
-                canonical.slice(start, STANDARDISE_SLICE_RECORDS),
-                settings["default_country"],
-                tuple(settings["phone_regions"]),
-                keep_workers=True,
-            )
-            late = suppressed_person_records(conn, fresh)
-            suppressed += int(late.sum() or 0)
-            fresh = fresh.filter(~late)
-            standardised += fresh.height
-            staged.append(fresh)
-    finally:
-        close_pool()
-    records = conn.execute(f"select count(*) from {staged.name}").fetchall()[0][0]
-    return suppressed, standardised, records
-
-
-def _stored_inputs(conn, fingerprint: str) -> pl.DataFrame:
-    """What last run's person records were made from, if made under the same settings."""
-    columns = ["record_key", "source", "source_record_id", "trust_rank", "event_at"] + [
-        f"{c}_raw" for c in CANONICAL_INPUT
-    ]
-    if table_exists(conn, "identity", "standardise_settings") and table_exists(
-        conn, "identity", "person_records"
-    ):
-        rows = conn.execute("select fingerprint from identity.standardise_settings").fetchall()
-        if rows == [(fingerprint,)]:
-            return conn.sql(f"select {', '.join(columns)} from identity.person_records").pl()
-    return pl.DataFrame(
-        schema={"record_key": pl.String, "source": pl.String, "source_record_id": pl.String}
-        | {"trust_rank": pl.Int32, "event_at": pl.Datetime("us")}
-        | {f"{c}_raw": pl.String for c in CANONICAL_INPUT}
-    )
-
-
-def _canonical_spec(source: SourceSpec) -> SourceSpec:
-    """The source as seen in canonical records: identity columns carry canonical names."""
-    from dataclasses import replace
-
-    return replace(source, identity={f: f for f in source.identity})
-
-
-def validity_rates(records: pl.DataFrame) -> pl.DataFrame:
-    """Per source: of the values given, the share that standardised to a valid value."""
-    return (
-        records.group_by("source")
-        .agg(
-            email_valid_rate=_rate(
-                pl.col("email_raw").is_not_null(), pl.col("email").is_not_null()
-            ),
-            phone_valid_rate=_rate(
-                pl.col("phone_raw").is_not_null(), pl.col("phone_e164").is_not_null()
-            ),
-            birth_date_valid_rate=_rate(
-                pl.col("birth_date_raw").is_not_null(), pl.col("birth_date").is_not_null()
-            ),
-        )
-        .sort("source")
-    )
-
-
-def _rate(given: pl.Expr, valid: pl.Expr) -> pl.Expr:
-    n = given.sum()
-    return pl.when(n > 0).then((given & valid).sum() / n).otherwise(1.0)
 
 
 def _markdown(frame: pl.DataFrame) -> str:

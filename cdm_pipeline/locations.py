@@ -1,4 +1,5 @@
-"""Where the pipeline reads and writes, resolved once from the environment.
+"""Where the pipeline reads and writes (landing, warehouse, registry, exports), resolved once from
+the environment. What it does there is `pipeline_config.py`.
 
 ``cdm run --landing --warehouse --sources`` sets these variables so that the CLI, the Dagster UI and
 the tests all build the same Definitions from the same place.

@@ -1,4 +1,5 @@
-"""Pipeline settings from ``data/pipeline.yaml``, merged over the defaults below."""
+"""What the pipeline does: the settings of `data/pipeline.yaml` (thresholds, policies, schedule),
+merged over the defaults below. Where it reads and writes is `locations.py`."""
 
 from __future__ import annotations
 

@@ -1,0 +1,154 @@
+"""Which customer a privacy request is about: by the email or phone it gives, through every
+linked record, and checked against the name it gives. A household's shared number held in the
+warehouse only by the partner must not make the partner the requester.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+from rapidfuzz.distance import JaroWinkler
+
+from cdm_pipeline.governance.requests import PrivacyRequest
+from cdm_pipeline.standardise.fields import (
+    email_match_key,
+    first_name_group,
+    name_key,
+    same_first_name,
+    split_full_name,
+    standardise_email,
+    standardise_phone,
+)
+
+
+def match_customers(
+    conn: duckdb.DuckDBPyConnection,
+    request: PrivacyRequest,
+    phone_regions: tuple[str, ...],
+    exact: bool = False,
+) -> list[str]:
+    """Customers holding the request's email or phone, through any of their linked records."""
+    matches = match_requests(conn, [request], phone_regions, exact)
+    return sorted(
+        matches.filter(pl.col("customer_id").is_not_null())["customer_id"].unique().to_list()
+    )
+
+
+def match_requests(
+    conn: duckdb.DuckDBPyConnection,
+    requests: list[PrivacyRequest],
+    phone_regions: tuple[str, ...],
+    exact: bool = False,
+) -> pl.DataFrame:
+    """``request_id, customer_id`` for every customer holding a request's email or phone (in any
+    of their linked records); a request matching no one has one row with a null customer.
+    ``exact`` (access requests, which hand data out) compares the email as given, standardised
+    but with its +tag and dots: victim+x@ is not victim@."""
+    keys = pl.DataFrame(
+        {
+            "request_id": [r.request_id for r in requests],
+            "email_key": [_email_key(r.email, exact) for r in requests],
+            "phone": [
+                standardise_phone(f"{r.phone}|{phone_regions[0]}", phone_regions)
+                if r.phone
+                else None
+                for r in requests
+            ],
+        },
+        schema={"request_id": pl.String, "email_key": pl.String, "phone": pl.String},
+    )
+    email_column = "email" if exact else "email_norm"
+    conn.register("request_keys", keys.to_arrow())
+    try:
+        found = conn.sql(
+            "select k.request_id, x.customer_id, "
+            f"coalesce(bool_or(p.{email_column} = k.email_key), false) "
+            "and coalesce(bool_or(p.phone_e164 = k.phone), false) as holds_both "
+            "from request_keys k "
+            f"left join identity.person_records p on p.{email_column} = k.email_key or p.phone_e164 = k.phone "
+            "left join mart.customer_xref x on x.record_key = p.record_key and x.customer_id is not null "
+            "group by all"
+        ).pl()
+    finally:
+        conn.unregister("request_keys")
+    # A request naming an email and a phone is the customer holding both, when one does: the
+    # phone may be the household's, which the requester's family holds too.
+    both = pl.col("holds_both").any().over("request_id")
+    found = found.filter(~both | pl.col("holds_both")).select("request_id", "customer_id")
+    return _verify_names(conn, found, {r.request_id: r.name for r in requests})
+
+
+def _verify_names(
+    conn: duckdb.DuckDBPyConnection, found: pl.DataFrame, names: dict[str, str | None]
+) -> pl.DataFrame:
+    """Keep a customer for a request that gives a name only if one of the customer's records
+    carries that name (surname alike, first name alike or a nickname of it, typos allowed), or
+    none carries a name at all.
+    A household phone or inbox held in the warehouse only by the requester's partner must not
+    erase the partner. Dropped customers leave the request with ``customer_id`` null and
+    ``name_mismatch`` true (a steward decides)."""
+    found = found.with_columns(name_mismatch=pl.lit(False))
+    named = {r: split_full_name(n) for r, n in names.items() if n and n.strip()}
+    candidates = found.filter(
+        pl.col("request_id").is_in(list(named)) & pl.col("customer_id").is_not_null()
+    )
+    if candidates.height == 0:
+        return found
+    records = conn.execute(
+        "select x.customer_id, p.first_name_key, p.first_name_group, p.last_name_key "
+        "from identity.person_records p join mart.customer_xref x using (record_key) "
+        "where x.customer_id in (select unnest($ids))",
+        {"ids": candidates["customer_id"].unique().to_list()},
+    ).fetchall()
+    held: dict[str, list[tuple]] = {}
+    for customer_id, *name in records:
+        held.setdefault(customer_id, []).append(tuple(name))
+    # A customer whose records carry no name at all (an email-only survey answer) cannot
+    # contradict the name: the identifier is all there is to go by.
+    rejected = {
+        (request_id, customer_id)
+        for request_id, customer_id in candidates.select("request_id", "customer_id").iter_rows()
+        if any(first or last for first, _, last in held.get(customer_id, []))
+        and not any(_same_name(named[request_id], n) for n in held.get(customer_id, []))
+    }
+    if not rejected:
+        return found
+    keep = pl.struct("request_id", "customer_id").map_elements(
+        lambda r: (r["request_id"], r["customer_id"]) not in rejected, return_dtype=pl.Boolean
+    )
+    found = found.with_columns(name_mismatch=~keep)
+    kept = found.filter(~pl.col("name_mismatch"))
+    lost = (
+        found.filter(pl.col("name_mismatch"))
+        .select("request_id")
+        .unique()
+        .filter(~pl.col("request_id").is_in(kept["request_id"].implode()))
+        .with_columns(customer_id=pl.lit(None, pl.String), name_mismatch=pl.lit(True))
+    )
+    return pl.concat([kept, lost])
+
+
+def _same_name(requested: tuple[str | None, str | None], held: tuple) -> bool:
+    first, last = (name_key(part) for part in requested)
+    held_first, held_group, held_last = held
+    if not last or not held_last:
+        return False
+    if JaroWinkler.similarity(last.replace(" ", ""), held_last) < 0.9:
+        return False
+    if not first or not held_first:
+        return True  # the surname is all either side gives
+    return (
+        first_name_group(first) == held_group
+        or same_first_name(first, held_first)
+        or JaroWinkler.similarity(first, held_first) >= 0.88
+        or (len(first) == 1 and held_first.startswith(first))
+    )
+
+
+def _email_key(raw: str | None, exact: bool = False) -> str | None:
+    email = standardise_email(raw) if raw else None
+    return email if exact or not email else email_match_key(email)
+
+
+def name_mismatches(matches: pl.DataFrame) -> set[str]:
+    return set(matches.filter(pl.col("name_mismatch"))["request_id"])
