@@ -12,6 +12,18 @@ from cdm_pipeline.golden.records import PERSON_RECORD_COLUMNS, candidates_from, 
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import StagedTable, quote_ident, sql_text, table_exists
 
+# The golden record's columns that hold a person's own values (masked in the UI, never in the
+# analytics views).
+CUSTOMER_PII = {
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "street",
+    "unit",
+    "birth_date",
+    "latest_survey_comment",
+}
 # Each golden column of mart.customers and the attributes whose lineage names its winner (a
 # country comes from the country attribute, or else from the winning address).
 LINEAGE_OF_COLUMN = {

@@ -10,24 +10,14 @@ from pathlib import Path
 
 import duckdb
 
+from cdm_pipeline.golden.build import CUSTOMER_PII
 from cdm_pipeline.governance.keys import secret_key
 from cdm_pipeline.warehouse import quote_ident, sql_text
 
 ANALYTICS_TABLES = ("customers", "orders", "interactions", "survey_responses", "consent_ledger")
-PII_COLUMN_NAMES = {
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "street",
-    "unit",
-    "birth_date",
-    "full_name",
-    "customer_id",
-    "latest_survey_comment",
-    "comment",
-    "postal_code",
-}
+# What no analytics view may show by name: the golden record's personal columns, and the ids and
+# free text that lead back to a person.
+PII_COLUMN_NAMES = CUSTOMER_PII | {"full_name", "customer_id", "comment", "postal_code"}
 
 
 def create_analytics_views(conn: duckdb.DuckDBPyConnection) -> tuple[int, list[str]]:

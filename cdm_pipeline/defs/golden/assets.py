@@ -11,6 +11,7 @@ from cdm_pipeline.defs.resolve.assets import CUSTOMER_XREF
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
 from cdm_pipeline.golden.build import (
+    CUSTOMER_PII,
     build_customer_tables,
     build_golden,
     mart_problems,
@@ -71,16 +72,6 @@ CUSTOMER_COLUMNS = {
     "third_party_sharing_consent": ("varchar", "consent"),
     "is_email_contactable": ("boolean", "consent: email present and email_marketing granted"),
     "is_sms_contactable": ("boolean", "consent: phone present and sms_marketing granted"),
-}
-CUSTOMER_PII = {
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "street",
-    "unit",
-    "birth_date",
-    "latest_survey_comment",
 }
 
 
