@@ -229,7 +229,10 @@ def _export_subject(args: argparse.Namespace) -> int:
     regions = tuple(standardise["phone_regions"])
     sources = load_registry(settings.sources_path)
     request = PrivacyRequest("cli", "cli", "access", args.email, args.phone)
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+    # One person's document is a few key lookups: DuckDB's block cache (by default up to 80 % of
+    # the machine) is capped, so a million-person warehouse costs well under a gigabyte.
+    limit = {"memory_limit": os.environ.get("CDM_EXPORT_MEMORY_LIMIT", "300MB")}
+    with duckdb.connect(str(settings.warehouse_path), read_only=True, config=limit) as conn:
         customers = match_customers(conn, request, regions, exact=True)
         if len(customers) != 1:
             print(

@@ -18,6 +18,7 @@ from cdm_pipeline.governance.quarantined import quarantined_rows_of
 from cdm_pipeline.governance.requests import log_request, pending_requests, steward_reason
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.fields import same_first_name
+from cdm_pipeline.validate.stage import current_rows_sql
 from cdm_pipeline.warehouse import quote_ident, table_exists
 
 FACT_TABLES = tuple(FACTS)
@@ -134,10 +135,12 @@ def subject_documents(
         ]
         if not wanted or not table_exists(conn, "staging", source.name):
             continue
+        record_id = quote_ident(source.record_id)
         found = _grouped(
             conn,
-            f"select cast({quote_ident(source.record_id)} as varchar) as _id, * "
-            f"from staging.{quote_ident(source.name + '_current')} where {quote_ident(source.record_id)} in (select unnest($w))",
+            f"select cast({record_id} as varchar) as _id, * from ("
+            + current_rows_sql(source, f"cast({record_id} as varchar) in (select unnest($w))")
+            + ")",
             {"w": wanted},
             "_id",
         )

@@ -60,14 +60,22 @@ def match_requests(
     email_column = "email" if exact else "email_norm"
     conn.register("request_keys", keys.to_arrow())
     try:
+        # Two equality joins, not one join on "email or phone": each looks the few keys up
+        # (a hash join) instead of comparing every record with every request.
         found = conn.sql(
+            "with held as ("
+            f"select k.request_id, p.record_key, p.{email_column} = k.email_key as by_email, "
+            "p.phone_e164 = k.phone as by_phone from request_keys k "
+            f"join identity.person_records p on p.{email_column} = k.email_key "
+            "union all "
+            f"select k.request_id, p.record_key, p.{email_column} = k.email_key, "
+            "p.phone_e164 = k.phone from request_keys k "
+            "join identity.person_records p on p.phone_e164 = k.phone) "
             "select k.request_id, x.customer_id, "
-            f"coalesce(bool_or(p.{email_column} = k.email_key), false) "
-            "and coalesce(bool_or(p.phone_e164 = k.phone), false) as holds_both "
-            "from request_keys k "
-            f"left join identity.person_records p on p.{email_column} = k.email_key or p.phone_e164 = k.phone "
-            "left join mart.customer_xref x on x.record_key = p.record_key and x.customer_id is not null "
-            "group by all"
+            "coalesce(bool_or(h.by_email), false) and coalesce(bool_or(h.by_phone), false) "
+            "as holds_both from request_keys k left join held h using (request_id) "
+            "left join mart.customer_xref x on x.record_key = h.record_key "
+            "and x.customer_id is not null group by all"
         ).pl()
     finally:
         conn.unregister("request_keys")

@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 
 from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.standardise.fields import name_key
 from cdm_pipeline.standardise.load import canonical_quarantined_records
 from cdm_pipeline.standardise.records import standardise_records
 
@@ -53,7 +54,7 @@ def quarantined_rows_of(
             "customer_id": pl.String,
         }
     )
-    landed = canonical_quarantined_records(conn, sources)
+    landed = _naming(canonical_quarantined_records(conn, sources), records["last_name_key"])
     if landed.height == 0:
         return empty
     rows = standardise_records(
@@ -92,6 +93,30 @@ def quarantined_rows_of(
         theirs.group_by("row").agg(pl.col("agree").max().alias("others")), on="row", how="left"
     ).filter(pl.col("agree") > pl.col("others").fill_null(0))
     return rows.join(best.select("row", "customer_id"), on="row").select(empty.columns)
+
+
+def _naming(landed: pl.DataFrame, surnames: pl.Series) -> pl.DataFrame:
+    """The landed rows whose names hold one of ``surnames`` (name keys) as whole words: only
+    they can carry a requester's surname once standardised, so only they are standardised (a
+    quarantine of 50,000 rows at a million people, not one of which is the requester's)."""
+    wanted = set(surnames.drop_nulls().unique())
+    if landed.height == 0 or not wanted:
+        return landed.clear()
+    longest = max(len(s.split()) for s in wanted)
+    names = [c for c in ("first_name", "last_name", "full_name") if c in landed.columns]
+    text = pl.concat_str([pl.col(c).fill_null("") for c in names], separator=" ")
+    holds = text.map_elements(
+        lambda t: not wanted.isdisjoint(_word_runs(name_key(t), longest)), return_dtype=pl.Boolean
+    )
+    return landed.filter(holds)
+
+
+def _word_runs(text: str | None, longest: int) -> set[str]:
+    """Every run of up to ``longest`` consecutive words of ``text``."""
+    words = (text or "").split()
+    return {
+        " ".join(words[i : i + n]) for n in range(1, longest + 1) for i in range(len(words) - n + 1)
+    }
 
 
 def _agreement(rows: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:

@@ -116,7 +116,15 @@ def _ensure_current_view(conn: duckdb.DuckDBPyConnection, source: SourceSpec) ->
         return
     conn.execute(
         f"create or replace view staging.{quote_ident(source.name + '_current')} as "
-        f"select * from staging.{quote_ident(source.name)} "
+        + current_rows_sql(source)
+    )
+
+
+def current_rows_sql(source: SourceSpec, where: str = "true") -> str:
+    """The latest version of each record id among the staged rows meeting ``where``. A reader
+    after a few ids filters here: the ``_current`` view ranks every row before it filters."""
+    return (
+        f"select * from staging.{quote_ident(source.name)} where {where} "
         f"qualify row_number() over (partition by {quote_ident(source.record_id)} "
         f"order by {quote_ident(source.event_at)} desc nulls last, _loaded_at desc, {ROW_NUMBER} desc) = 1"
     )
