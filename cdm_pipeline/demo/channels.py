@@ -10,8 +10,10 @@ import polars as pl
 
 from cdm_pipeline.demo.noise import (
     blank,
+    country_spelling,
     formatted_phone,
     full_names,
+    messy_birth,
     messy_email,
     messy_names,
     messy_street,
@@ -79,29 +81,6 @@ def crm(persons: pl.DataFrame, rng: np.random.Generator) -> tuple[pl.DataFrame, 
         },
     )
     return frame, p["person_id"].to_numpy()
-
-
-def messy_birth(birth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    text = birth.astype(str).astype(object)
-    r = rng.random(len(text))
-    for i in np.flatnonzero(r < 0.03):
-        y, m, d = text[i].split("-")
-        if r[i] < 0.015 and int(d) <= 12 and d != m:
-            text[i] = f"{y}-{d}-{m}"  # day and month swapped at entry
-        else:
-            text[i] = f"{y}-{m}-{int(d) % 28 + 1:02d}"  # one-off wrong day
-    return text
-
-
-def country_spelling(country: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    names = {
-        "US": ["US", "USA", "United States"],
-        "GB": ["GB", "UK", "United Kingdom"],
-        "DE": ["DE", "Germany", "Deutschland"],
-        "FR": ["FR", "France", "france"],
-    }
-    pick = rng.integers(0, 3, len(country))
-    return np.array([names[c][k] for c, k in zip(country, pick, strict=True)], dtype=object)
 
 
 def web(persons: pl.DataFrame, rng: np.random.Generator) -> tuple[pl.DataFrame, np.ndarray]:

@@ -197,3 +197,26 @@ def sample(
 def timestamps(n: int, rng: np.random.Generator, days_back: int) -> np.ndarray:
     seconds = rng.integers(0, days_back * 86400, n)
     return (np.datetime64(TODAY) - seconds.astype("timedelta64[s]")).astype("datetime64[s]")
+
+
+def messy_birth(birth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    text = birth.astype(str).astype(object)
+    r = rng.random(len(text))
+    for i in np.flatnonzero(r < 0.03):
+        y, m, d = text[i].split("-")
+        if r[i] < 0.015 and int(d) <= 12 and d != m:
+            text[i] = f"{y}-{d}-{m}"  # day and month swapped at entry
+        else:
+            text[i] = f"{y}-{m}-{int(d) % 28 + 1:02d}"  # one-off wrong day
+    return text
+
+
+def country_spelling(country: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    names = {
+        "US": ["US", "USA", "United States"],
+        "GB": ["GB", "UK", "United Kingdom"],
+        "DE": ["DE", "Germany", "Deutschland"],
+        "FR": ["FR", "France", "france"],
+    }
+    pick = rng.integers(0, 3, len(country))
+    return np.array([names[c][k] for c, k in zip(country, pick, strict=True)], dtype=object)
