@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cdm_pipeline.defs.serve.assets import PUBLISHED
+from cdm_pipeline.defs.keys import PUBLISHED
 from cdm_pipeline.publish import draft_path
 from cdm_pipeline_tests.conftest import make_settings, run_pipeline
 from cdm_pipeline_tests.test_operations import _cdm, _wait_for_a_started_run, home, long_night

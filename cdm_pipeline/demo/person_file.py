@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from cdm_pipeline.demo.noise import (
+    blank,
     country_spelling,
     formatted_phone,
     full_names,
@@ -127,25 +128,25 @@ def _records(
     email = np.where(changed, p["old_email"].to_numpy(), p["email"].to_numpy())
     birth = p["birth_date"].to_numpy().astype("datetime64[D]")
 
-    def blank(values: np.ndarray, rate: float) -> np.ndarray:
+    def blanked(values: np.ndarray, rate: float) -> np.ndarray:
         return blank(values, np.where(pristine, 0.0, min(rate * noise, 0.9)), rng)
 
     return pl.DataFrame(
         {
             "ref": [f"P{i:08d}" for i in range(1, n + 1)],
-            "given": blank(first, 0.03),
-            "family": blank(last, 0.01),
-            "email": blank(messy_email(email, rng), 0.05),
-            "mobile": blank(
+            "given": blanked(first, 0.03),
+            "family": blanked(last, 0.01),
+            "email": blanked(messy_email(email, rng), 0.05),
+            "mobile": blanked(
                 formatted_phone(p["phone_national"].to_numpy(), p["country"].to_numpy(), rng),
                 0.08,
             ),
-            "address": blank(messy_street(pick("street"), rng), 0.05),
-            "town": blank(typo(pick("city"), 0.02 * noise, rng), 0.03),
+            "address": blanked(messy_street(pick("street"), rng), 0.05),
+            "town": blanked(typo(pick("city"), 0.02 * noise, rng), 0.03),
             "region": pick("state"),
-            "zip": blank(pick("postal_code"), 0.04),
+            "zip": blanked(pick("postal_code"), 0.04),
             "country": country_spelling(p["country"].to_numpy(), rng),
-            "dob": blank(messy_birth(birth, rng), 0.10),
+            "dob": blanked(messy_birth(birth, rng), 0.10),
             "captured_at": timestamps(n, rng, 1500).astype(str),
         },
         schema_overrides={

@@ -19,7 +19,6 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from cdm_pipeline.golden.facts import build_facts
 from cdm_pipeline.governance.keys import (
     email_forms,
     fingerprint,
@@ -146,10 +145,17 @@ def erase_customers(
         run_id,
         resolve_settings,
     )
-    for table in ("mart.customers", "mart.customer_attribute_lineage", "governance.consent_ledger"):
-        conn.execute(
-            f"delete from {table} where customer_id in (select customer_id from erased_customers)"
-        )
+    # Last night's mart, which tonight's customer 360 replaces: it holds them until then.
+    for schema, table in (
+        ("mart", "customers"),
+        ("mart", "customer_attribute_lineage"),
+        ("governance", "consent_ledger"),
+    ):
+        if table_exists(conn, schema, table):
+            conn.execute(
+                f"delete from {schema}.{table} "
+                "where customer_id in (select customer_id from erased_customers)"
+            )
     conn.unregister("erased_customers")
     return removed, anonymised
 
@@ -310,7 +316,14 @@ def process_erasures(
                 outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
                 outcome.needs_steward += 1
                 log_request(conn, request, "needs_steward", reason, n, 0, now, run_id, deadlines)
-        if single:
-            build_facts(conn, sources, config["currency_rates_to_usd"])
     outcome.records_removed, outcome.records_anonymised = removed, anonymised
     return outcome
+
+
+def erased_in_run(conn: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+    """Whether the run erased anyone (the audit log says so)."""
+    rows = conn.execute(
+        "select count(*) from governance.audit_log where run_id = ? and action = 'erased'",
+        [run_id],
+    ).fetchall()
+    return rows[0][0] > 0

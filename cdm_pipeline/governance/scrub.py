@@ -24,7 +24,7 @@ from cdm_pipeline.governance.removal import (
 from cdm_pipeline.governance.suppression import ensure_suppression_list
 from cdm_pipeline.ingest.reader import ROW_NUMBER
 from cdm_pipeline.registry import SourceSpec
-from cdm_pipeline.resolve.forget import forget_profiles, unlink_orphans
+from cdm_pipeline.resolve.forget import forget_profiles, remove_person_records, unlink_orphans
 from cdm_pipeline.warehouse import quote_ident, table_exists
 
 
@@ -135,6 +135,7 @@ def scrub_identifiers(
         return " or ".join(_hit_condition(c) for c in wanted) or "false"
 
     landed = {s.name for s in sources.values() if table_exists(conn, "raw", s.name)}
+    anonymised = {s.name for s in sources.values() if s.on_erasure == "anonymise"}
     for name in sorted(landed):
         source = sources[name]
         raw_hit, quarantine_hit = hit_in("raw", name), hit_in("quarantine", "rejected_rows")
@@ -172,6 +173,11 @@ def scrub_identifiers(
             continue
         name = f"{quote_ident(schema)}.{quote_ident(table)}"
         condition = _hit_condition(column)
+        if (schema, table) == ("identity", "person_records"):
+            touched += remove_person_records(
+                conn, condition, used_params(condition, params), anonymised
+            )
+            continue
         if schema == "mart":
             statement = f"update {name} set {quote_ident(column)} = null where {condition}"
         elif (schema, table) == ("quarantine", "rejected_rows"):

@@ -26,9 +26,10 @@ def forget_customers(
     resolve_settings: dict | None,
 ) -> None:
     """Forget erased customers: their records (``record_key, source, source_record_id``) leave
-    ``identity.person_records``, their profiles lose every identity value, their match pairs go,
-    and each customer id gets an ``erased`` history event. Records of ``kept_sources`` (erasure
-    anonymises them) stay in ``mart.customer_xref`` linked to no one."""
+    ``identity.person_records`` (``remove_person_records``), their profiles lose every identity
+    value, their match pairs go, and each customer id gets an ``erased`` history event. Records
+    of ``kept_sources`` (erasure anonymises them) stay in ``mart.customer_xref`` linked to no
+    one."""
     conn.register("_forgotten_customers", customer_ids.to_frame("customer_id").to_arrow())
     conn.register("_forgotten_records", records.to_arrow())
     try:
@@ -42,9 +43,8 @@ def forget_customers(
                 f"or profile_id_r in {profiles}"
             )
         forget_profiles(conn, f"profile_id in {profiles}", {}, resolve_settings)
-        conn.execute(
-            "delete from identity.person_records where record_key in "
-            "(select record_key from _forgotten_records)"
+        remove_person_records(
+            conn, "record_key in (select record_key from _forgotten_records)", {}, kept_sources
         )
         conn.execute(
             "delete from mart.customer_xref where customer_id in "
@@ -65,6 +65,39 @@ def forget_customers(
     finally:
         conn.unregister("_forgotten_customers")
         conn.unregister("_forgotten_records")
+
+
+# What a person record keeps when its source row is anonymised: the record, not the person.
+RECORD_COLUMNS = ("record_key", "source", "source_record_id", "trust_rank", "event_at")
+
+
+def remove_person_records(
+    conn: duckdb.DuckDBPyConnection, condition: str, params: dict, kept_sources: set[str]
+) -> int:
+    """Person records meeting ``condition`` go; those of ``kept_sources`` (anonymised where they
+    landed) stay with every identity column emptied, as tomorrow's standardising of the
+    anonymised row would make them: the night that erases ends where the next one starts.
+    Returns how many changed."""
+    columns = [
+        name
+        for (name,) in conn.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = 'identity' and table_name = 'person_records'"
+        ).fetchall()
+        if name not in RECORD_COLUMNS
+    ]
+    kept = {**params, "kept": sorted(kept_sources)}
+    (blanked,) = conn.execute(
+        f"update identity.person_records set {', '.join(f'{quote_ident(c)} = null' for c in columns)} "
+        f"where ({condition}) and source in (select unnest($kept))",
+        kept,
+    ).fetchall()[0]
+    (deleted,) = conn.execute(
+        f"delete from identity.person_records where ({condition}) "
+        "and source not in (select unnest($kept))",
+        kept,
+    ).fetchall()[0]
+    return blanked + deleted
 
 
 def unlink_orphans(conn: duckdb.DuckDBPyConnection, kept_sources: set[str]) -> int:

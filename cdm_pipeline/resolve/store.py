@@ -4,19 +4,22 @@ resolution writes, together: ``identity.match_pairs``, ``identity.profiles``,
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 import polars as pl
 
 from cdm_pipeline.resolve.comparisons import default_comparisons
-from cdm_pipeline.resolve.engine import Resolution
+from cdm_pipeline.resolve.engine import Resolution, link
 from cdm_pipeline.resolve.ids import assign_customer_ids
-from cdm_pipeline.resolve.incremental import ResolverState, model_fingerprint
+from cdm_pipeline.resolve.incremental import ResolverState, model_fingerprint, plan_incremental
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS
 from cdm_pipeline.resolve.scoring import ModelParameters
+from cdm_pipeline.resolve.shards import compare_shard, read_plan, write_plan
 from cdm_pipeline.warehouse import (
     StagedTable,
     append_table,
@@ -54,11 +57,13 @@ def write_resolution(
     retrain: bool,
     run_id: str,
     now: datetime,
+    settling: bool = False,
 ) -> Written:
     """Write a resolution's tables: the large ones staged outside the transaction (see
     ``StagedTable``) and swapped in inside it with everything else, so all of the run's tables
     change, or none. Customer ids are carried over from the stored xref
-    (``assign_customer_ids``)."""
+    (``assign_customer_ids``). ``settling``: a second resolution of the run's (after its
+    removals), whose histogram replaces the first's."""
     full = result.mode == "full" or not table_exists(conn, "identity", "match_pairs")
     with (
         StagedTable(conn, "identity", "match_pairs") as staged_pairs,
@@ -112,15 +117,20 @@ def write_resolution(
                 "customer_id_history",
                 history.with_columns(run_id=pl.lit(run_id), event_at=pl.lit(now)),
             )
-            append_table(conn, "identity", "model_parameters", _parameters(result, run_id))
-            append_table(
-                conn,
-                "identity",
-                "blocking_report",
-                pl.DataFrame([vars(r) for r in result.blocking]).with_columns(
-                    run_id=pl.lit(run_id), mode=pl.lit(result.mode)
-                ),
-            )
+            if not settling:  # the night's model and blocking were reported by its resolution
+                append_table(conn, "identity", "model_parameters", _parameters(result, run_id))
+                append_table(
+                    conn,
+                    "identity",
+                    "blocking_report",
+                    pl.DataFrame([vars(r) for r in result.blocking]).with_columns(
+                        run_id=pl.lit(run_id), mode=pl.lit(result.mode)
+                    ),
+                )
+            elif table_exists(conn, "identity", "probability_histogram"):
+                conn.execute(
+                    "delete from identity.probability_histogram where run_id = ?", [run_id]
+                )
             histogram = _histogram(conn)
             append_table(
                 conn,
@@ -343,3 +353,33 @@ def weight_bins_of(pairs: pl.DataFrame, width: float = 5.0) -> pl.DataFrame:
         .group_by("bin")
         .len()
     )
+
+
+def settle_after_removals(
+    conn: duckdb.DuckDBPyConnection,
+    settings: dict,
+    overrides: pl.DataFrame | None,
+    workdir: Path,
+    run_id: str,
+    now: datetime,
+) -> int:
+    """Re-resolve what tonight's removals touched (erased customers, scrubbed records), so the
+    night publishes the customers the remaining records make: without it the next night would
+    re-cluster the components around an erased person, and a rerun on the same landing would
+    move records. Incremental, as a night with new records is (``plan_incremental`` finds the
+    touched components from the forgotten and vanished profiles); call it only when something
+    was removed. Returns the profiles re-clustered."""
+    state = load_state(conn, settings)
+    if state is None:
+        return 0
+    plan = plan_incremental(records_to_resolve(conn), settings, state, overrides)
+    del state
+    for shard in write_plan(plan, workdir, 1):
+        compare_shard(shard)
+    del plan
+    plan, level_files = read_plan(workdir)
+    result = link(plan, level_files, settings, overrides, spill=workdir)
+    reclustered = int(result.refreshed.len())
+    write_resolution(conn, result, settings, False, run_id, now, settling=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return reclustered

@@ -6,10 +6,16 @@ from datetime import timedelta
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from cdm_pipeline.defs.keys import (
+    CONSENT_LEDGER,
+    CUSTOMER_XREF,
+    CUSTOMERS,
+    LINEAGE,
+    PERSON_RECORDS,
+    SCRUBBED,
+)
 from cdm_pipeline.defs.metadata import table_metadata, table_schema
-from cdm_pipeline.defs.resolve.assets import CUSTOMER_XREF
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
-from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
 from cdm_pipeline.golden.build import (
     CUSTOMER_PII,
     build_customer_tables,
@@ -26,9 +32,6 @@ from cdm_pipeline.warehouse import (
     transaction,
 )
 
-CUSTOMERS = dg.AssetKey(["mart", "customers"])
-LINEAGE = dg.AssetKey(["mart", "customer_attribute_lineage"])
-CONSENT_LEDGER = dg.AssetKey(["governance", "consent_ledger"])
 CUSTOMER_KEY_CHECK = "customer_id_unique_not_null"
 FACTS_REFERENCE_CHECK = "facts_reference_customers"
 RESIDUAL_DUPLICATES_CHECK = "residual_near_duplicates"
@@ -110,7 +113,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 LINEAGE,
                 kinds={"duckdb"},
                 **common,
-                deps=[PERSON_RECORDS, CUSTOMER_XREF],
+                deps=[PERSON_RECORDS, CUSTOMER_XREF, SCRUBBED],
                 description="One row per customer and golden attribute: the winning value, its source "
                 "record and the rule that chose it.",
             ),
@@ -119,7 +122,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     dg.AssetKey(["mart", fact]),
                     kinds={"duckdb", "sql"},
                     **common,
-                    deps=[CUSTOMER_XREF, *staged(*fact_sources(fact))],
+                    deps=[CUSTOMER_XREF, SCRUBBED, *staged(*fact_sources(fact))],
                     description=f"Fact table mart.{fact}, one row per event, keyed by customer_id.",
                 )
                 for fact in FACTS

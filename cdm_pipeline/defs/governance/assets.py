@@ -8,12 +8,19 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.defs.golden.assets import CUSTOMERS
+from cdm_pipeline.defs.keys import (
+    CUSTOMER_XREF,
+    CUSTOMERS,
+    EXPORTS,
+    PRIVACY_LOG,
+    RETENTION,
+    SCRUBBED,
+    SUPPRESSION,
+)
 from cdm_pipeline.defs.metadata import table_metadata, table_schema, tally_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
-from cdm_pipeline.golden.facts import build_facts
 from cdm_pipeline.governance.access import foreign_records, process_access_requests
-from cdm_pipeline.governance.erasure import process_erasures
+from cdm_pipeline.governance.erasure import erased_in_run, process_erasures
 from cdm_pipeline.governance.removal import unbalanced_files
 from cdm_pipeline.governance.requests import handled_in_run, log_invalid_requests, open_requests
 from cdm_pipeline.governance.retention import apply_retention
@@ -25,14 +32,10 @@ from cdm_pipeline.governance.scrub import (
 )
 from cdm_pipeline.governance.suppression import fingerprint_counts
 from cdm_pipeline.registry import SourceSpec
+from cdm_pipeline.resolve.overrides import read_overrides
 from cdm_pipeline.resolve.shards import clear_stale_work
+from cdm_pipeline.resolve.store import settle_after_removals
 from cdm_pipeline.warehouse import audit, transaction
-
-RETENTION = dg.AssetKey(["governance", "retention"])
-PRIVACY_LOG = dg.AssetKey(["governance", "privacy_request_log"])
-SUPPRESSION = dg.AssetKey(["governance", "suppression_list"])
-SCRUBBED = dg.AssetKey(["governance", "scrubbed_copies"])
-EXPORTS = dg.AssetKey(["governance", "subject_access_exports"])
 
 RETENTION_CHECK = "nothing_older_than_retention"
 ERASURE_COMPLETE_CHECK = "erasure_complete"
@@ -123,20 +126,18 @@ def privacy_assets(sources: dict[str, SourceSpec]) -> list[dg.AssetsDefinition]:
 
 
 def _erasure_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
-    deps = [CUSTOMERS]  # built last in the customer 360's transaction: the whole mart is there
-
     @dg.asset(
         op_tags=DUCKDB_TAGS,
         key=SUPPRESSION,
-        deps=deps,
+        deps=[CUSTOMER_XREF],
         group_name="governance",
         owners=[OWNER],
         kinds={"duckdb"},
         description="Erase: every pending erasure request that matches exactly one customer removes "
-        "that customer's records everywhere (raw, staging, quarantine, identity, mart; anonymised "
+        "that customer's records everywhere (raw, staging, quarantine, identity; anonymised "
         "where the source says so) and adds the salted hashes of their identifiers to "
         "`governance.suppression_list`, so re-landed files cannot bring them back. Other requests "
-        "wait for a steward. The fact tables are rebuilt from what is left.",
+        "wait for a steward. Runs before the customer 360, which is built from what is left.",
         check_specs=[
             dg.AssetCheckSpec(
                 SUPPRESSION_CHECK,
@@ -195,9 +196,11 @@ def _scrub_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         owners=[OWNER],
         kinds={"duckdb"},
         description="Scrub copies: every other copy of an erased person's email or phone (an "
-        "unlinked record, an old version, a quarantined row, a value in the mart), subject-access "
-        "documents written for erased customers, and resolver work folders that earlier runs left "
-        "behind (they hold identities). Values another customer also holds stay where they hold them.",
+        "unlinked record, an old version, a quarantined row), subject-access documents written "
+        "for erased customers, and resolver work folders that earlier runs left behind (they hold "
+        "identities). Values another customer also holds stay where they hold them. Then the "
+        "customers around what was removed are resolved again (incrementally), so tonight "
+        "publishes what the remaining records make and a rerun moves no one.",
         check_specs=[
             dg.AssetCheckSpec(
                 NO_STALE_COPIES_CHECK,
@@ -217,8 +220,19 @@ def _scrub_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             with transaction(conn):
                 scrubbed = scrub_identifiers(conn, sources, config["resolve"])
                 if scrubbed:
-                    build_facts(conn, sources, config["currency_rates_to_usd"])
                     audit(conn, run_id, "scrubbed", "all schemas", scrubbed, "erased identifiers")
+            reclustered = (
+                settle_after_removals(
+                    conn,
+                    config["resolve"],
+                    read_overrides(pipeline.overrides_path),
+                    pipeline.run_work_dir(run_id),
+                    run_id,
+                    datetime.now(),
+                )
+                if scrubbed or erased_in_run(conn, run_id)
+                else 0
+            )
             exports = erased_exports(conn, Path(pipeline.exports_dir) / "subject_access")
             for path in exports:
                 path.unlink(missing_ok=True)
@@ -233,6 +247,7 @@ def _scrub_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 "rows_scrubbed": scrubbed,
+                "profiles_resolved_again": reclustered,
                 "exports_deleted": len(exports),
                 "work_folders_removed": folders,
                 **tally_metadata(
@@ -275,7 +290,7 @@ def _export_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     @dg.asset(
         op_tags=DUCKDB_TAGS,
         key=EXPORTS,
-        deps=[SCRUBBED],
+        deps=[CUSTOMERS],
         group_name="governance",
         owners=[OWNER],
         kinds={"json"},

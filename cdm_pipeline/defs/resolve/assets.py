@@ -12,9 +12,15 @@ import duckdb
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from cdm_pipeline.defs.keys import (
+    CUSTOMER_XREF,
+    ID_HISTORY,
+    MATCH_PAIRS,
+    PAIR_COMPARISONS,
+    PERSON_RECORDS,
+)
 from cdm_pipeline.defs.metadata import table_metadata, table_schema
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
-from cdm_pipeline.defs.standardise.assets import PERSON_RECORDS
 from cdm_pipeline.quality import total_variation
 from cdm_pipeline.resolve.engine import link, plan_full
 from cdm_pipeline.resolve.incremental import plan_incremental
@@ -28,11 +34,6 @@ from cdm_pipeline.resolve.store import (
     unexplained_ids,
     write_resolution,
 )
-
-MATCH_PAIRS = dg.AssetKey(["identity", "match_pairs"])
-ID_HISTORY = dg.AssetKey(["identity", "customer_id_history"])
-CUSTOMER_XREF = dg.AssetKey(["mart", "customer_xref"])
-PAIR_COMPARISONS = dg.AssetKey(["identity", "pair_comparisons"])
 
 XREF_KEYS_UNIQUE_CHECK = "xref_keys_unique"
 CLUSTER_SIZE_CHECK = "cluster_size_limit"

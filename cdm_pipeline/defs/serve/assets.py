@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.defs.governance.assets import PRIVACY_LOG
+from cdm_pipeline.defs.keys import ANALYST_DB, ANALYTICS, PRIVACY_LOG, PUBLISHED
 from cdm_pipeline.defs.metadata import table_metadata, tally_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource, WarehouseResource
 from cdm_pipeline.governance.analyst import (
@@ -21,9 +21,6 @@ from cdm_pipeline.governance.analyst import (
 from cdm_pipeline.publish import publish
 from cdm_pipeline.warehouse import audit, transaction
 
-ANALYTICS = dg.AssetKey(["analytics", "views"])
-ANALYST_DB = dg.AssetKey(["analytics", "analyst_database"])
-PUBLISHED = dg.AssetKey(["serve", "published_warehouse"])
 ANALYTICS_PII_CHECK = "no_pii_columns_in_analytics"
 ANALYST_DB_PII_CHECK = "no_pii_in_analyst_database"
 PUBLISHED_CHECK = "published_is_tonights_night"

@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from cdm_pipeline.defs.keys import PERSON_RECORDS
 from cdm_pipeline.defs.metadata import table_metadata, table_schema
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.registry import SourceSpec
@@ -17,7 +18,6 @@ from cdm_pipeline.standardise.person_records import (
 from cdm_pipeline.standardise.records import standardise_fingerprint
 from cdm_pipeline.warehouse import StagedTable, audit, transaction
 
-PERSON_RECORDS = dg.AssetKey(["identity", "person_records"])
 VALIDITY_CHECK = "identity_field_validity"
 
 PERSON_RECORD_COLUMNS = {
