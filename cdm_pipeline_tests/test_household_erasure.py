@@ -205,7 +205,9 @@ def test_erasing_one_household_member_touches_no_one_else(tmp_path, demo_data):
     assert kept <= set(after) and all(after[k] is not None for k in kept)
 
     # Night three: the requesters' CRM records re-exported (as they were, with a new email, with
-    # no phone), and a new CRM record of a family member carrying the shared phone.
+    # no phone; and one under a new contact id with a new email and a new phone: only her name,
+    # address and birth date are hers), and a new CRM record of a family member carrying the
+    # shared phone.
     crm = pl.concat(
         [
             pl.read_csv(f, infer_schema=False)
@@ -227,6 +229,11 @@ def test_erasing_one_household_member_touches_no_one_else(tmp_path, demo_data):
             ),
             crm_of(chosen["both"][0]["person_id"]).with_columns(
                 email=pl.lit("another.new@example.org"), phone=pl.lit(None, pl.String)
+            ),
+            crm_of(chosen["email"][0]["person_id"]).with_columns(
+                contact_id=pl.lit("C8888888"),
+                email=pl.lit("fresh.start@example.org"),
+                phone=pl.lit("+1 213 555 0177"),
             ),
         ]
     )
@@ -258,6 +265,7 @@ def test_erasing_one_household_member_touches_no_one_else(tmp_path, demo_data):
             "select customer_id from mart.customer_xref where record_key = 'crm_contacts:C9999999'"
         ).fetchall()
     assert erased_rows >= len(requester_keys)
+    assert "C8888888" in set(relanded["contact_id"])
     assert not set(relanded["contact_id"]) & staged
     assert "C9999999" in staged and newcomer_customer[0][0] is not None
 
@@ -567,3 +575,66 @@ def test_an_access_export_holds_back_a_record_linked_only_by_the_family_inbox(tm
     assert "surveys:S1" not in listed
     assert {"consent_events:E1", "consent_events:E2", "crm_contacts:C1"} <= listed
     assert document["records_held_for_steward"] == 1
+
+
+def test_an_erased_person_landed_again_under_new_identifiers_stays_out(tmp_path):
+    """Anna Berg is erased. The next export carries her again under a new contact id, a new
+    email and a new phone (her name, address and birth date): the model judges her the erased
+    person and she stays out, gone from raw and staging too. Her daughter, also Anna Berg at
+    the same address but born in 2005, and her husband with the home phone they share, land."""
+    landing = tmp_path / "landing"
+    home = {"street": "12 Oak Street", "city": "Springfield", "postal_code": "62704"}
+    anna = {"first_name": "Anna", "last_name": "Berg", **home, "birth_date": "1980-05-01"}
+    _write_crm(
+        landing,
+        {
+            "C1": {**anna, "email": "anna.berg@example.org", "phone": "213-856-2580"},
+            "C2": {
+                "first_name": "Lars",
+                "last_name": "Berg",
+                "email": "lars@example.org",
+                "phone": "213-856-2580",
+                "birth_date": "1978-02-11",
+                **home,
+            },
+        },
+    )
+    (landing / "privacy_requests").mkdir()
+    (landing / "privacy_requests" / "r.csv").write_text(
+        f"{REQUEST_COLUMNS}\nR1,erasure,anna.berg@example.org,,Anna Berg,2026-11-28 12:00:00,GDPR\n"
+    )
+    settings = make_settings(tmp_path, landing)
+    assert run_pipeline(settings).success
+    first_export = landing / "crm_contacts" / "crm.csv"
+    first_export.rename(landing / "crm_contacts" / "crm_first.csv")
+    _write_crm(
+        landing,
+        {
+            "C7": {**anna, "email": "anna.new@example.org", "phone": "213-555-0177"},
+            "C8": {**anna, "birth_date": "2005-09-14", "email": "annie@example.org"},
+            "C9": {
+                "first_name": "Lars",
+                "last_name": "Berg",
+                "email": "lars.berg@example.org",
+                "phone": "213-856-2580",
+                "birth_date": "1978-02-11",
+                **home,
+            },
+        },
+    )
+    night = run_pipeline(settings)
+    assert night.success
+    assert all(
+        e.passed for e in night.get_asset_check_evaluations() if e.check_name.startswith("rows_")
+    )
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        raw = {i for (i,) in conn.execute("select contact_id from raw.crm_contacts").fetchall()}
+        staged = {
+            i for (i,) in conn.execute("select contact_id from staging.crm_contacts").fetchall()
+        }
+        linked = dict(
+            conn.execute("select record_key, customer_id from mart.customer_xref").fetchall()
+        )
+    assert "C7" not in raw | staged and "crm_contacts:C7" not in linked
+    assert {"C8", "C9"} <= staged
+    assert linked["crm_contacts:C8"] is not None and linked["crm_contacts:C9"] is not None

@@ -19,6 +19,7 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
+from cdm_pipeline.governance.identity_suppression import identity_forms
 from cdm_pipeline.governance.keys import (
     email_forms,
     fingerprint,
@@ -116,6 +117,7 @@ def erase_customers(
         name = name_form(row["first_name"], row["last_name"])
         forms += [("name", name)] if name else []
         forms += [("record", row["record_key"])]
+        forms += identity_forms(row)
         fingerprints |= {(kind, fingerprint(key, form), row["request_id"]) for kind, form in forms}
     if fingerprints:
         conn.executemany(
@@ -125,7 +127,7 @@ def erase_customers(
     removed = anonymised = 0
     for source_name, ids in records.group_by("source").agg(pl.col("source_record_id")).iter_rows():
         if source_name in sources:
-            removed_here, anonymised_here = _erase_source_rows(conn, sources[source_name], ids, now)
+            removed_here, anonymised_here = erase_source_rows(conn, sources[source_name], ids, now)
             removed += removed_here
             anonymised += anonymised_here
     if quarantined is not None:
@@ -200,7 +202,7 @@ def _held_by_others(
     return {value for (value,) in rows}
 
 
-def _erase_source_rows(
+def erase_source_rows(
     conn: duckdb.DuckDBPyConnection, source: SourceSpec, ids: list[str], now: datetime
 ) -> tuple[int, int]:
     """Every landed version of the erased records, staged or quarantined (``_erase_landed_rows``).

@@ -4,10 +4,13 @@ changed, less those of erased people), written slice by slice, and how valid the
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 
 import duckdb
 import polars as pl
 
+from cdm_pipeline.governance.erasure import erase_source_rows
+from cdm_pipeline.governance.identity_suppression import identity_suppressed
 from cdm_pipeline.governance.suppression import suppressed_person_records, suppressed_rows
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.fields import close_pool
@@ -69,9 +72,12 @@ def write_person_records(
     reused: pl.DataFrame,
     settings: dict,
     suppressed: int,
-) -> tuple[int, int, int]:
+    match_threshold: float,
+) -> tuple[int, int, int, pl.DataFrame]:
     """Stage the reused records and tonight's, standardised slice by slice (memory stays
-    bounded); returns (suppressed, standardised, records) counts."""
+    bounded); returns (suppressed, standardised, records) counts and the ``source,
+    source_record_id`` of new records left out as an erased person by identity
+    (``identity_suppressed``): the caller removes what landed of them."""
     conn = staged.conn
     if reused.height > 0:
         conn.register("_reused", reused.to_arrow())
@@ -81,6 +87,7 @@ def write_person_records(
         )
         conn.unregister("_reused")
     standardised = 0
+    held_out = [pl.DataFrame(schema={"source": pl.String, "source_record_id": pl.String})]
     try:
         for start in range(0, max(canonical.height, 1), STANDARDISE_SLICE_RECORDS):
             fresh = standardise_records(
@@ -90,6 +97,9 @@ def write_person_records(
                 keep_workers=True,
             )
             late = suppressed_person_records(conn, fresh)
+            by_identity = identity_suppressed(conn, fresh, match_threshold) & ~late
+            held_out.append(fresh.filter(by_identity).select("source", "source_record_id"))
+            late = late | by_identity
             suppressed += int(late.sum() or 0)
             fresh = fresh.filter(~late)
             standardised += fresh.height
@@ -97,7 +107,7 @@ def write_person_records(
     finally:
         close_pool()
     records = conn.execute(f"select count(*) from {staged.name}").fetchall()[0][0]
-    return suppressed, standardised, records
+    return suppressed, standardised, records, pl.concat(held_out)
 
 
 def stored_inputs(conn: duckdb.DuckDBPyConnection, fingerprint: str) -> pl.DataFrame:
@@ -147,3 +157,17 @@ def validity_rates(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 def _rate(given: pl.Expr, valid: pl.Expr) -> pl.Expr:
     n = given.sum()
     return pl.when(n > 0).then((given & valid).sum() / n).otherwise(1.0)
+
+
+def erase_held_out(
+    conn: duckdb.DuckDBPyConnection,
+    sources: dict[str, SourceSpec],
+    held_out: pl.DataFrame,
+    now: datetime,
+) -> int:
+    """What landed of records left out as an erased person (``write_person_records``) goes as
+    an erasure takes it: from raw and staging (anonymised where the source says so), counted in
+    the file ledger. Returns the records."""
+    for (source,), rows in held_out.group_by("source"):
+        erase_source_rows(conn, sources[source], rows["source_record_id"].to_list(), now)
+    return held_out.height

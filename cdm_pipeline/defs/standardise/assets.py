@@ -1,5 +1,7 @@
 """``identity.person_records``: every current source record's identity, standardised."""
 
+from datetime import datetime
+
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
@@ -10,6 +12,7 @@ from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.load import IDENTITY_ROLES
 from cdm_pipeline.standardise.person_records import (
+    erase_held_out,
     remember_settings,
     tonights_inputs,
     validity_rates,
@@ -102,12 +105,27 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 conn, identity_sources, fingerprint, regions
             )
             with StagedTable(conn, "identity", "person_records") as staged:
-                suppressed, standardised, records = write_person_records(
-                    staged, canonical, reused, config["standardise"], suppressed
+                suppressed, standardised, records, held_out = write_person_records(
+                    staged,
+                    canonical,
+                    reused,
+                    config["standardise"],
+                    suppressed,
+                    config["resolve"]["match_threshold"],
                 )
                 del canonical
                 with transaction(conn):
                     staged.swap()
+                    erased = erase_held_out(conn, sources, held_out, datetime.now())
+                    if erased:
+                        audit(
+                            conn,
+                            context.run.run_id,
+                            "erased",
+                            "raw and staging",
+                            erased,
+                            "records of an erased person landed again under new identifiers",
+                        )
                     remember_settings(conn, fingerprint, context.run.run_id)
                     audit(
                         conn,
@@ -131,6 +149,7 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 "records_standardised": standardised,
                 "records_unchanged_reused": reused.height,
                 "suppressed_records_left_out": suppressed,
+                "erased_person_landed_again": held_out.height,
                 "sources": rates.height,
                 **shown,
             },
