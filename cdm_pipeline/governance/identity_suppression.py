@@ -24,6 +24,7 @@ from cdm_pipeline.governance.keys import email_forms, fingerprint, phone_forms, 
 from cdm_pipeline.governance.suppression import suppressed
 from cdm_pipeline.resolve.comparisons import default_comparisons, model_comparisons
 from cdm_pipeline.resolve.scoring import ModelParameters
+from cdm_pipeline.standardise.fields import map_unique
 from cdm_pipeline.warehouse import table_exists
 
 IDENTITY_KINDS = ("name_birth", "name_location")
@@ -57,26 +58,41 @@ def identity_suppressed(
     comparisons = {c.name: c for c in model_comparisons(default_comparisons())}
     prior = model.prior
     needed = math.log2(match_threshold / (1 - match_threshold)) - math.log2(prior / (1 - prior))
-    out = []
-    for record in records.iter_rows(named=True):
+    # Each distinct combination is hashed once, in bulk; only records that hit one are weighed.
+    first, last = pl.col("first_name_key"), pl.col("last_name_key")
+    forms = records.select(
+        name_birth=pl.concat_str(
+            [first, last, pl.col("birth_date").cast(pl.String)], separator="|"
+        ),
+        name_location=pl.concat_str(
+            [first, last, pl.col("street_key"), pl.col("postal_code")], separator="|"
+        ),
+    )
+    hit_any = pl.repeat(False, records.height, dtype=pl.Boolean, eager=True)
+    for kind in IDENTITY_KINDS:
+        wanted = hashes.get(kind, set())
+        if wanted:
+            hit = map_unique(
+                forms[kind], lambda v, w=wanted: fingerprint(key, v) in w, pl.Boolean, spread=False
+            )
+            hit_any = hit_any | hit.fill_null(False)
+    out = pl.repeat(False, records.height, dtype=pl.Boolean, eager=True).to_list()
+    for row in hit_any.arg_true().to_list():
+        record = records.row(row, named=True)
         hits = {
             kind: fingerprint(key, form) in hashes.get(kind, set())
             for kind, form in identity_forms(record)
         }
-        if not any(hits.values()):
-            out.append(False)
-            continue
         if hits.get("name_birth") is False:
             # Her name at her address, born another day: a namesake (a daughter named after
             # her), never taken for her, whatever a model trained on little data says.
-            out.append(False)
             continue
         levels = {"first_name_key": "exact", "last_name_key": "exact"}
         if "name_birth" in hits:
             levels["birth_date"] = "exact"
         if "name_location" in hits:  # the name matched by birth date: another address differs
             levels["location"] = "exact" if hits["name_location"] else "different"
-        for field, kinds, forms in (
+        for field, kinds, forms_of in (
             ("email_norm", ("email", "household_email"), email_forms),
             ("phone_e164", ("phone", "household_phone"), lambda v: phone_forms(None, v)),
         ):
@@ -84,7 +100,7 @@ def identity_suppressed(
                 held = any(
                     fingerprint(key, f) in hashes.get(k, set())
                     for k in kinds
-                    for f in forms(record[field])
+                    for f in forms_of(record[field])
                 )
                 levels[field] = "exact" if held else "different"
         bits = sum(
@@ -92,7 +108,7 @@ def identity_suppressed(
             for name, level in levels.items()
             if name in comparisons
         )
-        out.append(bits >= needed)
+        out[row] = bits >= needed
     return pl.Series(out, dtype=pl.Boolean)
 
 
