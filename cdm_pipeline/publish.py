@@ -219,3 +219,32 @@ def _sync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# Actions that delete rows: after them the night is copied into a fresh file before it is
+# published, so that no deleted value stays readable in the file's free blocks.
+DELETING_ACTIONS = ("erased", "purged")
+
+
+def rows_deleted_in_run(conn: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """Rows the run's erasures and purges deleted (from the audit log)."""
+    return conn.execute(
+        "select coalesce(sum(row_count), 0) from governance.audit_log "
+        f"where run_id = ? and action in ({', '.join('?' * len(DELETING_ACTIONS))})",
+        [run_id, *DELETING_ACTIONS],
+    ).fetchall()[0][0]
+
+
+def table_counts(conn: duckdb.DuckDBPyConnection, tables: tuple[str, ...]) -> dict[str, int]:
+    """Row counts of those of ``tables`` (``schema.table``) that exist."""
+    found = {
+        f"{schema}.{table}"
+        for schema, table in conn.execute(
+            "select table_schema, table_name from information_schema.tables"
+        ).fetchall()
+    }
+    return {
+        table: conn.execute(f"select count(*) from {table}").fetchall()[0][0]
+        for table in tables
+        if table in found
+    }

@@ -106,16 +106,22 @@ def _attributes(conn, sources: dict[str, SourceSpec], xref: pl.DataFrame) -> pl.
 
 
 def build_customer_tables(
-    conn: duckdb.DuckDBPyConnection, sources: dict[str, SourceSpec], currency_rates: dict
+    conn: duckdb.DuckDBPyConnection,
+    sources: dict[str, SourceSpec],
+    currency_rates: dict,
+    golden_table: str,
 ) -> dict[str, int]:
-    """The fact tables, ``governance.consent_ledger`` and ``mart.customers`` (from the staged
-    golden records, as the view ``golden``); call inside the transaction that commits them.
-    Returns each fact table's rows."""
+    """The fact tables, ``governance.consent_ledger`` and ``mart.customers`` (from the golden
+    records ``build_golden`` staged in ``golden_table``, read by ``sql/mart/customers.sql`` as the
+    view ``golden``); call inside the transaction that commits them. Returns each fact table's
+    rows."""
     fact_rows = build_facts(conn, sources, currency_rates)
     conn.execute(
         f"create or replace table governance.consent_ledger as {sql_text('governance/consent_ledger')}"
     )
+    conn.execute(f"create or replace temp view golden as select * from {golden_table}")
     conn.execute(f"create or replace table mart.customers as {sql_text('mart/customers')}")
+    conn.execute("drop view golden")
     return fact_rows
 
 

@@ -236,3 +236,30 @@ def acknowledge_rejection(conn: duckdb.DuckDBPyConnection, source: str, file_nam
         [source, file_name],
     ).fetchall()[0]
     return n
+
+
+def recent_loads(conn: duckdb.DuckDBPyConnection, source: str, runs: int) -> list[int]:
+    """Rows the source's last ``runs`` loads that landed anything brought (newest first)."""
+    rows = conn.execute(
+        "select rows_in from governance.load_history where source = ? and stage = 'raw' "
+        "and rows_in > 0 order by recorded_at desc limit ?",
+        [source, runs],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def record_load(
+    conn: duckdb.DuckDBPyConnection, run_id: str, source: str, rows: int, now: datetime
+) -> None:
+    conn.execute(
+        "insert into governance.load_history values (?, ?, 'raw', ?, ?)",
+        [run_id, source, rows, now],
+    )
+
+
+def last_delivery(conn: duckdb.DuckDBPyConnection, source: str) -> datetime | None:
+    """When the source last delivered a file that loaded (from the file ledger)."""
+    return conn.execute(
+        "select max(loaded_at) from raw.file_ledger where source = ? and status = 'loaded'",
+        [source],
+    ).fetchall()[0][0]

@@ -184,12 +184,11 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             # The golden records and their lineage (tens of millions of rows at 10M records) are
             # built outside the transaction, which would hold them in memory until it commits.
             lineage_rows = build_golden(conn, sources, config["survivorship"], lineage, golden)
-            conn.execute(f"create or replace temp view golden as select * from {golden.name}")
             try:
                 with transaction(conn):
                     lineage.swap()
                     rates = config["currency_rates_to_usd"]
-                    fact_rows = build_customer_tables(conn, sources, rates)
+                    fact_rows = build_customer_tables(conn, sources, rates, golden.name)
                     problems = _precommit_problems(conn)
                     if any(problems.values()):
                         raise _MartRejected(problems)  # rolls back: the previous mart stays
@@ -204,7 +203,6 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                         customers,
                         "golden records with lineage",
                     )
-                    conn.execute("drop view golden")
             except _MartRejected as rejected:
                 # The failed checks are recorded with what they measured, then the step fails.
                 yield from _check_results(rejected.problems)

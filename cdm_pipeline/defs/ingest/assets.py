@@ -8,7 +8,13 @@ from dagster_duckdb import DuckDBResource
 
 from cdm_pipeline.defs.metadata import source_column_schema, table_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
-from cdm_pipeline.ingest.load import load_new_files, open_rejections
+from cdm_pipeline.ingest.load import (
+    last_delivery,
+    load_new_files,
+    open_rejections,
+    recent_loads,
+    record_load,
+)
 from cdm_pipeline.quality import robust_z
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import audit
@@ -77,18 +83,8 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 config["ingest"]["max_field_chars"],
                 config["ingest"]["control_characters"],
             )
-            history = [
-                r[0]
-                for r in conn.execute(
-                    "select rows_in from governance.load_history where source = ? and stage = 'raw' "
-                    "and rows_in > 0 order by recorded_at desc limit ?",
-                    [source.name, quality["anomaly_history_runs"]],
-                ).fetchall()
-            ]
-            conn.execute(
-                "insert into governance.load_history values (?, ?, 'raw', ?, ?)",
-                [context.run.run_id, source.name, summary.rows_loaded, datetime.now()],
-            )
+            history = recent_loads(conn, source.name, quality["anomaly_history_runs"])
+            record_load(conn, context.run.run_id, source.name, summary.rows_loaded, datetime.now())
             still_open = open_rejections(conn, source.name)
             fresh = _delivered_recently(conn, source.name, quality, datetime.now())
             shown = table_metadata(conn, f"raw.{source.name}", set(source.identity_columns))
@@ -166,10 +162,7 @@ def _row_count_anomaly(rows: int, history: list[int], quality: dict) -> dg.Asset
 
 def _delivered_recently(conn, source: str, quality: dict, now: datetime) -> dg.AssetCheckResult:
     """Days since this source last delivered a file that loaded (from the file ledger)."""
-    last = conn.execute(
-        "select max(loaded_at) from raw.file_ledger where source = ? and status = 'loaded'",
-        [source],
-    ).fetchall()[0][0]
+    last = last_delivery(conn, source)
     limit = quality["max_days_without_delivery"]
     days = None if last is None else (now - last).total_seconds() / 86400
     return dg.AssetCheckResult(

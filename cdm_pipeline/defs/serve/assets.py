@@ -18,7 +18,7 @@ from cdm_pipeline.governance.analyst import (
     pii_values_in,
     staged_analyst_file,
 )
-from cdm_pipeline.publish import publish
+from cdm_pipeline.publish import publish, rows_deleted_in_run, table_counts
 from cdm_pipeline.warehouse import audit, transaction
 
 ANALYTICS_PII_CHECK = "no_pii_columns_in_analytics"
@@ -26,9 +26,6 @@ ANALYST_DB_PII_CHECK = "no_pii_in_analyst_database"
 PUBLISHED_CHECK = "published_is_tonights_night"
 # Tables whose row counts are compared before and after the rename.
 COUNTED = ("mart.customers", "mart.customer_xref", "identity.match_pairs", "raw.file_ledger")
-# Actions that delete rows: after them the night is copied into a fresh file before it is
-# published, so that no deleted value stays readable in the file's free blocks.
-DELETING_ACTIONS = ("erased", "purged")
 
 
 def analytics_assets() -> dg.AssetsDefinition:
@@ -159,17 +156,13 @@ def published_warehouse_asset(upstream: list[dg.AssetKey]) -> dg.AssetsDefinitio
         pipeline: PipelineResource,
     ) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
-            deleted = conn.execute(
-                "select coalesce(sum(row_count), 0) from governance.audit_log "
-                f"where run_id = ? and action in ({', '.join('?' * len(DELETING_ACTIONS))})",
-                [context.run.run_id, *DELETING_ACTIONS],
-            ).fetchall()[0][0]
-            drafted = _counts(conn)
+            deleted = rows_deleted_in_run(conn, context.run.run_id)
+            drafted = table_counts(conn, COUNTED)
         started = time.perf_counter()
         target = Path(warehouse.database)
         publish(target, rewrite=deleted > 0)
         with duckdb.connect(str(target), read_only=True) as conn:
-            published = _counts(conn)
+            published = table_counts(conn, COUNTED)
         analyst = Path(pipeline.exports_dir) / "analyst.duckdb"
         staged = staged_analyst_file(analyst)
         if staged.exists():
@@ -192,20 +185,6 @@ def published_warehouse_asset(upstream: list[dg.AssetKey]) -> dg.AssetsDefinitio
         )
 
     return _published
-
-
-def _counts(conn) -> dict[str, int]:
-    found = {
-        f"{schema}.{table}"
-        for schema, table in conn.execute(
-            "select table_schema, table_name from information_schema.tables"
-        ).fetchall()
-    }
-    return {
-        table: conn.execute(f"select count(*) from {table}").fetchall()[0][0]
-        for table in COUNTED
-        if table in found
-    }
 
 
 def upstream_of_publish(assets: list) -> list[dg.AssetKey]:
