@@ -17,14 +17,8 @@ from cdm_pipeline.resolve.comparisons import (
     default_comparisons,
 )
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
-from cdm_pipeline.resolve.scoring import (
-    ModelParameters,
-    different_people,
-    estimate_u,
-    level_patterns,
-    score_pairs,
-    train_model,
-)
+from cdm_pipeline.resolve.scoring import ModelParameters, different_people, score_pairs
+from cdm_pipeline.resolve.training import estimate_u, level_patterns, train_model
 
 
 @dataclass
