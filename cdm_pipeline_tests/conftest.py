@@ -5,6 +5,7 @@ Nothing is written into the working directory: every path is under pytest's tmp 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import dagster as dg
@@ -53,3 +54,8 @@ def materialised(tmp_path_factory, demo_data) -> tuple[Settings, dg.ExecuteInPro
     """The whole job run once on the demo data into a tmp DuckDB file."""
     settings = make_settings(tmp_path_factory.mktemp("run"), demo_data / "landing")
     return settings, run_pipeline(settings)
+
+
+def digest(path: Path) -> str:
+    """SHA-256 of a file's bytes: "unchanged" means byte for byte."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

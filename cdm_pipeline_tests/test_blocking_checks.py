@@ -8,21 +8,15 @@ guards became visible, fails here. Two checks are planted through the data inste
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-from pathlib import Path
 
 import pytest
 
 from cdm_pipeline.defs.keys import PUBLISHED
-from cdm_pipeline_tests.conftest import make_settings, run_pipeline
+from cdm_pipeline_tests.conftest import digest, make_settings, run_pipeline
 
 GOVERNANCE = "cdm_pipeline.defs.governance.assets"
 RESOLVE = "cdm_pipeline.defs.resolve.assets"
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _second_call_fails(original, failing):
@@ -167,9 +161,9 @@ def test_a_failing_blocking_check_publishes_nothing(check, last_good_night, tmp_
     root = tmp_path / "night"
     shutil.copytree(last_good_night, root)
     settings = make_settings(root, root / "landing")
-    published = _digest(settings.warehouse_path)
+    published = digest(settings.warehouse_path)
     analyst = settings.exports_dir / "analyst.duckdb"
-    analyst_before = _digest(analyst)
+    analyst_before = digest(analyst)
     module_name, name, stand_in = PLANTED[check]
     module = importlib.import_module(module_name)
     monkeypatch.setattr(module, name, stand_in(module))
@@ -179,5 +173,5 @@ def test_a_failing_blocking_check_publishes_nothing(check, last_good_night, tmp_
     assert PUBLISHED not in {
         e.asset_key for e in result.get_asset_materialization_events() if e.asset_key
     }
-    assert _digest(settings.warehouse_path) == published
-    assert _digest(analyst) == analyst_before
+    assert digest(settings.warehouse_path) == published
+    assert digest(analyst) == analyst_before

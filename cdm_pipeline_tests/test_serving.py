@@ -4,7 +4,6 @@ a killed night, or one a blocking check stops, leaves the published warehouse as
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -18,14 +17,10 @@ import pytest
 
 from cdm_pipeline.defs.keys import PUBLISHED
 from cdm_pipeline.publish import draft_path
-from cdm_pipeline_tests.conftest import make_settings, run_pipeline
+from cdm_pipeline_tests.conftest import digest, make_settings, run_pipeline
 from cdm_pipeline_tests.test_operations import _cdm, _wait_for_a_started_run, home, long_night
 
 __all__ = ["home", "long_night"]  # fixtures shared with test_operations
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _count(path: Path, table: str) -> int:
@@ -94,14 +89,14 @@ def test_a_killed_night_leaves_the_published_warehouse_as_it_was(home, demo_data
     good = _cdm(home, demo_data / "landing")
     out, err = good.communicate(timeout=600)
     assert "succeeded" in out, out + err
-    published = _digest(warehouse)
+    published = digest(warehouse)
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         xref = conn.sql("select record_key, customer_id from mart.customer_xref order by 1").pl()
     killed = _cdm(home, long_night, start_new_session=True)
     _wait_for_a_started_run(home, killed)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
-    assert _digest(warehouse) == published  # not a byte of the killed night
+    assert digest(warehouse) == published  # not a byte of the killed night
     again = _cdm(home, demo_data / "landing")
     out, err = again.communicate(timeout=600)
     assert "succeeded" in out, out + err
@@ -124,9 +119,9 @@ def test_a_blocking_check_that_fails_publishes_nothing(tmp_path, demo_data, chec
     shutil.copytree(demo_data / "landing", landing)
     settings = make_settings(tmp_path, landing)
     assert run_pipeline(settings).success
-    published = _digest(settings.warehouse_path)
+    published = digest(settings.warehouse_path)
     analyst = settings.exports_dir / "analyst.duckdb"
-    analyst_before = _digest(analyst)
+    analyst_before = digest(analyst)
     crm = landing / "crm_contacts"
     header = next(crm.glob("*.csv")).read_text().splitlines()[0]
     (crm / "crm_contacts_late.csv").write_text(header + "\n" + ",Ann,Lee" + "," * 11 + "\n")
@@ -138,8 +133,8 @@ def test_a_blocking_check_that_fails_publishes_nothing(tmp_path, demo_data, chec
     assert PUBLISHED not in {
         e.asset_key for e in result.get_asset_materialization_events() if e.asset_key
     }
-    assert _digest(settings.warehouse_path) == published
-    assert _digest(analyst) == analyst_before
+    assert digest(settings.warehouse_path) == published
+    assert digest(analyst) == analyst_before
 
 
 def test_every_blocking_check_stands_between_its_asset_and_the_publish(tmp_path):
