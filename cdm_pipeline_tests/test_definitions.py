@@ -17,6 +17,25 @@ def test_every_asset_has_a_description_an_owner_and_a_check(tmp_path):
         assert key in checked, key
 
 
+def test_the_ui_lists_the_stage_groups_in_the_order_a_night_finishes_them(tmp_path):
+    """The UI sorts groups by name: sorted names must follow each group's last asset in the graph."""
+    graph = build_definitions(make_settings(tmp_path, tmp_path / "landing")).resolve_asset_graph()
+    depth: dict = {}
+
+    def depth_of(key):
+        if key not in depth:
+            parents = [p for p in graph.get(key).parent_keys if graph.has(p)]
+            depth[key] = 1 + max(map(depth_of, parents)) if parents else 0
+        return depth[key]
+
+    finished_at: dict[str, int] = {}
+    for key in graph.materializable_asset_keys:
+        group = graph.get(key).group_name
+        finished_at[group] = max(finished_at.get(group, 0), depth_of(key))
+    assert len(finished_at) == 7
+    assert sorted(finished_at) == sorted(finished_at, key=finished_at.get)
+
+
 def test_nightly_schedule_runs_at_two(tmp_path):
     defs = build_definitions(make_settings(tmp_path, tmp_path / "landing"))
     schedule = defs.resolve_schedule_def("cdm_nightly_schedule")

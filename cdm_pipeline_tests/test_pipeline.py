@@ -143,6 +143,24 @@ def test_a_rerun_adds_no_rows_and_changes_no_customer_id(tmp_path_factory, demo_
     )  # the second run recorded no id event at all (erasures happened in the first)
 
 
+def test_match_pairs_reports_how_sure_its_pairs_are_as_numbers_the_ui_plots(materialised):
+    """Numbers (not text) are what the UI's Plots tab charts night after night."""
+    _, result = materialised
+    metadata = {
+        key: value.value
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.path == ["identity", "match_pairs"]
+        for key, value in event.materialization.metadata.items()
+    }
+    sure_apart = metadata["pairs_probability_below_0.1"]
+    unsure = metadata["pairs_probability_0.1_to_0.9"]
+    sure_together = metadata["pairs_probability_0.9_or_more"]
+    assert all(isinstance(n, int) for n in (sure_apart, unsure, sure_together))
+    assert sure_apart > 0 and sure_together > 0
+    # A first night scores every pair, so the bins count every pair written.
+    assert sure_apart + unsure + sure_together == metadata["pairs_written"]
+
+
 @pytest.mark.parametrize("column", ["customer_id"])
 def test_customer_ids_are_unique_per_record(materialised, column):
     settings, _ = materialised

@@ -195,12 +195,12 @@ def test_ui_runs_the_job_and_shows_assets_checks_and_schedule(dagster_ui):
         "analytics/analyst_database",
     } <= keys
     assert {n["groupName"] for n in nodes} >= {
-        "ingest",
-        "validate",
-        "standardise",
-        "resolve",
-        "golden",
-        "governance",
+        "1_ingest",
+        "2_validate",
+        "3_standardise",
+        "4_resolve",
+        "5_golden",
+        "6_governance",
     }
     assert all(n["hasAssetChecks"] for n in nodes)
 

@@ -19,3 +19,13 @@ PRIVACY_LOG = dg.AssetKey(["governance", "privacy_request_log"])
 ANALYTICS = dg.AssetKey(["analytics", "views"])
 ANALYST_DB = dg.AssetKey(["analytics", "analyst_database"])
 PUBLISHED = dg.AssetKey(["serve", "published_warehouse"])
+
+# Stage groups, numbered: the UI lists groups alphabetically, so the numbers put them in the order
+# a night finishes them (each group's last asset comes after the previous group's last).
+INGEST_GROUP = "1_ingest"
+VALIDATE_GROUP = "2_validate"
+STANDARDISE_GROUP = "3_standardise"
+RESOLVE_GROUP = "4_resolve"
+GOLDEN_GROUP = "5_golden"
+GOVERNANCE_GROUP = "6_governance"
+SERVE_GROUP = "7_serve"

@@ -1,9 +1,11 @@
-"""Catalogue metadata shared by the asset factories: column schemas with PII tags."""
+"""Catalogue metadata shared by the asset factories: column schemas with the contract's
+descriptions (``sql/contract.yaml``) and PII tags."""
 
 from __future__ import annotations
 
 import dagster as dg
 
+from cdm_pipeline.contract import describe
 from cdm_pipeline.registry import SourceSpec
 
 DUCKDB_TYPES = {
@@ -13,13 +15,7 @@ DUCKDB_TYPES = {
     "integer": "bigint",
     "boolean": "boolean",
 }
-LOAD_COLUMNS = {
-    "_source_file": "landing file name",
-    "_file_sha256": "content hash of the landing file",
-    "_row_number": "1-based row number in the file",
-    "_loaded_at": "when the file was loaded",
-    "_run_id": "Dagster run that loaded it",
-}
+LOAD_COLUMNS = ("_row_number", "_source_file", "_file_sha256", "_loaded_at", "_run_id")
 
 
 def pii_columns(source: SourceSpec) -> set[str]:
@@ -38,17 +34,10 @@ def source_column_schema(source: SourceSpec, typed: bool) -> dg.TableSchema:
         )
         for c in source.columns
     ]
-    if not typed:
-        columns.append(
-            dg.TableColumn(name="_extra", type="varchar", description="undeclared columns, JSON")
-        )
-        columns.append(
-            dg.TableColumn(
-                name="_parse_error", type="varchar", description="why a line did not parse"
-            )
-        )
+    table = f"{'staging' if typed else 'raw'}.{source.name}"
+    added = ("_extra", *LOAD_COLUMNS) if typed else ("_extra", "_parse_error", *LOAD_COLUMNS)
     columns += [
-        dg.TableColumn(name=n, type="varchar", description=d) for n, d in LOAD_COLUMNS.items()
+        dg.TableColumn(name=n, type="varchar", description=describe(table, n) or "") for n in added
     ]
     return dg.TableSchema(columns=columns)
 
@@ -147,6 +136,7 @@ def table_metadata(
                     dg.TableColumn(
                         name=c,
                         type=t.lower(),
+                        description=describe(table, c),
                         tags={"pii": "true"} if is_pii(c, pii, t) else {},
                     )
                     for c, t in columns

@@ -10,14 +10,14 @@ from cdm_pipeline.defs.keys import (
     CONSENT_LEDGER,
     CUSTOMER_XREF,
     CUSTOMERS,
+    GOLDEN_GROUP,
     LINEAGE,
     PERSON_RECORDS,
     SCRUBBED,
 )
-from cdm_pipeline.defs.metadata import table_metadata, table_schema
+from cdm_pipeline.defs.metadata import table_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.golden.build import (
-    CUSTOMER_PII,
     build_customer_tables,
     build_golden,
     mart_problems,
@@ -38,50 +38,11 @@ RESIDUAL_DUPLICATES_CHECK = "residual_near_duplicates"
 LINEAGE_COMPLETE_CHECK = "lineage_for_every_golden_value"
 LEDGER_UNIQUE_CHECK = "one_state_per_customer_and_purpose"
 
-CUSTOMER_COLUMNS = {
-    "customer_id": ("varchar", "stable customer id (grain: one row per customer)"),
-    "first_name": ("varchar", "identity: survivorship 'name'"),
-    "last_name": ("varchar", "identity"),
-    "email": ("varchar", "identity: survivorship 'email'"),
-    "phone": ("varchar", "identity: E.164"),
-    "street": ("varchar", "identity: address"),
-    "unit": ("varchar", "identity"),
-    "city": ("varchar", "identity"),
-    "state": ("varchar", "identity"),
-    "postal_code": ("varchar", "identity"),
-    "country": ("varchar", "descriptive: ISO 3166-1"),
-    "birth_date": ("date", "identity"),
-    "age_band": ("varchar", "descriptive"),
-    "customer_since": ("timestamp", "descriptive"),
-    "sources_seen": ("varchar", "descriptive"),
-    "source_count": ("bigint", "descriptive"),
-    "record_count": ("bigint", "descriptive"),
-    "account_owner": ("varchar", "descriptive"),
-    "order_count": ("bigint", "behavioral"),
-    "lifetime_value_usd": ("double", "behavioral: delivered/shipped/placed orders in USD"),
-    "first_order_at": ("timestamp", "behavioral"),
-    "last_order_at": ("timestamp", "behavioral"),
-    "interaction_count": ("bigint", "behavioral"),
-    "last_contact_at": ("timestamp", "behavioral"),
-    "preferred_contact_channel": ("varchar", "behavioral"),
-    "open_issues": ("bigint", "behavioral"),
-    "average_csat": ("double", "attitudinal"),
-    "latest_nps": ("bigint", "attitudinal"),
-    "latest_nps_category": ("varchar", "attitudinal"),
-    "latest_survey_comment": ("varchar", "attitudinal"),
-    "email_marketing_consent": ("varchar", "consent: granted/revoked/unknown"),
-    "sms_marketing_consent": ("varchar", "consent"),
-    "analytics_consent": ("varchar", "consent"),
-    "third_party_sharing_consent": ("varchar", "consent"),
-    "is_email_contactable": ("boolean", "consent: email present and email_marketing granted"),
-    "is_sms_contactable": ("boolean", "consent: phone present and sms_marketing granted"),
-}
-
 
 def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     """One step builds the whole customer 360 in one transaction; each table declares only
     what it is made from, so the graph reads left to right."""
-    common = {"group_name": "golden", "owners": [OWNER]}
+    common = {"group_name": GOLDEN_GROUP, "owners": [OWNER]}
 
     def staged(*names: str) -> list[dg.AssetKey]:
         return [dg.AssetKey(["staging", n]) for n in names if n in sources]
@@ -106,7 +67,6 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 ],
                 description="One row per customer: golden identity chosen by configurable survivorship, "
                 "descriptive, behavioral, attitudinal and consent columns. Grain: customer_id.",
-                metadata={"dagster/column_schema": table_schema(CUSTOMER_COLUMNS, CUSTOMER_PII)},
                 freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26)),
             ),
             dg.AssetSpec(

@@ -12,6 +12,7 @@ from cdm_pipeline.defs.keys import (
     CUSTOMER_XREF,
     CUSTOMERS,
     EXPORTS,
+    GOVERNANCE_GROUP,
     PRIVACY_LOG,
     RETENTION,
     SCRUBBED,
@@ -74,7 +75,7 @@ def retention_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         op_tags=DUCKDB_TAGS,
         key=RETENTION,
         deps=[dg.AssetKey(["staging", name]) for name in sources],
-        group_name="governance",
+        group_name=GOVERNANCE_GROUP,
         owners=[OWNER],
         kinds={"duckdb"},
         description="Purges rows older than each source's retention period (sources.yaml retention_days) from raw "
@@ -130,7 +131,7 @@ def _erasure_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         op_tags=DUCKDB_TAGS,
         key=SUPPRESSION,
         deps=[CUSTOMER_XREF],
-        group_name="governance",
+        group_name=GOVERNANCE_GROUP,
         owners=[OWNER],
         kinds={"duckdb"},
         description="Erase: every pending erasure request that matches exactly one customer removes "
@@ -192,7 +193,7 @@ def _scrub_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         op_tags=DUCKDB_TAGS,
         key=SCRUBBED,
         deps=[SUPPRESSION],
-        group_name="governance",
+        group_name=GOVERNANCE_GROUP,
         owners=[OWNER],
         kinds={"duckdb"},
         description="Scrub copies: every other copy of an erased person's email or phone (an "
@@ -291,7 +292,7 @@ def _export_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         op_tags=DUCKDB_TAGS,
         key=EXPORTS,
         deps=[CUSTOMERS],
-        group_name="governance",
+        group_name=GOVERNANCE_GROUP,
         owners=[OWNER],
         kinds={"json"},
         description="Export: every pending access request that matches exactly one customer, by "
@@ -353,7 +354,7 @@ def _verify_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         op_tags=DUCKDB_TAGS,
         key=PRIVACY_LOG,
         deps=[EXPORTS],
-        group_name="governance",
+        group_name=GOVERNANCE_GROUP,
         owners=[OWNER],
         kinds={"duckdb"},
         description="Verify: `governance.privacy_request_log` has one row per request handled "

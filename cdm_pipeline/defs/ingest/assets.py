@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from cdm_pipeline.defs.keys import INGEST_GROUP
 from cdm_pipeline.defs.metadata import source_column_schema, table_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.ingest.load import (
@@ -30,7 +31,7 @@ def raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
     @dg.asset(
         op_tags=DUCKDB_TAGS,
         key=key,
-        group_name="ingest",
+        group_name=INGEST_GROUP,
         owners=[OWNER],
         kinds={"duckdb", source.format},
         description=(

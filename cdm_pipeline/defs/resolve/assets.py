@@ -18,8 +18,9 @@ from cdm_pipeline.defs.keys import (
     MATCH_PAIRS,
     PAIR_COMPARISONS,
     PERSON_RECORDS,
+    RESOLVE_GROUP,
 )
-from cdm_pipeline.defs.metadata import table_metadata, table_schema
+from cdm_pipeline.defs.metadata import table_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.quality import total_variation
 from cdm_pipeline.resolve.engine import link, plan_full
@@ -53,17 +54,6 @@ class ResolveConfig(dg.Config):
     """Run config of the resolve plan (``cdm run --resolve retrain``, or the launchpad)."""
 
     mode: ResolveMode = ResolveMode.AUTO
-
-
-XREF_COLUMNS = {
-    "record_key": ("varchar", "source:source_record_id; unique"),
-    "source": ("varchar", "source name"),
-    "source_record_id": ("varchar", "the record's id in its source"),
-    "customer_id": ("varchar", "stable customer id; null when the record could not be linked"),
-    "profile_id": ("bigint", "identical-identity group this run (joins identity.match_pairs)"),
-    "link_method": ("varchar", "how the record joined its customer"),
-    "resolved_at": ("timestamp", "when this run resolved it"),
-}
 
 
 def _shard_name(number: int) -> str:
@@ -121,7 +111,7 @@ def pair_comparisons_asset(count: int) -> dg.AssetsDefinition:
     @dg.graph_asset(
         key=PAIR_COMPARISONS,
         ins={"person_records": dg.AssetIn(PERSON_RECORDS, dagster_type=dg.Nothing)},
-        group_name="resolve",
+        group_name=RESOLVE_GROUP,
         owners=[OWNER],
         kinds={"polars", "parquet"},
         description="This run's candidate pairs compared field by field, in shards that run side "
@@ -198,7 +188,7 @@ def resolve_assets() -> dg.AssetsDefinition:
             dg.AssetSpec(
                 MATCH_PAIRS,
                 deps=[PAIR_COMPARISONS],
-                group_name="resolve",
+                group_name=RESOLVE_GROUP,
                 owners=[OWNER],
                 kinds={"duckdb", "polars"},
                 description="Every scored candidate pair of identity profiles above the floor: each comparison's level "
@@ -207,7 +197,7 @@ def resolve_assets() -> dg.AssetsDefinition:
             dg.AssetSpec(
                 ID_HISTORY,
                 deps=[PAIR_COMPARISONS],
-                group_name="resolve",
+                group_name=RESOLVE_GROUP,
                 owners=[OWNER],
                 kinds={"duckdb"},
                 description="Append-only history of customer ids: created, merged (into the survivor), split, retired, erased.",
@@ -215,11 +205,10 @@ def resolve_assets() -> dg.AssetsDefinition:
             dg.AssetSpec(
                 CUSTOMER_XREF,
                 deps=[PAIR_COMPARISONS],
-                group_name="resolve",
+                group_name=RESOLVE_GROUP,
                 owners=[OWNER],
                 kinds={"duckdb"},
                 description="One row per source record: the customer it belongs to and how it was linked.",
-                metadata={"dagster/column_schema": table_schema(XREF_COLUMNS)},
             ),
         ],
         check_specs=[
@@ -310,6 +299,8 @@ def resolve_assets() -> dg.AssetsDefinition:
                 "match_probability_histogram": dg.MetadataValue.md(
                     _bars(histogram, [f"{b:.1f}" for b in PROBABILITY_BINS[:-1]])
                 ),
+                # Plain numbers, so that the UI's Plots tab charts them night after night.
+                **_certainty_counts(histogram),
                 "em_iterations": result.params.em_iterations,
                 "match_weight_histogram": dg.MetadataValue.md(_weight_bars(written.weight_bins)),
                 **shown[MATCH_PAIRS],
@@ -402,6 +393,16 @@ def _weight_bars(pieces: list[pl.DataFrame], width: float = 5.0) -> str:
         return "no pairs scored this run"
     labels = [f"{b:+.0f} to {b + width:+.0f}" for b in binned["bin"].to_list()]
     return _bars(binned["len"].to_list(), labels)
+
+
+def _certainty_counts(histogram: list[int]) -> dict[str, int]:
+    """Tonight's pairs as sure apart, unsure and sure together (``PROBABILITY_BINS`` are tenths):
+    a growing middle is the first sign of a model drifting from its data."""
+    return {
+        "pairs_probability_below_0.1": int(histogram[0]) if histogram else 0,
+        "pairs_probability_0.1_to_0.9": int(sum(histogram[1:-1])),
+        "pairs_probability_0.9_or_more": int(histogram[-1]) if histogram else 0,
+    }
 
 
 def _bars(values: list[int], labels: list[str]) -> str:

@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.defs.keys import ANALYST_DB, ANALYTICS, PRIVACY_LOG, PUBLISHED
+from cdm_pipeline.defs.keys import ANALYST_DB, ANALYTICS, PRIVACY_LOG, PUBLISHED, SERVE_GROUP
 from cdm_pipeline.defs.metadata import table_metadata, tally_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource, WarehouseResource
 from cdm_pipeline.governance.analyst import (
@@ -33,7 +33,7 @@ def analytics_assets() -> dg.AssetsDefinition:
         op_tags=DUCKDB_TAGS,
         key=ANALYTICS,
         deps=[PRIVACY_LOG],
-        group_name="serve",
+        group_name=SERVE_GROUP,
         owners=[OWNER],
         kinds={"duckdb", "sql"},
         description="The analytics schema: views over the mart with PII removed and customers pseudonymised "
@@ -70,7 +70,7 @@ def analyst_database_asset() -> dg.AssetsDefinition:
         op_tags=DUCKDB_TAGS,
         key=ANALYST_DB,
         deps=[ANALYTICS],
-        group_name="serve",
+        group_name=SERVE_GROUP,
         owners=[OWNER],
         kinds={"duckdb"},
         description="A separate DuckDB file (analyst.duckdb in the exports folder) holding only the "
@@ -131,7 +131,7 @@ def published_warehouse_asset(upstream: list[dg.AssetKey]) -> dg.AssetsDefinitio
         key=PUBLISHED,
         deps=upstream,
         op_tags=DUCKDB_TAGS,
-        group_name="serve",
+        group_name=SERVE_GROUP,
         owners=[OWNER],
         kinds={"duckdb"},
         description="The night, published: the draft every step wrote replaces the warehouse "

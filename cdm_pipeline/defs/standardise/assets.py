@@ -6,8 +6,8 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from cdm_pipeline.defs.keys import PERSON_RECORDS
-from cdm_pipeline.defs.metadata import table_metadata, table_schema
+from cdm_pipeline.defs.keys import PERSON_RECORDS, STANDARDISE_GROUP
+from cdm_pipeline.defs.metadata import table_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.load import IDENTITY_ROLES
@@ -23,51 +23,6 @@ from cdm_pipeline.warehouse import StagedTable, audit, transaction
 
 VALIDITY_CHECK = "identity_field_validity"
 
-PERSON_RECORD_COLUMNS = {
-    "record_key": ("varchar", "source:source_record_id, unique"),
-    "source": ("varchar", "source name from the registry"),
-    "source_record_id": ("varchar", "the record's id in its source"),
-    "trust_rank": ("integer", "1 = most trusted source"),
-    "event_at": ("timestamp", "the record's business timestamp"),
-    "first_name": ("varchar", "display first name"),
-    "last_name": ("varchar", "display last name"),
-    "first_name_key": ("varchar", "folded first name for matching"),
-    "last_name_key": ("varchar", "folded surname for matching"),
-    "name_tokens": (
-        "varchar",
-        "first and last name key in alphabetical order (blocks swapped names)",
-    ),
-    "email": ("varchar", "valid, lower-cased email"),
-    "email_norm": ("varchar", "provider-aware email match key (no dots/+tags where ignored)"),
-    "phone_e164": ("varchar", "E.164 phone"),
-    "street_key": ("varchar", "street in USPS abbreviations"),
-    "unit": ("varchar", "apartment/unit"),
-    "city_key": ("varchar", "folded city"),
-    "postal_code": ("varchar", "postal code"),
-    "country": ("varchar", "ISO 3166-1 alpha-2"),
-    "birth_date": ("date", "birth date"),
-    "identifier_key": (
-        "varchar",
-        "the first declared identifier as kind:VALUE (letters and digits)",
-    ),
-    "email_valid": ("boolean", "false when an email was given but is not valid"),
-    "phone_valid": ("boolean", "false when a phone was given but is not valid"),
-}
-PII = {
-    "first_name",
-    "last_name",
-    "first_name_key",
-    "last_name_key",
-    "name_tokens",
-    "email",
-    "email_norm",
-    "phone_e164",
-    "street_key",
-    "unit",
-    "birth_date",
-    "identifier_key",
-}
-
 
 def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
     identity_sources = [s for s in sources.values() if s.role in IDENTITY_ROLES]
@@ -77,7 +32,7 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         key=PERSON_RECORDS,
         deps=[dg.AssetKey(["staging", s.name]) for s in identity_sources]
         + [dg.AssetKey(["governance", "retention"])],
-        group_name="standardise",
+        group_name=STANDARDISE_GROUP,
         owners=[OWNER],
         kinds={"duckdb", "polars"},
         description=(
@@ -85,7 +40,6 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             "originals kept as `*_raw`, standardised email, E.164 phone, names, USPS street, ISO country, "
             "birth date, and match keys. Records of erased people (suppression list) are left out."
         ),
-        metadata={"dagster/column_schema": table_schema(PERSON_RECORD_COLUMNS, PII)},
         check_specs=[
             dg.AssetCheckSpec(
                 VALIDITY_CHECK,

@@ -3,6 +3,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from cdm_pipeline.defs.keys import VALIDATE_GROUP
 from cdm_pipeline.defs.metadata import source_column_schema, table_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.governance.removal import unbalanced_files
@@ -21,7 +22,7 @@ def staging_asset(source: SourceSpec) -> dg.AssetsDefinition:
         op_tags=DUCKDB_TAGS,
         key=key,
         deps=[dg.AssetKey(["raw", source.name])],
-        group_name="validate",
+        group_name=VALIDATE_GROUP,
         owners=[OWNER],
         kinds={"duckdb", "pandera", "polars"},
         description=(
