@@ -4,15 +4,22 @@ Plain connected components join everything reachable: one shared family phone or
 every member into one "customer". Here, match edges are added strongest first (Kruskal order),
 and an edge is refused when it would put two records with cannot-link evidence between them
 into one cluster. Components with no cannot-link pair inside are settled by fast connected
-components (scipy); only the rest go through the guarded union.
+components (scipy); only the rest go through the guarded union. ``cluster_profiles`` runs it on
+what a night's scored pairs leave (``PairGraph``); ``mark_linked`` and ``with_link_decision`` say
+afterwards which pairs joined whom.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from cdm_pipeline.resolve.decisions import is_edge, judgeable, leaning
 
 
 def connected_component_labels(
@@ -168,3 +175,175 @@ def guarded_clusters(
     return labels.join(fixed, on="node", how="left").select(
         "node", pl.coalesce("cluster", "cc").alias("cluster"), component="cc"
     )
+
+
+@dataclass
+class PairGraph:
+    """What clustering reads of the scored pairs, gathered a piece at a time: the match edges,
+    the steward's pairs and counts; the pairs the guard judges are read again from each piece
+    (``source``: the scored piece, or the file it was written to) once the edges are known."""
+
+    pieces: dict[str, list[pl.DataFrame]] = field(
+        default_factory=lambda: {"edges": [], "hard": [], "must": [], "leaning": []}
+    )
+    sources: list[pl.DataFrame | Path] = field(default_factory=list)
+    pairs: int = 0
+    cannot_link: int = 0
+
+    def add(self, scored: pl.DataFrame, source: pl.DataFrame | Path) -> None:
+        ids = ["id_l", "id_r"]
+        self.pieces["edges"].append(
+            scored.filter(is_edge()).select(*ids, "match_weight", "decision", "cannot_link")
+        )
+        self.sources.append(source)
+        self.pieces["hard"].append(scored.filter(pl.col("steward_cannot_link")).select(ids))
+        self.pieces["must"].append(scored.filter(pl.col("must_link")).select(ids))
+        self.pieces["leaning"].append(scored.filter(leaning()).select(ids))
+        self.count(scored)
+
+    def count(self, scored: pl.DataFrame) -> None:
+        self.pairs += scored.height
+        self.cannot_link += int(scored["cannot_link"].sum())
+
+    def frame(self, name: str) -> pl.DataFrame:
+        return pl.concat(self.pieces[name])
+
+    def judged(self, components: pl.DataFrame) -> pl.DataFrame:
+        """``id_l, id_r, cannot_link`` of the pairs the guard weighs: first names or birth dates
+        present on both sides, both ends in one connected component of the match edges
+        (``components``: ``id, root`` of every profile in a component of two or more; the guard
+        looks inside components only). ``cannot_link`` here is the pair's vote: not a match
+        edge (two named records the model would not link are not joined through a nameless
+        record that matches both). Of 68M pairs at 10M records, 57M are cannot-link pairs
+        between strangers in different components: they are never held."""
+        found = [_JUDGED_EMPTY]
+        columns = [
+            *_JUDGED_EMPTY.columns,
+            "decision",
+            "must_link",
+            "first_name_key_level",
+            "birth_date_level",
+        ]
+        for source in self.sources:
+            piece = pl.read_parquet(source, columns=columns) if isinstance(source, Path) else source
+            found.append(
+                piece.filter(judgeable() & ~pl.col("must_link"))
+                .select("id_l", "id_r", cannot_link=~is_edge())
+                .join(components, left_on="id_l", right_on="id")
+                .join(components, left_on="id_r", right_on="id", suffix="_r")
+                .filter(pl.col("root") == pl.col("root_r"))
+                .select(_JUDGED_EMPTY.columns)
+            )
+        return pl.concat(found)
+
+
+_JUDGED_EMPTY = pl.DataFrame(schema={"id_l": pl.Int64, "id_r": pl.Int64, "cannot_link": pl.Boolean})
+
+
+def cluster_profiles(profiles: pl.DataFrame, graph: PairGraph) -> tuple[pl.DataFrame, int]:
+    """``node, component, cluster`` for every profile (cluster null: detached as ambiguous)."""
+    edges = graph.frame("edges").select("id_l", "id_r", "match_weight")
+    nodes = profiles["profile_id"].to_numpy()
+    roots = connected_component_labels(nodes, edges["id_l"].to_numpy(), edges["id_r"].to_numpy())
+    components = pl.DataFrame({"id": nodes, "root": roots}).filter(pl.col("root").is_duplicated())
+    # Only a steward's cannot-link is a veto; the model's is one vote among many (a typo'd
+    # record should not split a customer, see clustering._GuardedUnion).
+    labels = guarded_clusters(
+        nodes, edges, graph.judged(components), graph.frame("hard"), roots=roots
+    )
+    reach = pl.concat([edges.select("id_l", "id_r"), graph.frame("leaning")])
+    return _detach_ambiguous(labels, reach, profiles, graph.frame("must"))
+
+
+def _detach_ambiguous(
+    labels: pl.DataFrame, edges: pl.DataFrame, profiles: pl.DataFrame, steward: pl.DataFrame
+) -> tuple[pl.DataFrame, int]:
+    """A profile with no name (an email-only survey answer) that matches two customers the guard
+    kept apart, or could as well be either of two (a shared family inbox), cannot be attributed:
+    it stays unlinked, not guessed, unless a steward said where it belongs. ``edges``: its match
+    edges and ``leaning`` pairs."""
+    nameless = profiles.filter(
+        pl.col("first_name_key").is_null()
+        & pl.col("last_name_key").is_null()
+        & ~pl.col("profile_id").is_in(pl.concat([steward["id_l"], steward["id_r"]]).implode())
+    )["profile_id"]
+    if nameless.len() == 0 or edges.height == 0:
+        return labels, 0
+    both_ways = pl.concat(
+        [
+            edges.select(node="id_l", other="id_r"),
+            edges.select(node="id_r", other="id_l"),
+        ]
+    ).filter(pl.col("node").is_in(nameless.implode()))
+    reach = (
+        both_ways.join(labels.select("node", "cluster"), left_on="other", right_on="node")
+        .group_by("node")
+        .agg(pl.col("cluster").n_unique().alias("targets"))
+    )
+    ambiguous = reach.filter(pl.col("targets") > 1)["node"]
+    detached = labels.with_columns(
+        cluster=pl.when(pl.col("node").is_in(ambiguous.implode()))
+        .then(None)
+        .otherwise(pl.col("cluster"))
+    )
+    return detached, ambiguous.len()
+
+
+def mark_linked(scored: pl.DataFrame, profile_state: pl.DataFrame) -> pl.DataFrame:
+    """``linked``: the pair is a match edge and both ends ended in the same cluster."""
+    clusters = profile_state.select("node", "cluster")
+    same = (
+        scored.select("id_l", "id_r")
+        .join(clusters, left_on="id_l", right_on="node", how="left", maintain_order="left")
+        .join(
+            clusters,
+            left_on="id_r",
+            right_on="node",
+            how="left",
+            suffix="_r",
+            maintain_order="left",
+        )
+        .select((pl.col("cluster") == pl.col("cluster_r")).fill_null(False))
+        .to_series()
+    )
+    return scored.with_columns(linked=same & is_edge())
+
+
+def with_link_decision(profiles: pl.DataFrame, scored: pl.DataFrame) -> pl.DataFrame:
+    """The decision of each profile's strongest linked pair: how it joined its customer."""
+    best = (
+        scored.filter(pl.col("linked"))
+        .select(pl.concat_list("id_l", "id_r").alias("profile_id"), "decision", "match_weight")
+        .explode("profile_id")
+        .sort(["match_weight", "decision"], descending=[True, False])
+        .group_by("profile_id", maintain_order=True)
+        .first()
+        .select("profile_id", link_decision="decision")
+    )
+    return profiles.drop("link_decision", strict=False).join(
+        best, on="profile_id", how="left", maintain_order="left"
+    )
+
+
+def with_cluster_keys(profiles: pl.DataFrame) -> pl.DataFrame:
+    """A cluster's key is its smallest record key: the smallest of its profiles' first keys.
+    Keys an incremental run kept (``cluster_key`` present) stand; a cluster with any profile
+    lacking one is keyed again, over its profiles only."""
+    if "cluster_key" not in profiles.columns:
+        profiles = profiles.with_columns(cluster_key=pl.lit(None, pl.String))
+    todo = (
+        profiles.select("cluster", "cluster_key")
+        .filter(pl.col("cluster_key").is_null())["cluster"]
+        .drop_nulls()
+        .unique()
+    )
+    keyed = (
+        profiles.select("cluster", "first_record_key")  # narrow first: a filter copies columns
+        .filter(pl.col("cluster").is_in(todo.implode()))
+        .group_by("cluster")
+        .agg(pl.col("first_record_key").min())
+    )
+    fresh = pl.col("cluster").replace_strict(
+        keyed["cluster"], keyed["first_record_key"], default=None, return_dtype=pl.String
+    )
+    return profiles.with_columns(cluster_key=pl.coalesce(fresh, "cluster_key"))

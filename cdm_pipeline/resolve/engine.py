@@ -9,15 +9,27 @@ from pathlib import Path
 import polars as pl
 
 from cdm_pipeline.resolve.blocking import BlockingRule, RuleReport, candidate_pairs
-from cdm_pipeline.resolve.clustering import connected_component_labels, guarded_clusters
+from cdm_pipeline.resolve.clustering import (
+    PairGraph,
+    cluster_profiles,
+    mark_linked,
+    with_cluster_keys,
+    with_link_decision,
+)
 from cdm_pipeline.resolve.comparisons import (
-    NULL_LEVEL,
     Comparison,
     compare_pairs,
     default_comparisons,
 )
+from cdm_pipeline.resolve.decisions import (
+    decision_of,
+    flag_overrides,
+    resolvable,
+    score,
+    steward_pairs,
+)
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
-from cdm_pipeline.resolve.scoring import ModelParameters, different_people, score_pairs
+from cdm_pipeline.resolve.scoring import ModelParameters
 from cdm_pipeline.resolve.training import estimate_u, level_patterns, train_model
 
 
@@ -235,69 +247,6 @@ def _file_pieces(path: Path) -> Iterator[pl.DataFrame]:
         yield pl.scan_parquet(path).slice(start, LINK_PIECE_PAIRS).collect()
 
 
-@dataclass
-class PairGraph:
-    """What clustering reads of the scored pairs, gathered a piece at a time: the match edges,
-    the steward's pairs and counts; the pairs the guard judges are read again from each piece
-    (``source``: the scored piece, or the file it was written to) once the edges are known."""
-
-    pieces: dict[str, list[pl.DataFrame]] = field(
-        default_factory=lambda: {"edges": [], "hard": [], "must": [], "leaning": []}
-    )
-    sources: list[pl.DataFrame | Path] = field(default_factory=list)
-    pairs: int = 0
-    cannot_link: int = 0
-
-    def add(self, scored: pl.DataFrame, source: pl.DataFrame | Path) -> None:
-        ids = ["id_l", "id_r"]
-        self.pieces["edges"].append(
-            scored.filter(is_edge()).select(*ids, "match_weight", "decision", "cannot_link")
-        )
-        self.sources.append(source)
-        self.pieces["hard"].append(scored.filter(pl.col("steward_cannot_link")).select(ids))
-        self.pieces["must"].append(scored.filter(pl.col("must_link")).select(ids))
-        self.pieces["leaning"].append(scored.filter(leaning()).select(ids))
-        self.count(scored)
-
-    def count(self, scored: pl.DataFrame) -> None:
-        self.pairs += scored.height
-        self.cannot_link += int(scored["cannot_link"].sum())
-
-    def frame(self, name: str) -> pl.DataFrame:
-        return pl.concat(self.pieces[name])
-
-    def judged(self, components: pl.DataFrame) -> pl.DataFrame:
-        """``id_l, id_r, cannot_link`` of the pairs the guard weighs: first names or birth dates
-        present on both sides, both ends in one connected component of the match edges
-        (``components``: ``id, root`` of every profile in a component of two or more; the guard
-        looks inside components only). ``cannot_link`` here is the pair's vote: not a match
-        edge (two named records the model would not link are not joined through a nameless
-        record that matches both). Of 68M pairs at 10M records, 57M are cannot-link pairs
-        between strangers in different components: they are never held."""
-        found = [_JUDGED_EMPTY]
-        columns = [
-            *_JUDGED_EMPTY.columns,
-            "decision",
-            "must_link",
-            "first_name_key_level",
-            "birth_date_level",
-        ]
-        for source in self.sources:
-            piece = pl.read_parquet(source, columns=columns) if isinstance(source, Path) else source
-            found.append(
-                piece.filter(judgeable() & ~pl.col("must_link"))
-                .select("id_l", "id_r", cannot_link=~is_edge())
-                .join(components, left_on="id_l", right_on="id")
-                .join(components, left_on="id_r", right_on="id", suffix="_r")
-                .filter(pl.col("root") == pl.col("root_r"))
-                .select(_JUDGED_EMPTY.columns)
-            )
-        return pl.concat(found)
-
-
-_JUDGED_EMPTY = pl.DataFrame(schema={"id_l": pl.Int64, "id_r": pl.Int64, "cannot_link": pl.Boolean})
-
-
 def train(
     patterns: pl.DataFrame,
     profiles: pl.DataFrame,
@@ -325,47 +274,6 @@ def train(
     )
 
 
-def score(
-    levels: pl.DataFrame,
-    profiles: pl.DataFrame,
-    comparisons: list[Comparison],
-    model: ModelParameters,
-    settings: dict,
-    steward: pl.DataFrame | None = None,
-) -> pl.DataFrame:
-    """Weights, probability, the model's cannot-link judgement, steward overrides
-    (``steward_pairs``) and the decision per pair."""
-    scored = score_pairs(levels, profiles, comparisons, model)
-    scored = scored.with_columns(cannot_link=(different_people() & judgeable()).fill_null(False))
-    scored = _flag_overrides(scored, steward)
-    return scored.with_columns(decision=_decision_of(settings))
-
-
-def _decision_of(settings: dict) -> pl.Expr:
-    return _decision(settings["match_threshold"])
-
-
-def cluster_profiles(profiles: pl.DataFrame, graph: PairGraph) -> tuple[pl.DataFrame, int]:
-    """``node, component, cluster`` for every profile (cluster null: detached as ambiguous)."""
-    edges = graph.frame("edges").select("id_l", "id_r", "match_weight")
-    nodes = profiles["profile_id"].to_numpy()
-    roots = connected_component_labels(nodes, edges["id_l"].to_numpy(), edges["id_r"].to_numpy())
-    components = pl.DataFrame({"id": nodes, "root": roots}).filter(pl.col("root").is_duplicated())
-    # Only a steward's cannot-link is a veto; the model's is one vote among many (a typo'd
-    # record should not split a customer, see clustering._GuardedUnion).
-    labels = guarded_clusters(
-        nodes, edges, graph.judged(components), graph.frame("hard"), roots=roots
-    )
-    reach = pl.concat([edges.select("id_l", "id_r"), graph.frame("leaning")])
-    return _detach_ambiguous(labels, reach, profiles, graph.frame("must"))
-
-
-def is_edge() -> pl.Expr:
-    return pl.col("decision").is_in(["steward must-link"]) | (
-        pl.col("decision").is_in(LINKING_DECISIONS) & ~pl.col("cannot_link")
-    )
-
-
 def blocking_rules(settings: dict) -> list[BlockingRule]:
     return [BlockingRule.from_config(entry) for entry in settings["blocking_rules"]]
 
@@ -379,42 +287,6 @@ def split_resolvable(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
     if linkable.all():  # the usual case: no copy
         return records, records.clear().select("record_key")
     return records.filter(linkable), records.filter(~linkable).select("record_key")
-
-
-def mark_linked(scored: pl.DataFrame, profile_state: pl.DataFrame) -> pl.DataFrame:
-    """``linked``: the pair is a match edge and both ends ended in the same cluster."""
-    clusters = profile_state.select("node", "cluster")
-    same = (
-        scored.select("id_l", "id_r")
-        .join(clusters, left_on="id_l", right_on="node", how="left", maintain_order="left")
-        .join(
-            clusters,
-            left_on="id_r",
-            right_on="node",
-            how="left",
-            suffix="_r",
-            maintain_order="left",
-        )
-        .select((pl.col("cluster") == pl.col("cluster_r")).fill_null(False))
-        .to_series()
-    )
-    return scored.with_columns(linked=same & is_edge())
-
-
-def with_link_decision(profiles: pl.DataFrame, scored: pl.DataFrame) -> pl.DataFrame:
-    """The decision of each profile's strongest linked pair: how it joined its customer."""
-    best = (
-        scored.filter(pl.col("linked"))
-        .select(pl.concat_list("id_l", "id_r").alias("profile_id"), "decision", "match_weight")
-        .explode("profile_id")
-        .sort(["match_weight", "decision"], descending=[True, False])
-        .group_by("profile_id", maintain_order=True)
-        .first()
-        .select("profile_id", link_decision="decision")
-    )
-    return profiles.drop("link_decision", strict=False).join(
-        best, on="profile_id", how="left", maintain_order="left"
-    )
 
 
 def finish_resolution(
@@ -458,154 +330,6 @@ def finish_resolution(
     return result
 
 
-def with_cluster_keys(profiles: pl.DataFrame) -> pl.DataFrame:
-    """A cluster's key is its smallest record key: the smallest of its profiles' first keys.
-    Keys an incremental run kept (``cluster_key`` present) stand; a cluster with any profile
-    lacking one is keyed again, over its profiles only."""
-    if "cluster_key" not in profiles.columns:
-        profiles = profiles.with_columns(cluster_key=pl.lit(None, pl.String))
-    todo = (
-        profiles.select("cluster", "cluster_key")
-        .filter(pl.col("cluster_key").is_null())["cluster"]
-        .drop_nulls()
-        .unique()
-    )
-    keyed = (
-        profiles.select("cluster", "first_record_key")  # narrow first: a filter copies columns
-        .filter(pl.col("cluster").is_in(todo.implode()))
-        .group_by("cluster")
-        .agg(pl.col("first_record_key").min())
-    )
-    fresh = pl.col("cluster").replace_strict(
-        keyed["cluster"], keyed["first_record_key"], default=None, return_dtype=pl.String
-    )
-    return profiles.with_columns(cluster_key=pl.coalesce(fresh, "cluster_key"))
-
-
-def leaning() -> pl.Expr:
-    """Pairs with no name on one side that the model thinks more likely one person than not,
-    without being sure enough to link: a nameless record on a household's phone or inbox."""
-    return (
-        ~is_edge()
-        & (pl.col("match_probability") >= 0.5)
-        & (pl.col("first_name_key_level") == NULL_LEVEL)
-        & (pl.col("last_name_key_level") == NULL_LEVEL)
-    )
-
-
-def _detach_ambiguous(
-    labels: pl.DataFrame, edges: pl.DataFrame, profiles: pl.DataFrame, steward: pl.DataFrame
-) -> tuple[pl.DataFrame, int]:
-    """A profile with no name (an email-only survey answer) that matches two customers the guard
-    kept apart, or could as well be either of two (a shared family inbox), cannot be attributed:
-    it stays unlinked, not guessed, unless a steward said where it belongs. ``edges``: its match
-    edges and ``leaning`` pairs."""
-    nameless = profiles.filter(
-        pl.col("first_name_key").is_null()
-        & pl.col("last_name_key").is_null()
-        & ~pl.col("profile_id").is_in(pl.concat([steward["id_l"], steward["id_r"]]).implode())
-    )["profile_id"]
-    if nameless.len() == 0 or edges.height == 0:
-        return labels, 0
-    both_ways = pl.concat(
-        [
-            edges.select(node="id_l", other="id_r"),
-            edges.select(node="id_r", other="id_l"),
-        ]
-    ).filter(pl.col("node").is_in(nameless.implode()))
-    reach = (
-        both_ways.join(labels.select("node", "cluster"), left_on="other", right_on="node")
-        .group_by("node")
-        .agg(pl.col("cluster").n_unique().alias("targets"))
-    )
-    ambiguous = reach.filter(pl.col("targets") > 1)["node"]
-    detached = labels.with_columns(
-        cluster=pl.when(pl.col("node").is_in(ambiguous.implode()))
-        .then(None)
-        .otherwise(pl.col("cluster"))
-    )
-    return detached, ambiguous.len()
-
-
-def _decision(threshold: float) -> pl.Expr:
-    """Why a pair is (or is not) a match edge: a steward said so, or the model's probability
-    that the two records are one person (a steward's cannot-link sets ``cannot_link`` too)."""
-    return (
-        pl.when(pl.col("must_link"))
-        .then(pl.lit("steward must-link"))
-        .when(pl.col("cannot_link"))
-        .then(pl.lit("cannot-link"))
-        .when(pl.col("match_probability") >= threshold)
-        .then(pl.lit("probabilistic"))
-        .otherwise(pl.lit("no match"))
-    )
-
-
-def judgeable() -> pl.Expr:
-    """Pairs whose first names or birth dates are both present: the ones cannot-link can judge."""
-    return (pl.col("first_name_key_level") != NULL_LEVEL) | (
-        pl.col("birth_date_level") != NULL_LEVEL
-    )
-
-
-LINKING_DECISIONS = ["probabilistic"]
-
-
-def resolvable() -> pl.Expr:
-    """A record can be linked when it carries something the model can weigh: an identifier
-    (email, phone, a customer-given id), or a name with one more personal or location fact
-    (surname + birth date + postcode is evidence). One with less (a consent event whose only
-    phone number is invalid) stays unlinked rather than pooling with every other thin record."""
-    name = pl.col("first_name_key").is_not_null() | pl.col("last_name_key").is_not_null()
-    facts = pl.sum_horizontal(
-        pl.col(c).is_not_null().cast(pl.Int8)
-        for c in ("first_name_key", "last_name_key", "birth_date", "street_key", "postal_code")
-    )
-    return (
-        pl.col("email_norm").is_not_null()
-        | pl.col("phone_e164").is_not_null()
-        | pl.col("identifier_key").is_not_null()
-        | (name & (facts >= 2))
-    )
-
-
-def steward_pairs(membership: pl.DataFrame, overrides: pl.DataFrame | None) -> pl.DataFrame:
-    """The steward's must-link / cannot-link decisions as profile pairs: ``rule, id_l, id_r``."""
-    empty = pl.DataFrame(schema={"rule": pl.String, "id_l": pl.Int64, "id_r": pl.Int64})
-    if overrides is None or overrides.height == 0:
-        return empty
-    keyed = (
-        overrides.with_columns(
-            key_l=pl.col("source_l") + ":" + pl.col("record_id_l"),
-            key_r=pl.col("source_r") + ":" + pl.col("record_id_r"),
-        )
-        .join(membership.rename({"record_key": "key_l", "profile_id": "p_l"}), on="key_l")
-        .join(membership.rename({"record_key": "key_r", "profile_id": "p_r"}), on="key_r")
-        .filter(pl.col("p_l") != pl.col("p_r"))
-        .select("rule", id_l=pl.min_horizontal("p_l", "p_r"), id_r=pl.max_horizontal("p_l", "p_r"))
-    )
-    return keyed.cast(empty.schema)
-
-
-def _flag_overrides(scored: pl.DataFrame, steward: pl.DataFrame | None) -> pl.DataFrame:
-    """Steward decisions win over the model: must-link adds an edge, cannot-link forbids one."""
-    scored = scored.with_columns(must_link=pl.lit(False), steward_cannot_link=pl.lit(False))
-    if steward is None or steward.height == 0:
-        return scored
-    must = steward.filter(pl.col("rule") == "must_link").select("id_l", "id_r", m=pl.lit(True))
-    never = steward.filter(pl.col("rule") == "cannot_link").select("id_l", "id_r", c=pl.lit(True))
-    return (
-        scored.join(must.unique(["id_l", "id_r"]), on=["id_l", "id_r"], how="left")
-        .join(never.unique(["id_l", "id_r"]), on=["id_l", "id_r"], how="left")
-        .with_columns(
-            must_link=pl.col("m").fill_null(False),
-            cannot_link=pl.col("cannot_link") | pl.col("c").fill_null(False),
-            steward_cannot_link=pl.col("c").fill_null(False),
-        )
-        .drop("m", "c")
-    )
-
-
 def _unproposed(
     steward: pl.DataFrame, graph: PairGraph, schema: pl.Schema, settings: dict
 ) -> pl.DataFrame:
@@ -627,4 +351,4 @@ def _unproposed(
     filler = extra.with_columns(**evidence).with_columns(
         match_weight=pl.lit(0.0), match_probability=pl.lit(0.0), cannot_link=pl.lit(False)
     )
-    return _flag_overrides(filler, steward).with_columns(decision=_decision_of(settings))
+    return flag_overrides(filler, steward).with_columns(decision=decision_of(settings))

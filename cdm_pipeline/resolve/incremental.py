@@ -25,14 +25,12 @@ from cdm_pipeline.resolve.blocking import (
     candidate_pairs,
 )
 from cdm_pipeline.resolve.comparisons import Comparison, compare_pairs, default_comparisons
+from cdm_pipeline.resolve.decisions import is_edge, leaning, score
 from cdm_pipeline.resolve.engine import (
     Resolution,
     ResolvePlan,
     blocking_rules,
-    is_edge,
-    leaning,
     link,
-    score,
     split_resolvable,
 )
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
