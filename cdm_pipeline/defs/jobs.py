@@ -39,7 +39,12 @@ def parallel_job():
         PARALLEL_JOB,
         selection=dg.AssetSelection.all(),
         executor_def=dg.multiprocess_executor.configured(
-            {"tag_concurrency_limits": [{"key": next(iter(DUCKDB_TAGS)), "limit": 1}]}
+            {
+                "tag_concurrency_limits": [{"key": next(iter(DUCKDB_TAGS)), "limit": 1}],
+                # Steps fork from a server that has imported the job's module once, instead of
+                # each spawning a fresh interpreter that imports it again (3.6 s a step here).
+                "start_method": {"forkserver": {}},
+            }
         ),
         tags=RUN_TAGS,
         description="The nightly job with the resolver's comparisons in parallel processes.",
