@@ -20,6 +20,12 @@ from cdm_pipeline.locations import PACKAGE_DATA, Settings
 DEMO_PEOPLE = 1500
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: the workers start them while the quick ones fill the gaps, instead of
+    one worker finishing a long night alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def make_settings(
     root: Path, landing: Path, sources: Path | None = None, overrides: Path | None = None
 ) -> Settings:

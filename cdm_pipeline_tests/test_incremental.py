@@ -275,6 +275,7 @@ def _same_customers_across_executors(root, demo_data, monkeypatch, job_fn, run_c
     assert outcomes["single"][1].equals(outcomes["spread"][1])
 
 
+@pytest.mark.slow
 def test_the_parallel_job_with_shards_gives_the_single_process_customers(
     tmp_path_factory, demo_data, monkeypatch
 ):
@@ -285,6 +286,7 @@ def test_the_parallel_job_with_shards_gives_the_single_process_customers(
     )
 
 
+@pytest.mark.slow
 def test_the_dask_job_gives_the_single_process_customers(tmp_path_factory, demo_data, monkeypatch):
     """cdm_nightly_dask on a Dask LocalCluster of 2 worker processes, warehouse steps taking
     turns on the writer lock."""

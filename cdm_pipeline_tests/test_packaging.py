@@ -8,9 +8,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_a_wheel_install_runs_the_demo_night(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run(

@@ -44,6 +44,7 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_a_reader_holding_the_warehouse_all_night_breaks_nothing(home, demo_data, long_night):
     """The README's own reader, held open for a whole night, and a subject-access export in the
     middle of it: the night succeeds; the reader sees the previous night until it reconnects."""
@@ -73,6 +74,7 @@ def test_a_reader_holding_the_warehouse_all_night_breaks_nothing(home, demo_data
     assert not draft_path(warehouse).exists()
 
 
+@pytest.mark.slow
 def test_of_two_runs_started_at_once_exactly_one_writes(home, demo_data):
     runs = [_cdm(home, demo_data / "landing") for _ in range(2)]
     results = [run.communicate(timeout=600) for run in runs]
@@ -84,6 +86,7 @@ def test_of_two_runs_started_at_once_exactly_one_writes(home, demo_data):
     assert "succeeded" in written
 
 
+@pytest.mark.slow
 def test_a_killed_night_leaves_the_published_warehouse_as_it_was(home, demo_data, long_night):
     warehouse = home.parent / "w.duckdb"
     good = _cdm(home, demo_data / "landing")
