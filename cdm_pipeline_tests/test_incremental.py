@@ -223,71 +223,94 @@ def test_the_nightly_job_resolves_incrementally_and_agrees_with_a_full_rebuild(
     assert tables["incremental"]["xref"]["customer_id"].n_unique() > 100
 
 
-def _same_customers_across_executors(root, demo_data, monkeypatch, job_fn, run_config=None):
-    """Run ``job_fn``'s job (3 shards, out of process) and cdm_nightly (in process, 1 shard,
-    scored in pieces of 97 pairs) on the same landing files; assert equal customers and scored
-    pairs."""
-    monkeypatch.setattr(engine, "LINK_PIECE_PAIRS", 97)  # in this process only
-    text = (PACKAGE_DATA / "pipeline.yaml").read_text()
-    outcomes = {}
-    for name, shards in (("single", 1), ("spread", 3)):
-        config = root / f"{name}.yaml"
-        config.write_text(text.replace("shards: 4", f"shards: {shards}"))
-        assert config.read_text() != text
-        settings = replace(
-            make_settings(root / name, demo_data / "landing"), pipeline_config_path=config
+def _outcome(warehouse) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Customers and scored pairs, to compare two runs by."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return (
+            conn.sql(
+                "select record_key, customer_id, link_method from mart.customer_xref order by 1"
+            ).pl(),
+            conn.sql(
+                "select profile_id_l, profile_id_r, decision, linked, round(match_weight, 9) as w "
+                "from identity.match_pairs order by 1, 2"
+            ).pl(),
         )
-        if name == "single":
-            assert run_pipeline(settings).success
-        else:
-            for variable, value in {
-                "CDM_LANDING": settings.landing_dir,
-                "CDM_WAREHOUSE": settings.warehouse_path,
-                "CDM_SOURCES": settings.sources_path,
-                "CDM_CONFIG": config,
-                "CDM_OVERRIDES": settings.overrides_path,
-                "CDM_EXPORTS": settings.exports_dir,
-            }.items():
-                monkeypatch.setenv(variable, str(value))
-            (root / "dagster_home").mkdir()
-            with dg.DagsterInstance.local_temp(str(root / "dagster_home")) as instance:
-                result = dg.execute_job(
-                    dg.reconstructable(job_fn), instance=instance, run_config=run_config
-                )
-                assert result.success
-                compare_steps = [
-                    s.step_key
-                    for s in instance.get_run_step_stats(result.run_id)
-                    if s.step_key.startswith("identity__pair_comparisons.compare_pair_shard")
-                ]
-                assert len(compare_steps) == 3  # every shard ran (dagster-dask once skipped them)
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
-            outcomes[name] = (
-                conn.sql(
-                    "select record_key, customer_id, link_method from mart.customer_xref order by 1"
-                ).pl(),
-                conn.sql(
-                    "select profile_id_l, profile_id_r, decision, linked, round(match_weight, 9) as w "
-                    "from identity.match_pairs order by 1, 2"
-                ).pl(),
-            )
-    assert outcomes["single"][0].equals(outcomes["spread"][0])
-    assert outcomes["single"][1].equals(outcomes["spread"][1])
+
+
+def _with_shards(root, shards: int):
+    config = root / f"shards_{shards}.yaml"
+    text = (PACKAGE_DATA / "pipeline.yaml").read_text()
+    config.write_text(text.replace("shards: 4", f"shards: {shards}"))
+    assert config.read_text() != text
+    return config
+
+
+@pytest.fixture(scope="module")
+def single_process_outcome(tmp_path_factory, demo_data):
+    """cdm_nightly in process, 1 shard, scored in pieces of 97 pairs: what the executors that
+    spread the work must give (computed once for the tests below)."""
+    root = tmp_path_factory.mktemp("single")
+    settings = replace(
+        make_settings(root, demo_data / "landing"), pipeline_config_path=_with_shards(root, 1)
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "LINK_PIECE_PAIRS", 97)  # in this process only
+        assert run_pipeline(settings).success
+    return _outcome(settings.warehouse_path)
+
+
+def _same_customers_across_executors(root, demo_data, monkeypatch, job_fn, single, run_config=None):
+    """Run ``job_fn``'s job (3 shards, out of process) on the demo landing files; assert the
+    customers and scored pairs of cdm_nightly in process (``single``)."""
+    config = _with_shards(root, 3)
+    settings = replace(
+        make_settings(root / "spread", demo_data / "landing"), pipeline_config_path=config
+    )
+    for variable, value in {
+        "CDM_LANDING": settings.landing_dir,
+        "CDM_WAREHOUSE": settings.warehouse_path,
+        "CDM_SOURCES": settings.sources_path,
+        "CDM_CONFIG": config,
+        "CDM_OVERRIDES": settings.overrides_path,
+        "CDM_EXPORTS": settings.exports_dir,
+    }.items():
+        monkeypatch.setenv(variable, str(value))
+    (root / "dagster_home").mkdir()
+    with dg.DagsterInstance.local_temp(str(root / "dagster_home")) as instance:
+        result = dg.execute_job(
+            dg.reconstructable(job_fn), instance=instance, run_config=run_config
+        )
+        assert result.success
+        compare_steps = [
+            s.step_key
+            for s in instance.get_run_step_stats(result.run_id)
+            if s.step_key.startswith("identity__pair_comparisons.compare_pair_shard")
+        ]
+        assert len(compare_steps) == 3  # every shard ran (dagster-dask once skipped them)
+    spread = _outcome(settings.warehouse_path)
+    assert single[0].equals(spread[0])
+    assert single[1].equals(spread[1])
 
 
 @pytest.mark.slow
 def test_the_parallel_job_with_shards_gives_the_single_process_customers(
-    tmp_path_factory, demo_data, monkeypatch
+    tmp_path_factory, demo_data, monkeypatch, single_process_outcome
 ):
     """cdm_nightly_parallel: multiprocess executor, the 3 comparison shards in their own
     processes."""
     _same_customers_across_executors(
-        tmp_path_factory.mktemp("parallel"), demo_data, monkeypatch, parallel_job
+        tmp_path_factory.mktemp("parallel"),
+        demo_data,
+        monkeypatch,
+        parallel_job,
+        single_process_outcome,
     )
 
 
 @pytest.mark.slow
-def test_the_dask_job_gives_the_single_process_customers(tmp_path_factory, demo_data, monkeypatch):
+def test_the_dask_job_gives_the_single_process_customers(
+    tmp_path_factory, demo_data, monkeypatch, single_process_outcome
+):
     """cdm_nightly_dask on a Dask LocalCluster of 2 worker processes, warehouse steps taking
     turns on the writer lock."""
     pytest.importorskip("dagster_dask", reason="dagster-dask is not installed")
@@ -299,5 +322,6 @@ def test_the_dask_job_gives_the_single_process_customers(tmp_path_factory, demo_
         demo_data,
         monkeypatch,
         dask_job,
+        single_process_outcome,
         {"execution": {"config": {"cluster": cluster}}},
     )

@@ -22,7 +22,7 @@ from cdm_pipeline.resolve.comparisons import (
     default_comparisons,
 )
 from cdm_pipeline.resolve.ids import assign_customer_ids, mint_id
-from cdm_pipeline.resolve.training import fit_mixture
+from cdm_pipeline.resolve.mixture import fit_mixture
 
 COMPARISONS = {c.name: c for c in default_comparisons()}
 SHARED, TWINS = HouseholdSharing.SHARED, HouseholdSharing.TWINS

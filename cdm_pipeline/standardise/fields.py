@@ -2,6 +2,9 @@
 
 Each function takes a polars Series (or frame) of raw text and returns standardised values.
 Distinct values are standardised once and joined back, because the libraries are per-value.
+
+Why one file of ~470 lines: each field is one short function over its library, and a newcomer
+looking for how a field is standardised finds every field here.
 """
 
 from __future__ import annotations

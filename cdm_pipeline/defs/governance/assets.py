@@ -1,5 +1,6 @@
 """Governance assets: retention before resolution; privacy requests (erasure, access) after
-the mart."""
+the mart. Wiring only (~460 lines: five assets and eleven checks, each with the description the
+UI shows); what they do lives in ``cdm_pipeline/governance/``."""
 
 import json
 from datetime import datetime
