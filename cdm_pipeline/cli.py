@@ -11,9 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-
-class UsageError(Exception):
-    """A mistake in how cdm was called or configured: one line, exit code 2, no traceback."""
+from cdm_pipeline.locations import UsageError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+class UsageError(Exception):
+    """A mistake in how cdm was called or configured: one line, exit code 2, no traceback. Kept
+    here, not in ``cli``: ``python -m cdm_pipeline.cli`` runs that module as ``__main__``, and a
+    class defined there would not be the one other modules raise."""
+
+
 def bundled(name: str) -> Path:
     """A shipped folder (``sql``, ``data``): inside the package when installed from a wheel,
     at the top of the repository in a checkout or an editable install."""

@@ -8,7 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
-from cdm_pipeline.cli import UsageError
+from cdm_pipeline.locations import UsageError
 
 
 def run_night(resolve_mode: str = "auto", parallel: bool = False) -> int:
