@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from cdm_pipeline.defs.build import build_definitions
 from cdm_pipeline_tests.conftest import make_settings
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_every_asset_has_a_description_an_owner_and_a_check(tmp_path):
@@ -34,6 +39,18 @@ def test_the_ui_lists_the_stage_groups_in_the_order_a_night_finishes_them(tmp_pa
         finished_at[group] = max(finished_at.get(group, 0), depth_of(key))
     assert len(finished_at) == 7
     assert sorted(finished_at) == sorted(finished_at, key=finished_at.get)
+
+
+def test_every_step_is_named_schema__what_it_writes(tmp_path):
+    """The run view lists steps by name: one pattern for all of them, as their tables are named."""
+    from cdm_pipeline.defs.jobs import NIGHTLY_JOB
+
+    job = build_definitions(make_settings(tmp_path, tmp_path / "landing")).resolve_job_def(
+        NIGHTLY_JOB
+    )
+    names = [node.name for node in job.graph.node_defs]
+    assert len(names) > 20
+    assert [n for n in names if not re.fullmatch(r"[a-z]+__[a-z0-9_]+", n)] == []
 
 
 def test_nightly_schedule_runs_at_two(tmp_path):
@@ -130,3 +147,38 @@ def test_only_columns_holding_personal_values_are_tagged_pii():
     assert not is_pii("first_name_key_level", data_type="TINYINT")
     assert not is_pii("email_norm_weight", data_type="DOUBLE")
     assert not is_pii("is_email_contactable", data_type="BOOLEAN")
+
+
+def test_the_ui_and_dg_name_the_code_location_alike():
+    """``cdm ui`` serves the shipped workspace.yaml; ``dg dev`` in a checkout reads pyproject.toml:
+    one location name, so a link from one UI works in the other."""
+    import tomllib
+
+    import yaml
+
+    from cdm_pipeline.locations import bundled
+
+    workspace = yaml.safe_load(bundled("workspace.yaml").read_text())
+    (location,) = workspace["load_from"]
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project = pyproject["tool"]["dg"]["project"]
+    assert location["python_module"]["location_name"] == project["code_location_name"]
+    assert location["python_module"]["module_name"] == project["code_location_target_module"]
+
+
+def test_cdm_demo_without_faker_gives_advice_that_works_from_a_checkout(
+    monkeypatch, capsys, tmp_path
+):
+    import sys
+    import tomllib
+
+    from cdm_pipeline.cli import main
+
+    monkeypatch.setitem(sys.modules, "faker", None)  # import faker raises ModuleNotFoundError
+    for module in [m for m in sys.modules if m.startswith("cdm_pipeline.demo")]:
+        monkeypatch.delitem(sys.modules, module)
+    assert main(["demo", "--people", "10", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "pip install -e '.[demo]'" in error
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert any(d.startswith("faker") for d in pyproject["project"]["optional-dependencies"]["demo"])

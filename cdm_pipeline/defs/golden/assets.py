@@ -131,6 +131,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             ),
         ],
         can_subset=False,
+        name="mart__customer_360",
     )
     def _customer_360(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, pipeline: PipelineResource

@@ -43,7 +43,7 @@ CLUSTER_SIZE_CHECK = "cluster_size_limit"
 MULTI_SOURCE_SHARE_CHECK = "multi_source_share"
 PROBABILITY_DRIFT_CHECK = "match_probability_drift"
 HISTORY_COVERS_IDS_CHECK = "history_covers_live_ids"
-RESOLVE_OP = "resolve_identities"
+RESOLVE_OP = "identity__resolution"
 
 
 class ResolveMode(Enum):
