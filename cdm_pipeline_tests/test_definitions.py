@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -118,6 +119,17 @@ def test_dg_loads_the_project():
         [dg_cli, "list", "defs", "--json"], cwd=repo, capture_output=True, text=True, timeout=300
     )
     assert listed.returncode == 0 and "mart/customers" in listed.stdout
+    # The README's readable listing fits a terminal of 80 columns.
+    narrow = subprocess.run(
+        [dg_cli, "list", "defs", "--columns", "key,group"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert narrow.returncode == 0 and "mart/customers" in narrow.stdout
+    assert max(map(len, narrow.stdout.splitlines())) <= 80
 
 
 def test_settings_travel_to_step_processes_through_the_environment(tmp_path, monkeypatch):
