@@ -14,16 +14,13 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "warehouse.md"
 
 
 def _columns(warehouse: Path) -> dict[str, list[str]]:
+    """Every table's columns, as the file holds them."""
     with duckdb.connect(str(warehouse), read_only=True) as conn:
-        rows = conn.execute(
-            "select table_schema || '.' || table_name, column_name from information_schema.columns "
-            "where table_catalog = current_database() order by table_schema, table_name, "
-            "ordinal_position"
-        ).fetchall()
-    tables: dict[str, list[str]] = {}
-    for table, column in rows:
-        tables.setdefault(table, []).append(column)
-    return tables
+        found = conn.sql(
+            "select table_schema || '.' || table_name as t, column_name as c "
+            "from information_schema.columns where table_catalog = current_database()"
+        ).pl()
+    return {t: part["c"].to_list() for (t,), part in found.group_by("t", maintain_order=True)}
 
 
 def test_every_table_and_column_a_night_writes_is_described(materialised):
