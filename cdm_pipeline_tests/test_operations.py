@@ -115,6 +115,18 @@ def test_a_killed_night_is_followed_by_a_normal_one(home, demo_data, long_night)
     assert "succeeded" in out, out + err
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    # The "next:" hints run as printed, from any folder, with no venv activated and no duckdb CLI.
+    hint = next(line for line in out.splitlines() if "query the warehouse:" in line)
+    query = subprocess.run(
+        hint.split("query the warehouse:", 1)[1].strip(),
+        shell=True,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert query.returncode == 0 and "count_star()" in query.stdout, query.stderr
 
 
 @pytest.mark.slow
