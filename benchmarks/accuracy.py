@@ -56,7 +56,7 @@ from cdm_pipeline.defs.resources import DUCKDB_MEMORY_LIMIT  # noqa: E402
 from cdm_pipeline.demo.datasets import DATASETS, DEVELOPMENT, REPORT, Dataset, build  # noqa: E402
 from cdm_pipeline.evaluation import accuracy, evaluate_warehouse, read_truth  # noqa: E402
 
-RESOLVE_STEPS = ("identity__pair_comparisons", "identity__match_pairs", "resolve")
+RESOLVE_STEPS = ("identity__pair_comparisons", "identity__resolution")
 
 
 def run_ours(dataset: Dataset, workdir: Path, figures: dict, parallel: bool = False) -> Path:
