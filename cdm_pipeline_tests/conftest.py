@@ -22,7 +22,8 @@ DEMO_PEOPLE = 1500
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first: the workers start them while the quick ones fill the gaps, instead of
-    one worker finishing a long night alone at the end."""
+    one worker finishing a long night alone at the end (``--dist worksteal`` in pyproject.toml
+    lets an idle worker take what another has not started)."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
