@@ -66,3 +66,23 @@ def materialised(tmp_path_factory, demo_data) -> tuple[Settings, dg.ExecuteInPro
 def digest(path: Path) -> str:
     """SHA-256 of a file's bytes: "unchanged" means byte for byte."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def served_files(settings: Settings) -> tuple[str, str]:
+    """Digests of what readers see: the published warehouse and the analyst file."""
+    return digest(settings.warehouse_path), digest(settings.exports_dir / "analyst.duckdb")
+
+
+def assert_stopped_by(
+    check: str, result: dg.ExecuteInProcessResult, settings: Settings, before: tuple[str, str]
+) -> None:
+    """``check`` failed, the night published nothing, and readers' files are byte for byte
+    what ``served_files`` saw before it."""
+    from cdm_pipeline.defs.keys import PUBLISHED
+
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert check in failed
+    assert PUBLISHED not in {
+        e.asset_key for e in result.get_asset_materialization_events() if e.asset_key
+    }
+    assert served_files(settings) == before

@@ -12,8 +12,12 @@ import shutil
 
 import pytest
 
-from cdm_pipeline.defs.keys import PUBLISHED
-from cdm_pipeline_tests.conftest import digest, make_settings, run_pipeline
+from cdm_pipeline_tests.conftest import (
+    assert_stopped_by,
+    make_settings,
+    run_pipeline,
+    served_files,
+)
 
 GOVERNANCE = "cdm_pipeline.defs.governance.assets"
 RESOLVE = "cdm_pipeline.defs.resolve.assets"
@@ -161,17 +165,8 @@ def test_a_failing_blocking_check_publishes_nothing(check, last_good_night, tmp_
     root = tmp_path / "night"
     shutil.copytree(last_good_night, root)
     settings = make_settings(root, root / "landing")
-    published = digest(settings.warehouse_path)
-    analyst = settings.exports_dir / "analyst.duckdb"
-    analyst_before = digest(analyst)
+    before = served_files(settings)
     module_name, name, stand_in = PLANTED[check]
     module = importlib.import_module(module_name)
     monkeypatch.setattr(module, name, stand_in(module))
-    result = run_pipeline(settings, resolve_mode="FULL")
-    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
-    assert check in failed
-    assert PUBLISHED not in {
-        e.asset_key for e in result.get_asset_materialization_events() if e.asset_key
-    }
-    assert digest(settings.warehouse_path) == published
-    assert digest(analyst) == analyst_before
+    assert_stopped_by(check, run_pipeline(settings, resolve_mode="FULL"), settings, before)

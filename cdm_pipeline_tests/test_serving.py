@@ -17,7 +17,13 @@ import pytest
 
 from cdm_pipeline.defs.keys import PUBLISHED
 from cdm_pipeline.publish import draft_path
-from cdm_pipeline_tests.conftest import digest, make_settings, run_pipeline
+from cdm_pipeline_tests.conftest import (
+    assert_stopped_by,
+    digest,
+    make_settings,
+    run_pipeline,
+    served_files,
+)
 from cdm_pipeline_tests.test_operations import _cdm, _wait_for_a_started_run, home, long_night
 
 __all__ = ["home", "long_night"]  # fixtures shared with test_operations
@@ -122,22 +128,14 @@ def test_a_blocking_check_that_fails_publishes_nothing(tmp_path, demo_data, chec
     shutil.copytree(demo_data / "landing", landing)
     settings = make_settings(tmp_path, landing)
     assert run_pipeline(settings).success
-    published = digest(settings.warehouse_path)
-    analyst = settings.exports_dir / "analyst.duckdb"
-    analyst_before = digest(analyst)
+    before = served_files(settings)
     crm = landing / "crm_contacts"
     header = next(crm.glob("*.csv")).read_text().splitlines()[0]
     (crm / "crm_contacts_late.csv").write_text(header + "\n" + ",Ann,Lee" + "," * 11 + "\n")
     config = tmp_path / "pipeline.yaml"
     config.write_text(setting)
     result = run_pipeline(replace(settings, pipeline_config_path=config), resolve_mode="FULL")
-    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
-    assert check in failed
-    assert PUBLISHED not in {
-        e.asset_key for e in result.get_asset_materialization_events() if e.asset_key
-    }
-    assert digest(settings.warehouse_path) == published
-    assert digest(analyst) == analyst_before
+    assert_stopped_by(check, result, settings, before)
 
 
 def test_every_blocking_check_stands_between_its_asset_and_the_publish(tmp_path):
