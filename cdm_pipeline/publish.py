@@ -19,6 +19,7 @@ import fcntl
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,18 +57,32 @@ def acquire_run_lock(published: Path, run_id: str = "", holder: str = "") -> Non
     path = lock_path(published)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = path.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        held_by = handle.read().strip() or "another process"
+    held_by = _holder_of(handle)
+    if held_by:
         handle.close()
         raise WarehouseBusy(
             f"the warehouse {published} is being written by {_describe(held_by)}: one run at a "
             "time; run again when it ends"
-        ) from None
+        )
     _write(handle, f"{run_id} {os.getpid()} {holder}".strip())
     _HELD[published] = (handle, run_id)
+
+
+def _holder_of(handle, wait: float = 1.0) -> str:
+    """Lock ``handle`` and return "", or return what the holder wrote. A holder writes just after
+    it locks and empties the file just before it unlocks: an empty file under a lock is a
+    moment, and is read again (or the lock taken) for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return ""
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read().strip()
+            if text or time.monotonic() >= deadline:
+                return text or "another process"
+            time.sleep(0.02)
 
 
 def release_run_lock(published: Path) -> None:
@@ -86,13 +101,10 @@ def lock_holder(published: Path) -> str:
     if not path.exists():
         return ""
     with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            return handle.read().strip() or "another process"
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return ""
+        held_by = _holder_of(handle)
+        if not held_by:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return held_by
 
 
 def held_here(published: Path) -> bool:

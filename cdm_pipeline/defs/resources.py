@@ -71,8 +71,12 @@ class WarehouseResource(DuckDBResource):
         published = self._published()
         night = run.tags.get(NIGHT_TAG, run.run_id)
         if not held_here(published) and not holds_run_lock(published, night):
-            acquire_run_lock(published, night)  # refused here, before any step
-            self._locked_here = True
+            try:
+                acquire_run_lock(published, night)  # refused here, before any step
+                self._locked_here = True
+            except WarehouseBusy:
+                if not holds_run_lock(published, night):  # not another step of this run
+                    raise
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._locked_here:
