@@ -64,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "currency_rates_to_usd": {"USD": 1.0, "EUR": 1.08, "GBP": 1.27},
     "retention": {"quarantine_days": 90, "default_source_days": None},
-    "privacy": {"deadline_days": {"GDPR": 30, "CCPA": 45}},
+    "privacy": {"deadline_days": {"GDPR": 30, "CCPA": 45}, "min_link_probability": 0.90},
     "ingest": {"max_field_chars": 65_536, "control_characters": "quarantine"},
 }
 # Sections whose keys the user names (currencies, jurisdictions, fields); all others are fixed,

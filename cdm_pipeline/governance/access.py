@@ -13,9 +13,19 @@ import polars as pl
 from rapidfuzz.distance import JaroWinkler
 
 from cdm_pipeline.golden.facts import FACTS
-from cdm_pipeline.governance.matching import match_requests, name_mismatches
+from cdm_pipeline.governance.matching import (
+    UNCERTAIN_LINK,
+    match_requests,
+    name_mismatches,
+    requesters_records,
+)
 from cdm_pipeline.governance.quarantined import quarantined_rows_of
-from cdm_pipeline.governance.requests import log_request, pending_requests, steward_reason
+from cdm_pipeline.governance.requests import (
+    held_records_ddl,
+    log_request,
+    pending_requests,
+    steward_reason,
+)
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.fields import same_first_name
 from cdm_pipeline.validate.stage import current_rows_sql
@@ -24,17 +34,7 @@ from cdm_pipeline.warehouse import quote_ident, table_exists
 FACT_TABLES = tuple(FACTS)
 TYPO_SIMILARITY = 0.88  # the name check of requests (matching._same_name) allows as much
 HELD_REASON = "linked only by an email or phone that people with other first names hold too"
-HELD_DDL = """
-create table if not exists governance.access_held_records (
-    request_id varchar not null,
-    customer_id varchar not null,
-    source varchar not null,
-    source_record_id varchar not null,
-    reason varchar not null,
-    held_at timestamp not null,
-    run_id varchar
-)
-"""
+HELD_REASONS = f"{HELD_REASON}, or {UNCERTAIN_LINK}"
 
 
 def _grouped(
@@ -102,12 +102,14 @@ def subject_documents(
     customer_ids: list[str],
     sources: dict[str, SourceSpec],
     standardise_settings: dict | None = None,
+    uncertain: pl.DataFrame | None = None,
 ) -> dict[str, dict]:
     """For each customer: golden record, attribute lineage, every source record (with the file and
     row it came from), consent state and history, and every fact; with ``standardise_settings``
     also the quarantined rows that are theirs (those erasure would take). Records linked by
-    household evidence only (``shared_value_records``) are left out and counted. A handful of
-    queries in all, whatever the number of customers."""
+    household evidence only (``shared_value_records``) or, for a request, by links too weak to
+    hand data out on (``uncertain``: ``customer_id, source, source_record_id``) are left out and
+    counted. A handful of queries in all, whatever the number of customers."""
     ids = {"ids": sorted(set(customer_ids))}
     among = "customer_id in (select unnest($ids))"
     customers = _grouped(conn, f"select * from mart.customers where {among}", ids, "customer_id")
@@ -161,7 +163,11 @@ def subject_documents(
         if standardise_settings is not None
         else {}
     )
-    held = shared_value_records(conn, ids["ids"])
+    held = shared_value_records(conn, ids["ids"]).select(
+        "customer_id", "source", "source_record_id"
+    )
+    if uncertain is not None:
+        held = pl.concat([held, uncertain.select(held.columns)]).unique()
     held_keys = set(zip(held["source"], held["source_record_id"], strict=True))
     documents = {}
     for customer_id in ids["ids"]:
@@ -305,7 +311,12 @@ def process_access_requests(
     holder_of = {r: ids for r, ids in holders.iter_rows()}
     mismatched = name_mismatches(matches)
     single = {r: ids[0] for r, ids in holder_of.items() if len(ids) == 1}
-    documents = subject_documents(conn, list(single.values()), sources, config["standardise"])
+    uncertain = _uncertain_records(
+        conn, matches.filter(pl.col("request_id").is_in(list(single))), config
+    )
+    documents = subject_documents(
+        conn, list(single.values()), sources, config["standardise"], uncertain
+    )
     for request in requests:
         n = len(holder_of.get(request.request_id, []))
         if n != 1:
@@ -321,32 +332,57 @@ def process_access_requests(
         outcome.exported += 1
         records = len(document["source_records"])
         held = document["records_held_for_steward"]
-        reason = f"{held} records held for a steward: {HELD_REASON}" if held else None
+        reason = f"{held} records held for a steward: {HELD_REASONS}" if held else None
         log_request(conn, request, "exported", reason, 1, records, now, run_id, deadlines)
-    _hold_for_steward(conn, single, now, run_id)
+    _hold_for_steward(conn, single, uncertain, now, run_id)
     return outcome
 
 
+def _uncertain_records(
+    conn: duckdb.DuckDBPyConnection, matches: pl.DataFrame, config: dict
+) -> pl.DataFrame:
+    """``customer_id, source, source_record_id`` of the requested customers' records that no
+    request for them reaches through links sure enough to hand data out on."""
+    members = requesters_records(conn, matches, config["privacy"]["min_link_probability"])
+    return (
+        members.group_by("customer_id", "source", "source_record_id")
+        .agg(pl.col("certain").any())
+        .filter(~pl.col("certain"))
+        .drop("certain")
+    )
+
+
 def _hold_for_steward(
-    conn: duckdb.DuckDBPyConnection, customer_of: dict[str, str], now: datetime, run_id: str
+    conn: duckdb.DuckDBPyConnection,
+    customer_of: dict[str, str],
+    uncertain: pl.DataFrame,
+    now: datetime,
+    run_id: str,
 ) -> None:
-    """List tonight's held records in ``governance.access_held_records`` for a steward (ids only:
-    the record itself stays where it is)."""
-    conn.execute(HELD_DDL)
+    """List tonight's held records in ``governance.access_held_records`` for a steward, each
+    with why (ids only: the record itself stays where it is)."""
+    conn.execute(held_records_ddl("access_held_records"))
     if not customer_of:
         return
-    held = shared_value_records(conn, list(customer_of.values()))
+    held = pl.concat(
+        [
+            shared_value_records(conn, list(customer_of.values()))
+            .select("customer_id", "source", "source_record_id")
+            .with_columns(reason=pl.lit(HELD_REASON)),
+            uncertain.with_columns(reason=pl.lit(UNCERTAIN_LINK)),
+        ]
+    ).unique(["customer_id", "source", "source_record_id"], keep="first", maintain_order=True)
     requests = pl.DataFrame(
         {"request_id": list(customer_of), "customer_id": list(customer_of.values())},
         schema={"request_id": pl.String, "customer_id": pl.String},
     )
     rows = requests.join(held, on="customer_id").select(
-        "request_id", "customer_id", "source", "source_record_id"
+        "request_id", "customer_id", "source", "source_record_id", "reason"
     )
     if rows.height:
         conn.executemany(
             "insert into governance.access_held_records values (?, ?, ?, ?, ?, ?, ?)",
-            [[*row, HELD_REASON, now, run_id] for row in rows.iter_rows()],
+            [[*row, now, run_id] for row in rows.iter_rows()],
         )
 
 

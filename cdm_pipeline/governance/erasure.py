@@ -27,7 +27,12 @@ from cdm_pipeline.governance.keys import (
     phone_forms,
     secret_key,
 )
-from cdm_pipeline.governance.matching import match_requests, name_mismatches
+from cdm_pipeline.governance.matching import (
+    UNCERTAIN_LINK,
+    match_requests,
+    name_mismatches,
+    requesters_records,
+)
 from cdm_pipeline.governance.quarantined import quarantined_rows_of
 from cdm_pipeline.governance.removal import (
     anonymise_rows,
@@ -37,6 +42,7 @@ from cdm_pipeline.governance.removal import (
 from cdm_pipeline.governance.requests import (
     REQUEST_LOG_DDL,
     PrivacyRequest,
+    held_records_ddl,
     log_request,
     pending_requests,
     steward_reason,
@@ -65,18 +71,30 @@ def erase_customers(
     run_id: str | None = None,
     resolve_settings: dict | None = None,
     standardise_settings: dict | None = None,
-) -> tuple[int, int]:
-    """Remove the customers in ``erasures`` (``request_id, customer_id``) everywhere, set-based,
-    and suppress their identifiers (call inside a transaction, then ``scrub_identifiers`` for stray
-    copies). With ``standardise_settings``, the requesters' quarantined rows go too
-    (``quarantined_rows_of``). Returns (removed, anonymised) source rows."""
+    min_link_probability: float = 0.0,
+) -> tuple[int, int, dict[str, int]]:
+    """Remove the customers in ``erasures`` (``request_id, customer_id, seed_keys`` from
+    ``match_requests``) everywhere, set-based, and suppress their identifiers (call inside a
+    transaction, then ``scrub_identifiers`` for stray copies). Only records joined to the
+    request's by links at least ``min_link_probability`` probable go (``requesters_records``);
+    the customer's other records are unlinked (re-resolved without the erased ones) and listed
+    in ``governance.erasure_held_records`` for a steward. With ``standardise_settings``, the
+    requesters' quarantined rows go too (``quarantined_rows_of``). Returns (removed,
+    anonymised) source rows and the records held back per request."""
     key = secret_key(conn)
     ensure_suppression_list(conn)
     erasures = erasures.drop_nulls("customer_id")  # ``not in`` a list holding null is never true
+    members = requesters_records(conn, erasures, min_link_probability)
+    held = members.filter(~pl.col("certain"))
+    _hold_for_steward(conn, held, min_link_probability, now, run_id)
     conn.register("erased_customers", erasures.select("request_id", "customer_id").to_arrow())
+    conn.register(
+        "erased_records",
+        members.filter("certain").select("request_id", "customer_id", "record_key").to_arrow(),
+    )
     records = conn.sql(
-        "select e.request_id, x.customer_id, p.* from identity.person_records p "
-        "join mart.customer_xref x using (record_key) join erased_customers e using (customer_id)"
+        "select e.request_id, e.customer_id, p.* from identity.person_records p "
+        "join erased_records e using (record_key)"
     ).pl()
     forms_of = {
         row["record_key"]: (
@@ -159,7 +177,29 @@ def erase_customers(
                 "where customer_id in (select customer_id from erased_customers)"
             )
     conn.unregister("erased_customers")
-    return removed, anonymised
+    conn.unregister("erased_records")
+    return removed, anonymised, dict(held.group_by("request_id").len().iter_rows())
+
+
+def _hold_for_steward(
+    conn: duckdb.DuckDBPyConnection,
+    held: pl.DataFrame,
+    min_link_probability: float,
+    now: datetime,
+    run_id: str | None,
+) -> None:
+    """List the records an erasure left (ids only) in ``governance.erasure_held_records``."""
+    conn.execute(held_records_ddl("erasure_held_records"))
+    if held.height:
+        conn.executemany(
+            "insert into governance.erasure_held_records values (?, ?, ?, ?, ?, ?, ?)",
+            [
+                [*row, UNCERTAIN_LINK, now, run_id]
+                for row in held.select(
+                    "request_id", "customer_id", "source", "source_record_id"
+                ).iter_rows()
+            ],
+        )
 
 
 def _erase_quarantined_rows(
@@ -179,8 +219,8 @@ def _erase_quarantined_rows(
 def _held_by_others(
     conn: duckdb.DuckDBPyConnection, emails: set[str], phones: set[str]
 ) -> set[str]:
-    """The forms of the requester's emails and phones that a customer not being erased holds
-    in any of their records (``erased_customers`` is registered), normalised as the
+    """The forms of the requester's emails and phones that a linked record not being erased
+    holds (``erased_records`` is registered; a record the erasure holds back counts), normalised as the
     completeness scan normalises what it finds (``_value_hit``): lower-cased emails, phone
     digits with and without leading zeros. Only what no one else holds is scrubbed."""
     digits = "regexp_replace({c}, '[^0-9]', '', 'g')"
@@ -194,8 +234,7 @@ def _held_by_others(
     rows = conn.execute(
         "with others as (select p.* from identity.person_records p "
         "join mart.customer_xref x using (record_key) where x.customer_id is not null "
-        "and x.customer_id not in "
-        "(select customer_id from erased_customers where customer_id is not null)) "
+        "and p.record_key not in (select record_key from erased_records)) "
         f"select distinct f from ({union}) where f in (select unnest($forms))",
         {"forms": sorted(emails | phones)},
     ).fetchall()
@@ -296,7 +335,7 @@ def process_erasures(
     single = {r for r, n in n_of.items() if n == 1}
     mismatched = name_mismatches(matches)
     with transaction(conn):
-        removed, anonymised = erase_customers(
+        removed, anonymised, held = erase_customers(
             conn,
             matches.filter(pl.col("request_id").is_in(list(single))),
             sources,
@@ -304,13 +343,18 @@ def process_erasures(
             run_id,
             config["resolve"],
             config["standardise"],
+            config["privacy"]["min_link_probability"],
         )
         forget_request_identifiers(conn, [r for r in requests if r.request_id in single], sources)
         for request in requests:
             n = n_of.get(request.request_id, 0)
             if n == 1:
                 outcome.erased_customers += 1
-                log_request(conn, request, "erased", None, 1, None, now, run_id, deadlines)
+                n_held = held.get(request.request_id, 0)
+                reason = (
+                    f"{n_held} records held for a steward: {UNCERTAIN_LINK}" if n_held else None
+                )
+                log_request(conn, request, "erased", reason, 1, None, now, run_id, deadlines)
             else:
                 reason = steward_reason(
                     n, request.request_id in mismatched, bool(request.email or request.phone)

@@ -6,10 +6,12 @@ warehouse only by the partner must not make the partner the requester.
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import polars as pl
 from rapidfuzz.distance import JaroWinkler
 
 from cdm_pipeline.governance.requests import PrivacyRequest
+from cdm_pipeline.resolve.clustering import connected_component_labels
 from cdm_pipeline.standardise.fields import (
     email_match_key,
     first_name_group,
@@ -18,6 +20,11 @@ from cdm_pipeline.standardise.fields import (
     split_full_name,
     standardise_email,
     standardise_phone,
+)
+
+# Why a privacy request leaves a record of its customer alone (``requesters_records``).
+UNCERTAIN_LINK = (
+    "linked to the requester's records only through links under privacy.min_link_probability"
 )
 
 
@@ -40,8 +47,9 @@ def match_requests(
     phone_regions: tuple[str, ...],
     exact: bool = False,
 ) -> pl.DataFrame:
-    """``request_id, customer_id`` for every customer holding a request's email or phone (in any
-    of their linked records); a request matching no one has one row with a null customer.
+    """``request_id, customer_id, seed_keys`` for every customer holding a request's email or
+    phone (``seed_keys``: the customer's records that carry it); a request matching no one has
+    one row with a null customer.
     ``exact`` (access requests, which hand data out) compares the email as given, standardised
     but with its +tag and dots: victim+x@ is not victim@."""
     keys = pl.DataFrame(
@@ -73,7 +81,8 @@ def match_requests(
             "join identity.person_records p on p.phone_e164 = k.phone) "
             "select k.request_id, x.customer_id, "
             "coalesce(bool_or(h.by_email), false) and coalesce(bool_or(h.by_phone), false) "
-            "as holds_both from request_keys k left join held h using (request_id) "
+            "as holds_both, list(distinct h.record_key) filter (x.customer_id is not null) "
+            "as seed_keys from request_keys k left join held h using (request_id) "
             "left join mart.customer_xref x on x.record_key = h.record_key "
             "and x.customer_id is not null group by all"
         ).pl()
@@ -82,7 +91,9 @@ def match_requests(
     # A request naming an email and a phone is the customer holding both, when one does: the
     # phone may be the household's, which the requester's family holds too.
     both = pl.col("holds_both").any().over("request_id")
-    found = found.filter(~both | pl.col("holds_both")).select("request_id", "customer_id")
+    found = found.filter(~both | pl.col("holds_both")).select(
+        "request_id", "customer_id", "seed_keys"
+    )
     return _verify_names(conn, found, {r.request_id: r.name for r in requests})
 
 
@@ -133,7 +144,7 @@ def _verify_names(
         .filter(~pl.col("request_id").is_in(kept["request_id"].implode()))
         .with_columns(customer_id=pl.lit(None, pl.String), name_mismatch=pl.lit(True))
     )
-    return pl.concat([kept, lost])
+    return pl.concat([kept, lost], how="diagonal")
 
 
 def _same_name(requested: tuple[str | None, str | None], held: tuple) -> bool:
@@ -160,3 +171,77 @@ def _email_key(raw: str | None, exact: bool = False) -> str | None:
 
 def name_mismatches(matches: pl.DataFrame) -> set[str]:
     return set(matches.filter(pl.col("name_mismatch"))["request_id"])
+
+
+def requesters_records(
+    conn: duckdb.DuckDBPyConnection, matches: pl.DataFrame, min_link_probability: float
+) -> pl.DataFrame:
+    """``request_id, customer_id, record_key, source, source_record_id, certain`` for every
+    record of the customers in ``matches`` (from ``match_requests``). A record is ``certain``
+    when a chain of links, each at least ``min_link_probability`` probable (or a steward's
+    must-link), joins it to one of the request's ``seed_keys``. An erasure or an access export
+    takes the certain records only: the customer may hold a record joined by a weaker link
+    (linking can afford a doubt that handing out or deleting a person's data cannot), which a
+    steward then decides. Read by key: only the matched customers' rows and pairs."""
+    matched = matches.filter(pl.col("customer_id").is_not_null())
+    schema = {
+        "request_id": pl.String,
+        "customer_id": pl.String,
+        "record_key": pl.String,
+        "source": pl.String,
+        "source_record_id": pl.String,
+        "certain": pl.Boolean,
+    }
+    if matched.height == 0:
+        return pl.DataFrame(schema=schema)
+    members = conn.sql(
+        "select customer_id, record_key, source, source_record_id, profile_id "
+        "from mart.customer_xref where customer_id in (select unnest($ids))",
+        params={"ids": sorted(set(matched["customer_id"]))},
+    ).pl()
+    profiles = sorted(set(members["profile_id"].drop_nulls()))
+    edges = conn.execute(
+        "select cast(profile_id_l as varchar), cast(profile_id_r as varchar) "
+        "from identity.match_pairs where linked "
+        "and (match_probability >= $p or must_link) "
+        "and profile_id_l in (select unnest($ids)) and profile_id_r in (select unnest($ids))",
+        {"p": min_link_probability, "ids": profiles},
+    ).fetchall()
+    # A record is a node through its profile (records of one profile are identical in identity).
+    node = pl.coalesce(pl.col("profile_id").cast(pl.String), pl.col("record_key"))
+    members = members.with_columns(node=node)
+    group = _components(members["node"].to_list(), edges)
+    members = members.with_columns(
+        group=pl.col("node").replace_strict(group, return_dtype=pl.Int64)
+    )
+    seeds = (
+        matched.select("request_id", "customer_id", pl.col("seed_keys").alias("record_key"))
+        .explode("record_key")
+        .join(members.select("record_key", "group"), on="record_key")
+        .select("request_id", "group")
+        .unique()
+    )
+    requested = matched.select("request_id", "customer_id").unique()
+    return (
+        requested.join(members, on="customer_id")
+        .join(seeds.with_columns(certain=pl.lit(True)), on=["request_id", "group"], how="left")
+        .with_columns(pl.col("certain").fill_null(False))
+        .select(*schema)
+        .cast(schema)
+    )
+
+
+def _components(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
+    """node -> its connected component's label, through ``edges``."""
+    index = {n: i for i, n in enumerate(dict.fromkeys(nodes))}
+    pairs = [(index[a], index[b]) for a, b in edges if a in index and b in index]
+    left, right = (
+        (np.array(side, dtype=np.int64) for side in zip(*pairs, strict=True))
+        if pairs
+        else (
+            np.array([], dtype=np.int64),
+            np.array([], dtype=np.int64),
+        )
+    )
+    labels = connected_component_labels(np.arange(len(index), dtype=np.int64), left, right)
+    return {n: int(labels[i]) for n, i in index.items()}

@@ -34,6 +34,21 @@ alter table governance.privacy_request_log add column if not exists row_number b
 """
 
 
+def held_records_ddl(table: str) -> str:
+    """A steward's list of records a privacy request left alone (ids only: the records stay)."""
+    return f"""
+create table if not exists governance.{table} (
+    request_id varchar not null,
+    customer_id varchar not null,
+    source varchar not null,
+    source_record_id varchar not null,
+    reason varchar not null,
+    held_at timestamp not null,
+    run_id varchar
+)
+"""
+
+
 NAME_MISMATCH = "identifier held by a customer with another name"
 NO_IDENTIFIER = "no email or phone to find the requester by"
 

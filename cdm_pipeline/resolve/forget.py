@@ -14,6 +14,7 @@ from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS
 from cdm_pipeline.warehouse import quote_ident, table_exists
 
 UNLINKED = "unlinked: no usable identifier"
+HELD = "held: linked to an erased customer below privacy.min_link_probability"
 
 
 def forget_customers(
@@ -25,17 +26,19 @@ def forget_customers(
     run_id: str | None,
     resolve_settings: dict | None,
 ) -> None:
-    """Forget erased customers: their records (``record_key, source, source_record_id``) leave
-    ``identity.person_records`` (``remove_person_records``), their profiles lose every identity
-    value, their match pairs go, and each customer id gets an ``erased`` history event. Records
-    of ``kept_sources`` (erasure anonymises them) stay in ``mart.customer_xref`` linked to no
-    one."""
+    """Forget erased customers: their erased records (``record_key, source,
+    source_record_id``) leave ``identity.person_records`` (``remove_person_records``), those
+    records' profiles lose every identity value, their match pairs go, and each customer id gets
+    an ``erased`` history event. Records of ``kept_sources`` (erasure anonymises them) stay in
+    ``mart.customer_xref`` linked to no one. A customer's records not in ``records`` (held back
+    for a steward) stay, linked to no one until the customers around what was erased are resolved
+    again (``store.settle_after_removals``), which gives them a new id."""
     conn.register("_forgotten_customers", customer_ids.to_frame("customer_id").to_arrow())
     conn.register("_forgotten_records", records.to_arrow())
     try:
         profiles = (
             "(select profile_id from mart.customer_xref where profile_id is not null "
-            "and customer_id in (select customer_id from _forgotten_customers))"
+            "and record_key in (select record_key from _forgotten_records))"
         )
         if table_exists(conn, "identity", "match_pairs"):
             conn.execute(
@@ -45,6 +48,12 @@ def forget_customers(
         forget_profiles(conn, f"profile_id in {profiles}", {}, resolve_settings)
         remove_person_records(
             conn, "record_key in (select record_key from _forgotten_records)", {}, kept_sources
+        )
+        conn.execute(
+            "update mart.customer_xref set customer_id = null, link_method = $held "
+            "where customer_id in (select customer_id from _forgotten_customers) "
+            "and record_key not in (select record_key from _forgotten_records)",
+            {"held": HELD},
         )
         conn.execute(
             "delete from mart.customer_xref where customer_id in "

@@ -65,7 +65,11 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     reused,
                     config["standardise"],
                     suppressed,
-                    config["resolve"]["match_threshold"],
+                    # Keeping a record out is an erasure: as sure as erasure asks.
+                    max(
+                        config["resolve"]["match_threshold"],
+                        config["privacy"]["min_link_probability"],
+                    ),
                 )
                 del canonical
                 with transaction(conn):

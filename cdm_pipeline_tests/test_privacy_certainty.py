@@ -1,0 +1,86 @@
+"""A privacy action asks more certainty than linking: with ``privacy.min_link_probability`` above
+the links that joined some records to a requester's customer, those records are neither erased
+nor exported; they are listed for a steward, and an erased customer's held records live on
+under a new customer id with their identity intact."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import duckdb
+import yaml
+
+from cdm_pipeline.governance.matching import UNCERTAIN_LINK
+from cdm_pipeline.locations import PACKAGE_DATA
+from cdm_pipeline_tests.conftest import make_settings, run_pipeline
+
+
+def test_records_joined_by_weaker_links_are_held_not_erased_or_exported(tmp_path, demo_data):
+    config = yaml.safe_load((PACKAGE_DATA / "pipeline.yaml").read_text())
+    # Links of the demo reach 0.99999 and beyond; many of its customers hold a weaker one.
+    config["privacy"]["min_link_probability"] = 0.999999
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(config))
+    landing = tmp_path / "landing"
+    shutil.copytree(demo_data / "landing", landing)
+    settings = replace(
+        make_settings(tmp_path, landing), pipeline_config_path=tmp_path / "pipeline.yaml"
+    )
+    result = run_pipeline(settings)
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["erasure_complete"] and checks["every_customer_has_records"]
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        held = conn.execute(
+            "select h.request_id, h.customer_id, h.source || ':' || h.source_record_id, "
+            "h.reason, x.customer_id, p.email_norm, p.phone_e164, p.last_name_key "
+            "from governance.erasure_held_records h "
+            "join mart.customer_xref x on x.source = h.source "
+            "and x.source_record_id = h.source_record_id "
+            "join identity.person_records p using (record_key)"
+        ).fetchall()
+        erased = {
+            c
+            for (c,) in conn.execute(
+                "select customer_id from identity.customer_id_history where event = 'erased'"
+            ).fetchall()
+        }
+        still_linked = conn.execute(
+            "select count(*) from mart.customer_xref where customer_id in (select unnest(?))",
+            [sorted(erased)],
+        ).fetchall()[0][0]
+        access_held = conn.execute(
+            "select request_id, source || ':' || source_record_id, reason "
+            "from governance.access_held_records"
+        ).fetchall()
+        logged = dict(
+            conn.execute(
+                "select request_id, reason from governance.privacy_request_log "
+                "where status in ('erased', 'exported')"
+            ).fetchall()
+        )
+        linked_to = dict(
+            conn.execute("select record_key, customer_id from mart.customer_xref").fetchall()
+        )
+    assert held, "no erasure held a record: the planted certainty did not bite"
+    assert still_linked == 0
+    for request_id, old_customer, record_key, reason, customer, email, phone, surname in held:
+        assert reason == UNCERTAIN_LINK
+        assert old_customer in erased
+        # Re-resolved without the erased records: a live customer, not the erased id.
+        assert customer is not None and customer not in erased, record_key
+        assert email or phone or surname, record_key
+        assert "held for a steward" in (logged[request_id] or "")
+
+    uncertain = [(r, k) for r, k, why in access_held if why == UNCERTAIN_LINK]
+    assert uncertain, "no access request held a record"
+    exports = settings.exports_dir / "subject_access"
+    for request_id, record_key in uncertain:
+        document = json.loads((exports / f"{request_id}.json").read_text())
+        listed = {f"{r['source']}:{r['record_id']}" for r in document["source_records"]}
+        assert record_key not in listed
+        # Held, not lost: the record is still the customer's in the warehouse.
+        assert linked_to[record_key] == document["customer_id"]
+        assert document["records_held_for_steward"] >= 1
