@@ -147,6 +147,60 @@ def served_erasures(warehouse: Path, request_of: pl.DataFrame) -> pl.Series:
     return request_of.join(done, on="request_id")["person_id"].unique()
 
 
+def held_records(warehouse: Path, table: str) -> pl.DataFrame:
+    """``request_id, record_key`` of a governance table of held records (none before one exists)."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        exists = conn.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'governance' and table_name = ?",
+            [table],
+        ).fetchall()[0][0]
+        if not exists:
+            return pl.DataFrame(schema={"request_id": pl.String, "record_key": pl.String})
+        return conn.sql(
+            "select request_id, source || ':' || source_record_id as record_key "
+            f"from governance.{table}"
+        ).pl()
+
+
+def access_documents(settings, request_of: pl.DataFrame, records: pl.DataFrame) -> dict:
+    """Tonight's subject-access documents against the truth: documents listing a record of
+    anyone but the requester, and the records held back for a steward, by whose they are."""
+    folder = settings.exports_dir / "subject_access"
+    owner = dict(records.select("record_key", "person_id").iter_rows())
+    requester = dict(request_of.iter_rows())
+    foreign_documents = foreign_records = listed = 0
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        person = requester.get(path.stem)
+        keys = [f"{r['source']}:{r['record_id']}" for r in document["source_records"]]
+        foreign = [k for k in keys if owner.get(k) != person]
+        listed += len(keys)
+        foreign_records += len(foreign)
+        foreign_documents += bool(foreign)
+    held = held_records(settings.warehouse_path, "access_held_records")
+    held = held.join(request_of, on="request_id").with_columns(
+        own=pl.col("record_key").replace_strict(owner, default=None) == pl.col("person_id")
+    )
+    return {
+        "documents": len(list(folder.glob("*.json"))) if folder.exists() else 0,
+        "records_listed": listed,
+        "documents_with_another_persons_record": foreign_documents,
+        "another_persons_records_listed": foreign_records,
+        "held_for_steward_requesters_own": int(held["own"].sum()),
+        "held_for_steward_another_persons": int((~held["own"]).sum()),
+    }
+
+
+def erasure_held(warehouse: Path, request_of: pl.DataFrame, records: pl.DataFrame) -> dict:
+    """Records erasures held back for a steward (weaker links), by whose they are."""
+    held = held_records(warehouse, "erasure_held_records")
+    owner = records.select("record_key", owner="person_id")
+    held = held.join(request_of, on="request_id").join(owner, on="record_key", how="left")
+    own = held.filter(pl.col("owner") == pl.col("person_id")).height
+    return {"requesters_own": own, "another_persons": held.height - own}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -225,6 +279,10 @@ def main() -> int:
                     left_intact.group_by("source").len().iter_rows()
                 ),
                 "customers_without_records": customers_without_records(settings.warehouse_path),
+                "erasure_held_for_steward": erasure_held(
+                    settings.warehouse_path, request_of, records
+                ),
+                "access": access_documents(settings, request_of, records),
             }
         )
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
