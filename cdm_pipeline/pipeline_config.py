@@ -25,7 +25,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "standardise": {"default_country": "US", "phone_regions": ["US", "GB", "DE", "FR"]},
     "resolve": {
-        "match_threshold": 0.90,
+        "match_threshold": 0.70,
         "max_twin_share": 0.25,
         "floor_weight": 0.0,
         "max_block_size": 5000,
