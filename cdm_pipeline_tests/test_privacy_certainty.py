@@ -12,6 +12,7 @@ from dataclasses import replace
 import duckdb
 import yaml
 
+from cdm_pipeline.defs.keys import SUPPRESSION
 from cdm_pipeline.governance.matching import UNCERTAIN_LINK
 from cdm_pipeline.locations import PACKAGE_DATA
 from cdm_pipeline_tests.conftest import make_settings, run_pipeline
@@ -65,6 +66,12 @@ def test_records_joined_by_weaker_links_are_held_not_erased_or_exported(tmp_path
             conn.execute("select record_key, customer_id from mart.customer_xref").fetchall()
         )
     assert held, "no erasure held a record: the planted certainty did not bite"
+    (erasure,) = [
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == SUPPRESSION
+    ]
+    assert erasure["records_held_for_steward"].value == len(held)
     assert still_linked == 0
     for request_id, old_customer, record_key, reason, customer, email, phone, surname in held:
         assert reason == UNCERTAIN_LINK

@@ -59,6 +59,7 @@ class ErasureOutcome:
     erased_customers: int = 0
     records_removed: int = 0
     records_anonymised: int = 0
+    records_held: int = 0  # linked to an erased customer by weaker links: a steward decides
     needs_steward: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -363,6 +364,7 @@ def process_erasures(
                 outcome.needs_steward += 1
                 log_request(conn, request, "needs_steward", reason, n, 0, now, run_id, deadlines)
     outcome.records_removed, outcome.records_anonymised = removed, anonymised
+    outcome.records_held = sum(held.values())
     return outcome
 
 

@@ -172,6 +172,7 @@ def _erasure_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 "customers_erased": outcome.erased_customers,
                 "records_removed": outcome.records_removed,
                 "records_anonymised": outcome.records_anonymised,
+                "records_held_for_steward": outcome.records_held,
                 "waiting_for_steward": outcome.needs_steward,
                 "reasons": dg.MetadataValue.json(outcome.reasons),
                 "fingerprints": fingerprints,
