@@ -216,15 +216,20 @@ def _evaluate(truth_path: Path) -> int:
 def _export_subject(args: argparse.Namespace) -> int:
     import duckdb
 
-    from cdm_pipeline.governance.access import subject_document, write_document
-    from cdm_pipeline.governance.matching import match_customers
+    from cdm_pipeline.governance.access import (
+        subject_document,
+        uncertain_records,
+        write_document,
+    )
+    from cdm_pipeline.governance.matching import match_requests
     from cdm_pipeline.governance.requests import PrivacyRequest
     from cdm_pipeline.locations import load_settings
     from cdm_pipeline.pipeline_config import load_config
     from cdm_pipeline.registry import load_registry
 
     settings = load_settings()
-    standardise = load_config(settings.pipeline_config_path)["standardise"]
+    config = load_config(settings.pipeline_config_path)
+    standardise = config["standardise"]
     regions = tuple(standardise["phone_regions"])
     sources = load_registry(settings.sources_path)
     request = PrivacyRequest("cli", "cli", "access", args.email, args.phone)
@@ -232,13 +237,16 @@ def _export_subject(args: argparse.Namespace) -> int:
     # the machine) is capped, so a million-person warehouse costs well under a gigabyte.
     limit = {"memory_limit": os.environ.get("CDM_EXPORT_MEMORY_LIMIT", "300MB")}
     with duckdb.connect(str(settings.warehouse_path), read_only=True, config=limit) as conn:
-        customers = match_customers(conn, request, regions, exact=True)
+        matches = match_requests(conn, [request], regions, exact=True)
+        customers = sorted(set(matches["customer_id"].drop_nulls()))
         if len(customers) != 1:
             print(
                 f"no export: the identifier matches {len(customers)} customers; a steward must decide"
             )
             return 2
-        document = subject_document(conn, customers[0], sources, standardise)
+        # As a night's access request: records joined by weaker links wait for a steward.
+        uncertain = uncertain_records(conn, matches, config)
+        document = subject_document(conn, customers[0], sources, standardise, uncertain)
     path = args.out or settings.exports_dir / "subject_access" / f"{customers[0]}.json"
     write_document(document, path)
     print(f"wrote {path} ({len(document['source_records'])} source records)")

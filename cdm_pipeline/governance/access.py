@@ -257,8 +257,11 @@ def subject_document(
     customer_id: str,
     sources: dict[str, SourceSpec],
     standardise_settings: dict | None = None,
+    uncertain: pl.DataFrame | None = None,
 ) -> dict:
-    return subject_documents(conn, [customer_id], sources, standardise_settings)[customer_id]
+    return subject_documents(conn, [customer_id], sources, standardise_settings, uncertain)[
+        customer_id
+    ]
 
 
 def _json_default(value: object) -> str | float:
@@ -311,7 +314,7 @@ def process_access_requests(
     holder_of = {r: ids for r, ids in holders.iter_rows()}
     mismatched = name_mismatches(matches)
     single = {r: ids[0] for r, ids in holder_of.items() if len(ids) == 1}
-    uncertain = _uncertain_records(
+    uncertain = uncertain_records(
         conn, matches.filter(pl.col("request_id").is_in(list(single))), config
     )
     documents = subject_documents(
@@ -338,7 +341,7 @@ def process_access_requests(
     return outcome
 
 
-def _uncertain_records(
+def uncertain_records(
     conn: duckdb.DuckDBPyConnection, matches: pl.DataFrame, config: dict
 ) -> pl.DataFrame:
     """``customer_id, source, source_record_id`` of the requested customers' records that no
