@@ -33,6 +33,7 @@ from cdm_pipeline.locations import PACKAGE_DATA  # noqa: E402
 from cdm_pipeline.registry import load_registry  # noqa: E402
 
 VOLATILE = ("_loaded_at", "_run_id")
+KEY = {"record_key": pl.String}
 
 
 def raw_rows(warehouse: Path, rows: pl.DataFrame) -> pl.DataFrame:
@@ -169,15 +170,16 @@ def access_documents(settings, request_of: pl.DataFrame, records: pl.DataFrame) 
     folder = settings.exports_dir / "subject_access"
     owner = dict(records.select("record_key", "person_id").iter_rows())
     requester = dict(request_of.iter_rows())
-    foreign_documents = foreign_records = listed = 0
+    foreign_documents = listed = 0
+    foreign: list[str] = []
     for path in sorted(folder.glob("*.json")) if folder.exists() else []:
         document = json.loads(path.read_text(encoding="utf-8"))
         person = requester.get(path.stem)
         keys = [f"{r['source']}:{r['record_id']}" for r in document["source_records"]]
-        foreign = [k for k in keys if owner.get(k) != person]
+        theirs = [k for k in keys if owner.get(k) != person]
         listed += len(keys)
-        foreign_records += len(foreign)
-        foreign_documents += bool(foreign)
+        foreign += theirs
+        foreign_documents += bool(theirs)
     held = held_records(settings.warehouse_path, "access_held_records")
     held = held.join(request_of, on="request_id").with_columns(
         own=pl.col("record_key").replace_strict(owner, default=None) == pl.col("person_id")
@@ -186,7 +188,11 @@ def access_documents(settings, request_of: pl.DataFrame, records: pl.DataFrame) 
         "documents": len(list(folder.glob("*.json"))) if folder.exists() else 0,
         "records_listed": listed,
         "documents_with_another_persons_record": foreign_documents,
-        "another_persons_records_listed": foreign_records,
+        "another_persons_records_listed": len(foreign),
+        # The same classes as erasure's bystanders: what the data hold against the merge.
+        "another_persons_records_by_evidence": why_merged(
+            settings.warehouse_path, pl.DataFrame({"record_key": foreign}, schema=KEY), records
+        ),
         "held_for_steward_requesters_own": int(held["own"].sum()),
         "held_for_steward_another_persons": int((~held["own"]).sum()),
     }
