@@ -34,6 +34,14 @@ from cdm_pipeline.registry import load_registry  # noqa: E402
 
 VOLATILE = ("_loaded_at", "_run_id")
 KEY = {"record_key": pl.String}
+ROW = ["source", "source_file", "row_number"]
+
+
+def owners(records: pl.DataFrame) -> pl.DataFrame:
+    """One truth row per record key: the one that landed. The demo plants rows that repeat
+    another person's record id; they are quarantined as duplicates, so a record key in the
+    warehouse is the other row's (matching by key alone would credit it to the planted one)."""
+    return records.sort("planted_bad").unique("record_key", keep="first", maintain_order=True)
 
 
 def raw_rows(warehouse: Path, rows: pl.DataFrame) -> pl.DataFrame:
@@ -89,7 +97,7 @@ def why_merged(warehouse: Path, changed: pl.DataFrame, records: pl.DataFrame) ->
       its own person elsewhere shares one: every value it carries points to the requester;
     - ``other``: the data held evidence of another person (a name or contact of its own);
     - ``unlinked``: the record is in no customer (scrubbing removed a copy of an erased value)."""
-    person = records.select("record_key", "person_id", "requester").unique("record_key")
+    person = owners(records).select("record_key", "person_id", "requester")
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         identity = conn.sql(
             "select x.record_key, x.customer_id, x.profile_id, p.first_name_key, p.last_name_key, "
@@ -168,7 +176,13 @@ def access_documents(settings, request_of: pl.DataFrame, records: pl.DataFrame) 
     """Tonight's subject-access documents against the truth: documents listing a record of
     anyone but the requester, and the records held back for a steward, by whose they are."""
     folder = settings.exports_dir / "subject_access"
-    owner = dict(records.select("record_key", "person_id").iter_rows())
+    row_owner = {
+        (source, file, row): person
+        for source, file, row, person in records.select(
+            "source", "source_file", "row_number", "person_id"
+        ).iter_rows()
+    }
+    owner = dict(owners(records).select("record_key", "person_id").iter_rows())
     requester = dict(request_of.iter_rows())
     foreign_documents = listed = 0
     foreign: list[str] = []
@@ -176,7 +190,11 @@ def access_documents(settings, request_of: pl.DataFrame, records: pl.DataFrame) 
         document = json.loads(path.read_text(encoding="utf-8"))
         person = requester.get(path.stem)
         keys = [f"{r['source']}:{r['record_id']}" for r in document["source_records"]]
-        theirs = [k for k in keys if owner.get(k) != person]
+        rows = [
+            (r["source"], r["came_from"]["file"], r["came_from"]["row_number"])
+            for r in document["source_records"]
+        ]
+        theirs = [k for k, row in zip(keys, rows, strict=True) if row_owner.get(row) != person]
         listed += len(keys)
         foreign += theirs
         foreign_documents += bool(theirs)
@@ -201,7 +219,7 @@ def access_documents(settings, request_of: pl.DataFrame, records: pl.DataFrame) 
 def erasure_held(warehouse: Path, request_of: pl.DataFrame, records: pl.DataFrame) -> dict:
     """Records erasures held back for a steward (weaker links), by whose they are."""
     held = held_records(warehouse, "erasure_held_records")
-    owner = records.select("record_key", owner="person_id")
+    owner = owners(records).select("record_key", owner="person_id")
     held = held.join(request_of, on="request_id").join(owner, on="record_key", how="left")
     own = held.filter(pl.col("owner") == pl.col("person_id")).height
     return {"requesters_own": own, "another_persons": held.height - own}
@@ -240,7 +258,7 @@ def main() -> int:
     )
     # Whom the resolver put together with a requester (a wrong merge erases a bystander too).
     linked = customer_of(baseline.warehouse_path).join(
-        records.select("record_key", "requester"), on="record_key"
+        owners(records).select("record_key", "requester"), on="record_key"
     )
     with_requester = set(
         linked.filter(
@@ -260,7 +278,7 @@ def main() -> int:
         served = served_erasures(settings.warehouse_path, request_of)
         left_intact = asked_now.join(
             asked_before, on=["source", "source_file", "row_number", "row_hash"], how="semi"
-        ).join(records.select("record_key", "person_id"), on="record_key")
+        ).join(records.select(*ROW, "person_id"), on=ROW)
         left_intact = left_intact.filter(pl.col("person_id").is_in(served.implode()))
         figures[label].update(
             {
@@ -275,9 +293,7 @@ def main() -> int:
                 ),
                 "requester_raw_rows_left": asked_now.height,
                 "served_erasure_requesters": served.len(),
-                "their_rows_landed": asked_before.join(
-                    records.select("record_key", "person_id"), on="record_key"
-                )
+                "their_rows_landed": asked_before.join(records.select(*ROW, "person_id"), on=ROW)
                 .filter(pl.col("person_id").is_in(served.implode()))
                 .height,
                 "their_rows_left_intact": left_intact.height,
