@@ -63,11 +63,12 @@ HIT_VALUES = "_suppressed_values"
 
 def _find_hit_values(
     conn: duckdb.DuckDBPyConnection, key: str, columns: list[tuple[str, str, str]]
-) -> None:
+) -> bool:
     """Collect into the temporary table ``_suppressed_values`` every distinct text value of
     ``columns`` that is a suppressed email or phone. The hashing is what costs, and the same
     email sits in a dozen columns (raw, staging, person records, mart): each distinct value is
-    hashed once for the whole warehouse, then every column is only looked up in the few hits."""
+    hashed once for the whole warehouse, then every column is only looked up in the few hits.
+    Returns whether there is any (most nights: none, and no plain column needs a second look)."""
     plain = [(s, t, c) for s, t, c in columns if c not in JSON_COLUMNS]
     values = " union ".join(
         f"select {quote_ident(c)} as v from {quote_ident(s)}.{quote_ident(t)}" for s, t, c in plain
@@ -77,17 +78,21 @@ def _find_hit_values(
         f"create or replace temp table {HIT_VALUES} as select v::varchar as v from ({source}) h",
         {"key": key} if plain else {},
     )
+    return (
+        conn.execute(f"select count(*) from {HIT_VALUES} where v is not null").fetchall()[0][0] > 0
+    )
 
 
-def _hit_condition(column: str) -> str:
+def _hit_condition(column: str, plain_hits: bool = True) -> str:
     """SQL that is true when a text value, or any value inside a JSON text (a quarantined raw
     row), is a suppressed email or phone (parameter $key). Plain columns are looked up in the
-    values ``_find_hit_values`` collected, which must have covered the column."""
+    values ``_find_hit_values`` collected, which must have covered the column (``false`` when
+    it found none: ``plain_hits``)."""
     c = quote_ident(column)
     if column in JSON_COLUMNS:
         inner = _value_hit("(j.value ->> '$')")
         return f"(json_valid({c}) and exists (select 1 from json_each({c}) j where {inner}))"
-    return f"{c} in (select v from {HIT_VALUES})"
+    return f"{c} in (select v from {HIT_VALUES})" if plain_hits else "false"
 
 
 def _suppresses_identifiers(conn: duckdb.DuckDBPyConnection) -> bool:
@@ -127,12 +132,14 @@ def scrub_identifiers(
         if (schema, table) != ("raw", "file_ledger")
         and (schema != "identity" or table in ("person_records", "profiles"))
     ]
-    _find_hit_values(conn, key, columns)
+    plain_hits = _find_hit_values(conn, key, columns)
     params = {"key": key}
 
     def hit_in(schema: str, table: str) -> str:
-        wanted = [c for s_, t, c in columns if (s_, t) == (schema, table)]
-        return " or ".join(_hit_condition(c) for c in wanted) or "false"
+        wanted = [
+            _hit_condition(c, plain_hits) for s_, t, c in columns if (s_, t) == (schema, table)
+        ]
+        return " or ".join(w for w in wanted if w != "false") or "false"
 
     landed = {s.name for s in sources.values() if table_exists(conn, "raw", s.name)}
     anonymised = {s.name for s in sources.values() if s.on_erasure == "anonymise"}
@@ -172,7 +179,9 @@ def scrub_identifiers(
         ):
             continue
         name = f"{quote_ident(schema)}.{quote_ident(table)}"
-        condition = _hit_condition(column)
+        condition = _hit_condition(column, plain_hits)
+        if condition == "false":
+            continue
         if (schema, table) == ("identity", "person_records"):
             touched += remove_person_records(
                 conn, condition, used_params(condition, params), anonymised
@@ -194,8 +203,10 @@ def scrub_identifiers(
     if table_exists(conn, "identity", "profiles"):
         columns = [c for _, t, c in _varchar_columns(conn, ("identity",)) if t == "profiles"]
         if columns:
-            hit = " or ".join(_hit_condition(c) for c in columns)
-            touched += forget_profiles(conn, hit, used_params(hit, params), resolve_settings)
+            hits = [_hit_condition(c, plain_hits) for c in columns]
+            hit = " or ".join(h for h in hits if h != "false")
+            if hit:
+                touched += forget_profiles(conn, hit, used_params(hit, params), resolve_settings)
     if table_exists(conn, "mart", "customer_xref"):
         touched += unlink_orphans(
             conn, {s.name for s in sources.values() if s.on_erasure == "anonymise"}
@@ -212,10 +223,12 @@ def identifier_hits(conn: duckdb.DuckDBPyConnection) -> list[dict]:
     key = secret_key(conn)
     hits = []
     columns = _varchar_columns(conn, SCANNED_SCHEMAS)
-    _find_hit_values(conn, key, columns)
+    plain_hits = _find_hit_values(conn, key, columns)
     for schema, table, column in columns:
         name = f"{quote_ident(schema)}.{quote_ident(table)}"
-        condition = _hit_condition(column)
+        condition = _hit_condition(column, plain_hits)
+        if condition == "false":
+            continue
         (count,) = conn.execute(
             f"select count(*) from {name} where {condition}", used_params(condition, {"key": key})
         ).fetchall()[0]
