@@ -10,10 +10,11 @@ import shutil
 from dataclasses import replace
 
 import duckdb
+import polars as pl
 import yaml
 
 from cdm_pipeline.defs.keys import SUPPRESSION
-from cdm_pipeline.governance.matching import UNCERTAIN_LINK
+from cdm_pipeline.governance.matching import UNCERTAIN_LINK, requesters_records
 from cdm_pipeline.locations import PACKAGE_DATA
 from cdm_pipeline_tests.conftest import make_settings, run_pipeline
 
@@ -91,3 +92,35 @@ def test_records_joined_by_weaker_links_are_held_not_erased_or_exported(tmp_path
         # Held, not lost: the record is still the customer's in the warehouse.
         assert linked_to[record_key] == document["customer_id"]
         assert document["records_held_for_steward"] >= 1
+
+
+def test_a_record_is_certain_only_through_a_chain_of_sure_links(tmp_path):
+    """A-B 0.95, B-C 0.80, C-D 0.99, E joined to A by a steward's must-link: from a request that
+    names A, the records of A, B and E are certain; C and D (behind the weak link) are not,
+    however sure the link between them is. A second request that names D holds A, B and E."""
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    conn.execute("create schema mart; create schema identity")
+    conn.execute(
+        "create table mart.customer_xref as select * from (values "
+        "('s:A', 's', 'A', 'C1', 1), ('s:B', 's', 'B', 'C1', 2), ('s:C', 's', 'C', 'C1', 3), "
+        "('s:D', 's', 'D', 'C1', 4), ('s:E', 's', 'E', 'C1', 5), ('s:X', 's', 'X', 'C2', 6)) "
+        "t(record_key, source, source_record_id, customer_id, profile_id)"
+    )
+    conn.execute(
+        "create table identity.match_pairs as select * from (values "
+        "(1, 2, 0.95, true, false), (2, 3, 0.80, true, false), (3, 4, 0.99, true, false), "
+        "(1, 5, 0.10, true, true), (1, 6, 0.999, false, false)) "
+        "t(profile_id_l, profile_id_r, match_probability, linked, must_link)"
+    )
+    matches = pl.DataFrame(
+        {"request_id": ["r1", "r2"], "customer_id": ["C1", "C1"], "seed_keys": [["s:A"], ["s:D"]]}
+    )
+    found = requesters_records(conn, matches, 0.90)
+    certain = {
+        r: set(found.filter((pl.col("request_id") == r) & pl.col("certain"))["source_record_id"])
+        for r in ("r1", "r2")
+    }
+    assert certain == {"r1": {"A", "B", "E"}, "r2": {"C", "D"}}
+    assert set(found["source_record_id"]) == {"A", "B", "C", "D", "E"}  # never C2's record
+    everything = requesters_records(conn, matches.head(1), 0.70)
+    assert everything["certain"].all()
