@@ -1,5 +1,6 @@
 """Which customer a privacy request is about: by the email or phone it gives, through every
-linked record, and checked against the name it gives. A household's shared number held in the
+linked record, and checked against the name it gives; and which of that customer's records are
+surely the requester's (``requesters_records``). A household's shared number held in the
 warehouse only by the partner must not make the partner the requester.
 """
 
@@ -234,14 +235,10 @@ def requesters_records(
 def _components(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
     """node -> its connected component's label, through ``edges``."""
     index = {n: i for i, n in enumerate(dict.fromkeys(nodes))}
-    pairs = [(index[a], index[b]) for a, b in edges if a in index and b in index]
-    left, right = (
-        (np.array(side, dtype=np.int64) for side in zip(*pairs, strict=True))
-        if pairs
-        else (
-            np.array([], dtype=np.int64),
-            np.array([], dtype=np.int64),
-        )
+    pairs = np.array(
+        [(index[a], index[b]) for a, b in edges if a in index and b in index], dtype=np.int64
+    ).reshape(-1, 2)
+    labels = connected_component_labels(
+        np.arange(len(index), dtype=np.int64), pairs[:, 0], pairs[:, 1]
     )
-    labels = connected_component_labels(np.arange(len(index), dtype=np.int64), left, right)
     return {n: int(labels[i]) for n, i in index.items()}
