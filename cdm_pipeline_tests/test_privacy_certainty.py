@@ -73,6 +73,13 @@ def test_records_joined_by_weaker_links_are_held_not_erased_or_exported(tmp_path
         if e.asset_key == SUPPRESSION
     ]
     assert erasure["records_held_for_steward"].value == len(held)
+    (queue,) = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "requests_waiting_for_a_steward"
+    ]
+    assert queue.metadata["erasure_held_records_tonight"].value == len(held)
+    assert queue.metadata["access_held_records_tonight"].value >= 1
     assert still_linked == 0
     for request_id, old_customer, record_key, reason, customer, email, phone, surname in held:
         assert reason == UNCERTAIN_LINK

@@ -227,6 +227,17 @@ def handled_in_run(conn: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, in
     return dict(rows)
 
 
+def held_in_run(conn: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
+    """Records tonight's erasures and exports left to a steward, by table."""
+    return {
+        table: conn.execute(
+            f"select count(*) from governance.{table} where run_id = ?", [run_id]
+        ).fetchall()[0][0]
+        for table in ("erasure_held_records", "access_held_records")
+        if table_exists(conn, "governance", table)
+    }
+
+
 def open_requests(conn: duckdb.DuckDBPyConnection, now: datetime) -> tuple[int, int]:
     """(requests waiting for a steward, of which past their deadline): a request is open while
     its latest log row says ``needs_steward``."""

@@ -24,7 +24,12 @@ from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.governance.access import foreign_records, process_access_requests
 from cdm_pipeline.governance.erasure import erased_in_run, process_erasures
 from cdm_pipeline.governance.removal import unbalanced_files
-from cdm_pipeline.governance.requests import handled_in_run, log_invalid_requests, open_requests
+from cdm_pipeline.governance.requests import (
+    handled_in_run,
+    held_in_run,
+    log_invalid_requests,
+    open_requests,
+)
 from cdm_pipeline.governance.retention import apply_retention
 from cdm_pipeline.governance.scrub import (
     erased_exports,
@@ -390,7 +395,8 @@ def _verify_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 STEWARD_QUEUE_CHECK,
                 asset=PRIVACY_LOG,
                 description="Privacy requests waiting for a steward (no match, several customers, "
-                "or invalid): warns while any is open.",
+                "or invalid): warns while any is open. Its metadata also counts the records "
+                "tonight's erasures and exports left to a steward (governance.*_held_records).",
             ),
             dg.AssetCheckSpec(
                 DEADLINE_CHECK,
@@ -413,6 +419,7 @@ def _verify_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             unbalanced = [f for s in sources.values() for f in unbalanced_files(conn, s)]
             waiting, overdue = open_requests(conn, now)
             tonight = handled_in_run(conn, run_id)
+            held = held_in_run(conn, run_id)
             shown = table_metadata(conn, "governance.privacy_request_log")
         return dg.MaterializeResult(
             metadata={
@@ -452,6 +459,7 @@ def _verify_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                         "open_requests": waiting,
                         "new_tonight": tonight.get("needs_steward", 0),
                         "invalid_tonight": invalid,
+                        **{f"{table}_tonight": n for table, n in held.items()},
                     },
                 ),
                 dg.AssetCheckResult(
