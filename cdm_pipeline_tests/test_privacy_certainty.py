@@ -16,6 +16,7 @@ import yaml
 from cdm_pipeline.defs.keys import SUPPRESSION
 from cdm_pipeline.governance.matching import UNCERTAIN_LINK, requesters_records
 from cdm_pipeline.locations import PACKAGE_DATA
+from cdm_pipeline.warehouse import sql_text
 from cdm_pipeline_tests.conftest import make_settings, run_pipeline
 
 
@@ -88,6 +89,20 @@ def test_records_joined_by_weaker_links_are_held_not_erased_or_exported(tmp_path
         assert customer is not None and customer not in erased, record_key
         assert email or phone or surname, record_key
         assert "held for a steward" in (logged[request_id] or "")
+
+    # The steward's query lists every held record with what it says, under its live customer.
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        listed = conn.sql(sql_text("queries/steward_held_records")).pl()
+    assert listed.height == len(held) + len(access_held)
+    erased_rows = listed.filter(pl.col("request_type") == "erasure")
+    assert erased_rows.height == len(held)
+    assert erased_rows["customer_id_now"].null_count() == 0
+    assert not set(erased_rows["customer_id_now"]) & erased
+    assert (
+        erased_rows["last_name"].is_not_null()
+        | erased_rows["email"].is_not_null()
+        | erased_rows["phone"].is_not_null()
+    ).all()
 
     uncertain = [(r, k) for r, k, why in access_held if why == UNCERTAIN_LINK]
     assert uncertain, "no access request held a record"
