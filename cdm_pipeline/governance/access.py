@@ -21,7 +21,7 @@ from cdm_pipeline.governance.matching import (
 )
 from cdm_pipeline.governance.quarantined import quarantined_rows_of
 from cdm_pipeline.governance.requests import (
-    held_records_ddl,
+    hold_for_steward,
     log_request,
     pending_requests,
     steward_reason,
@@ -362,11 +362,7 @@ def _hold_for_steward(
     now: datetime,
     run_id: str,
 ) -> None:
-    """List tonight's held records in ``governance.access_held_records`` for a steward, each
-    with why (ids only: the record itself stays where it is)."""
-    conn.execute(held_records_ddl("access_held_records"))
-    if not customer_of:
-        return
+    """List tonight's held records in ``governance.access_held_records``, each with why."""
     held = pl.concat(
         [
             shared_value_records(conn, list(customer_of.values()))
@@ -379,14 +375,9 @@ def _hold_for_steward(
         {"request_id": list(customer_of), "customer_id": list(customer_of.values())},
         schema={"request_id": pl.String, "customer_id": pl.String},
     )
-    rows = requests.join(held, on="customer_id").select(
-        "request_id", "customer_id", "source", "source_record_id", "reason"
+    hold_for_steward(
+        conn, "access_held_records", requests.join(held, on="customer_id"), now, run_id
     )
-    if rows.height:
-        conn.executemany(
-            "insert into governance.access_held_records values (?, ?, ?, ?, ?, ?, ?)",
-            [[*row, now, run_id] for row in rows.iter_rows()],
-        )
 
 
 def foreign_records(conn: duckdb.DuckDBPyConnection, paths: list[Path]) -> int:

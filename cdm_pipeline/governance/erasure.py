@@ -42,7 +42,7 @@ from cdm_pipeline.governance.removal import (
 from cdm_pipeline.governance.requests import (
     REQUEST_LOG_DDL,
     PrivacyRequest,
-    held_records_ddl,
+    hold_for_steward,
     log_request,
     pending_requests,
     steward_reason,
@@ -87,7 +87,13 @@ def erase_customers(
     erasures = erasures.drop_nulls("customer_id")  # ``not in`` a list holding null is never true
     members = requesters_records(conn, erasures, min_link_probability)
     held = members.filter(~pl.col("certain"))
-    _hold_for_steward(conn, held, min_link_probability, now, run_id)
+    hold_for_steward(
+        conn,
+        "erasure_held_records",
+        held.with_columns(reason=pl.lit(UNCERTAIN_LINK)),
+        now,
+        run_id,
+    )
     conn.register("erased_customers", erasures.select("request_id", "customer_id").to_arrow())
     conn.register(
         "erased_records",
@@ -182,27 +188,6 @@ def erase_customers(
     return removed, anonymised, dict(held.group_by("request_id").len().iter_rows())
 
 
-def _hold_for_steward(
-    conn: duckdb.DuckDBPyConnection,
-    held: pl.DataFrame,
-    min_link_probability: float,
-    now: datetime,
-    run_id: str | None,
-) -> None:
-    """List the records an erasure left (ids only) in ``governance.erasure_held_records``."""
-    conn.execute(held_records_ddl("erasure_held_records"))
-    if held.height:
-        conn.executemany(
-            "insert into governance.erasure_held_records values (?, ?, ?, ?, ?, ?, ?)",
-            [
-                [*row, UNCERTAIN_LINK, now, run_id]
-                for row in held.select(
-                    "request_id", "customer_id", "source", "source_record_id"
-                ).iter_rows()
-            ],
-        )
-
-
 def _erase_quarantined_rows(
     conn: duckdb.DuckDBPyConnection, source: SourceSpec, rows: pl.DataFrame, now: datetime
 ) -> tuple[int, int]:
@@ -221,9 +206,10 @@ def _held_by_others(
     conn: duckdb.DuckDBPyConnection, emails: set[str], phones: set[str]
 ) -> set[str]:
     """The forms of the requester's emails and phones that a linked record not being erased
-    holds (``erased_records`` is registered; a record the erasure holds back counts), normalised as the
-    completeness scan normalises what it finds (``_value_hit``): lower-cased emails, phone
-    digits with and without leading zeros. Only what no one else holds is scrubbed."""
+    holds (``erased_records`` is registered; a record the erasure holds back counts),
+    normalised as the completeness scan normalises what it finds (``_value_hit``): lower-cased
+    emails, phone digits with and without leading zeros. Only what no one else holds is
+    scrubbed."""
     digits = "regexp_replace({c}, '[^0-9]', '', 'g')"
     phone_forms_sql = [f"{digits.format(c=c)}" for c in ("phone_raw", "phone_e164")] + [
         f"ltrim({digits.format(c=c)}, '0')" for c in ("phone_raw", "phone_e164")

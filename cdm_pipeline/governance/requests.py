@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
+import polars as pl
 
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.warehouse import quote_ident, table_exists
@@ -34,19 +35,28 @@ alter table governance.privacy_request_log add column if not exists row_number b
 """
 
 
-def held_records_ddl(table: str) -> str:
-    """A steward's list of records a privacy request left alone (ids only: the records stay)."""
-    return f"""
-create table if not exists governance.{table} (
-    request_id varchar not null,
-    customer_id varchar not null,
-    source varchar not null,
-    source_record_id varchar not null,
-    reason varchar not null,
-    held_at timestamp not null,
-    run_id varchar
-)
-"""
+def hold_for_steward(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    held: pl.DataFrame,
+    now: datetime,
+    run_id: str | None,
+) -> None:
+    """List records a privacy request left alone (``request_id, customer_id, source,
+    source_record_id, reason``) in ``governance.<table>`` for a steward: ids only, the records
+    themselves stay where they are."""
+    conn.execute(
+        f"create table if not exists governance.{table} (request_id varchar not null, "
+        "customer_id varchar not null, source varchar not null, "
+        "source_record_id varchar not null, reason varchar not null, "
+        "held_at timestamp not null, run_id varchar)"
+    )
+    rows = held.select("request_id", "customer_id", "source", "source_record_id", "reason")
+    if rows.height:
+        conn.executemany(
+            f"insert into governance.{table} values (?, ?, ?, ?, ?, ?, ?)",
+            [[*row, now, run_id] for row in rows.iter_rows()],
+        )
 
 
 NAME_MISMATCH = "identifier held by a customer with another name"
