@@ -577,6 +577,60 @@ def test_an_access_export_holds_back_a_record_linked_only_by_the_family_inbox(tm
     assert document["records_held_for_steward"] == 1
 
 
+def test_a_record_on_the_family_inbox_that_names_no_one_waits_for_a_steward(tmp_path):
+    """Anna asks by the family inbox she shares with Erik. The survey answer carrying only that
+    inbox is in no customer: it may be hers or his. Her access export (first night) and her
+    erasure (the next) leave it where it is and list it for a steward; Erik stays whole (and,
+    the only one left holding the inbox, is given the answer by the resolver)."""
+    landing = tmp_path / "landing"
+    family = "family.berg@example.org"
+    _write_crm(
+        landing,
+        {
+            "C1": {"first_name": "Anna", "last_name": "Berg", "email": family},
+            "C2": {"first_name": "Erik", "last_name": "Berg", "email": family},
+        },
+    )
+    (landing / "surveys").mkdir()
+    (landing / "surveys" / "s.jsonl").write_text(
+        f'{{"response_id": "S1", "email": "{family}", "submitted_at": "2026-11-01T10:00:00", '
+        '"nps": 9, "comment": null}\n'
+    )
+    requests = landing / "privacy_requests"
+    requests.mkdir()
+    settings = make_settings(tmp_path, landing)
+
+    def night(request_id: str, request_type: str, table: str) -> set:
+        (requests / f"{request_id}.csv").write_text(
+            f"{REQUEST_COLUMNS}\n"
+            f"{request_id},{request_type},{family},,Anna Berg,2026-11-28 12:00:00,GDPR\n"
+        )
+        assert run_pipeline(settings).success
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+            ((status,),) = conn.execute(
+                "select status from governance.privacy_request_log where request_id = ?",
+                [request_id],
+            ).fetchall()
+            ((source, record, reason),) = conn.execute(
+                f"select source, source_record_id, reason from governance.{table} "
+                "where request_id = ?",
+                [request_id],
+            ).fetchall()
+            customers = dict(
+                conn.execute("select record_key, customer_id from mart.customer_xref").fetchall()
+            )
+            assert conn.execute("select email from staging.surveys").fetchall() == [(family,)]
+        assert status in ("exported", "erased")
+        assert (source, record) == ("surveys", "S1") and reason.startswith("in no customer")
+        assert "surveys:S1" in customers and customers["crm_contacts:C2"] is not None
+        return customers
+
+    assert night("A1", "access", "access_held_records")["surveys:S1"] is None
+    document = json.loads((settings.exports_dir / "subject_access" / "A1.json").read_text())
+    assert {r["record_id"] for r in document["source_records"]} == {"C1"}
+    assert "crm_contacts:C1" not in night("E1", "erasure", "erasure_held_records")
+
+
 def test_an_erased_person_landed_again_under_new_identifiers_stays_out(tmp_path):
     """Anna Berg is erased. The next export carries her again under a new contact id, a new
     email and a new phone (her name, address and birth date): the model judges her the erased

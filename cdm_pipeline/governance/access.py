@@ -14,10 +14,12 @@ from rapidfuzz.distance import JaroWinkler
 
 from cdm_pipeline.golden.facts import FACTS
 from cdm_pipeline.governance.matching import (
+    UNATTRIBUTED,
     UNCERTAIN_LINK,
     match_requests,
     name_mismatches,
     requesters_records,
+    unattributed_records,
 )
 from cdm_pipeline.governance.quarantined import quarantined_rows_of
 from cdm_pipeline.governance.requests import (
@@ -34,7 +36,6 @@ from cdm_pipeline.warehouse import quote_ident, table_exists
 FACT_TABLES = tuple(FACTS)
 TYPO_SIMILARITY = 0.88  # the name check of requests (matching._same_name) allows as much
 HELD_REASON = "linked only by an email or phone that people with other first names hold too"
-HELD_REASONS = f"{HELD_REASON}, or {UNCERTAIN_LINK}"
 
 
 def _grouped(
@@ -320,6 +321,10 @@ def process_access_requests(
     documents = subject_documents(
         conn, list(single.values()), sources, config["standardise"], uncertain
     )
+    unattributed = unattributed_records(
+        conn, [r for r in requests if r.request_id in single], regions, exact=True
+    )
+    unattributed_of = dict(unattributed.group_by("request_id").len().iter_rows())
     for request in requests:
         n = len(holder_of.get(request.request_id, []))
         if n != 1:
@@ -334,10 +339,12 @@ def process_access_requests(
         outcome.paths.append(write_document(document, folder / f"{request.request_id}.json"))
         outcome.exported += 1
         records = len(document["source_records"])
-        held = document["records_held_for_steward"]
-        reason = f"{held} records held for a steward: {HELD_REASONS}" if held else None
+        held = document["records_held_for_steward"] + unattributed_of.get(request.request_id, 0)
+        reason = (
+            f"{held} records held for a steward (governance.access_held_records)" if held else None
+        )
         log_request(conn, request, "exported", reason, 1, records, now, run_id, deadlines)
-    _hold_for_steward(conn, single, uncertain, now, run_id)
+    _hold_for_steward(conn, single, uncertain, unattributed, now, run_id)
     return outcome
 
 
@@ -359,6 +366,7 @@ def _hold_for_steward(
     conn: duckdb.DuckDBPyConnection,
     customer_of: dict[str, str],
     uncertain: pl.DataFrame,
+    unattributed: pl.DataFrame,
     now: datetime,
     run_id: str,
 ) -> None:
@@ -375,9 +383,11 @@ def _hold_for_steward(
         {"request_id": list(customer_of), "customer_id": list(customer_of.values())},
         schema={"request_id": pl.String, "customer_id": pl.String},
     )
-    hold_for_steward(
-        conn, "access_held_records", requests.join(held, on="customer_id"), now, run_id
+    unattributed = unattributed.join(requests, on="request_id").with_columns(
+        reason=pl.lit(UNATTRIBUTED)
     )
+    held = pl.concat([requests.join(held, on="customer_id"), unattributed], how="diagonal")
+    hold_for_steward(conn, "access_held_records", held, now, run_id)
 
 
 def foreign_records(conn: duckdb.DuckDBPyConnection, paths: list[Path]) -> int:

@@ -27,6 +27,10 @@ from cdm_pipeline.standardise.fields import (
 UNCERTAIN_LINK = (
     "linked to the requester's records only through links under privacy.min_link_probability"
 )
+UNATTRIBUTED = (
+    "in no customer: it names no one and carries the request's email or phone, "
+    "which several customers hold"
+)
 
 
 def match_customers(
@@ -53,19 +57,7 @@ def match_requests(
     one row with a null customer.
     ``exact`` (access requests, which hand data out) compares the email as given, standardised
     but with its +tag and dots: victim+x@ is not victim@."""
-    keys = pl.DataFrame(
-        {
-            "request_id": [r.request_id for r in requests],
-            "email_key": [_email_key(r.email, exact) for r in requests],
-            "phone": [
-                standardise_phone(f"{r.phone}|{phone_regions[0]}", phone_regions)
-                if r.phone
-                else None
-                for r in requests
-            ],
-        },
-        schema={"request_id": pl.String, "email_key": pl.String, "phone": pl.String},
-    )
+    keys = _request_keys(requests, phone_regions, exact)
     email_column = "email" if exact else "email_norm"
     conn.register("request_keys", keys.to_arrow())
     try:
@@ -96,6 +88,54 @@ def match_requests(
         "request_id", "customer_id", "seed_keys"
     )
     return _verify_names(conn, found, {r.request_id: r.name for r in requests})
+
+
+def _request_keys(
+    requests: list[PrivacyRequest], phone_regions: tuple[str, ...], exact: bool
+) -> pl.DataFrame:
+    """``request_id, email_key, phone``: each request's email and phone as the records hold them."""
+    return pl.DataFrame(
+        {
+            "request_id": [r.request_id for r in requests],
+            "email_key": [_email_key(r.email, exact) for r in requests],
+            "phone": [
+                standardise_phone(f"{r.phone}|{phone_regions[0]}", phone_regions)
+                if r.phone
+                else None
+                for r in requests
+            ],
+        },
+        schema={"request_id": pl.String, "email_key": pl.String, "phone": pl.String},
+    )
+
+
+def unattributed_records(
+    conn: duckdb.DuckDBPyConnection,
+    requests: list[PrivacyRequest],
+    phone_regions: tuple[str, ...],
+    exact: bool = False,
+) -> pl.DataFrame:
+    """``request_id, source, source_record_id`` of the records carrying a request's email or
+    phone that are in no customer: the resolver leaves a record unlinked when several customers
+    hold its only identifier and it names no one (a consent event on a family inbox). It may be
+    the requester's or a family member's; the request cannot tell, a steward can."""
+    keys = _request_keys(requests, phone_regions, exact)
+    email_column = "email" if exact else "email_norm"
+    conn.register("request_keys", keys.to_arrow())
+    try:
+        return conn.sql(
+            "with carrying as ("
+            "select k.request_id, p.record_key from request_keys k "
+            f"join identity.person_records p on p.{email_column} = k.email_key "
+            "union "
+            "select k.request_id, p.record_key from request_keys k "
+            "join identity.person_records p on p.phone_e164 = k.phone) "
+            "select distinct c.request_id, x.source, x.source_record_id from carrying c "
+            "join mart.customer_xref x using (record_key) where x.customer_id is null "
+            "order by all"
+        ).pl()
+    finally:
+        conn.unregister("request_keys")
 
 
 def _verify_names(
