@@ -6,8 +6,9 @@ or anonymised, and mart.customers never holds a customer without records, night 
 Generates the demo data at N people and runs two warehouses on it: one whose landing folder has
 the privacy requests (two nights), one without them (the baseline). Every raw row of a record
 whose person made no request must be in the first exactly as in the baseline, after each night.
-Prints the rows that differ by source (0 is the bar), the requesters' records erased, and the
-mart's customers without records; figures go to benchmarks/out/erasure_<people>.json too.
+Prints the rows that differ by source (0 is the bar), the requesters' records erased and left (by
+what the data hold of those left: ``why_left``), and the mart's customers without records;
+figures go to benchmarks/out/erasure_<people>.json too.
 """
 
 from __future__ import annotations
@@ -146,6 +147,56 @@ def why_merged(warehouse: Path, changed: pl.DataFrame, records: pl.DataFrame) ->
     return counts
 
 
+def why_left(warehouse: Path, left: pl.DataFrame, erased: pl.DataFrame, held: set[str]) -> dict:
+    """Each requester's record left as it landed, by what the baseline warehouse holds of it
+    (``left``, ``erased``: ``record_key, person_id`` of the served requesters' rows left and
+    gone):
+
+    - ``held_for_steward``: listed in ``governance.erasure_held_records``;
+    - ``quarantined``: rejected at validation and not found by the erasure's quarantine match;
+    - ``in_no_customer``: the resolver left it unlinked (a nameless record on a shared value);
+    - ``shares_no_value``: no email, phone or name in common with the requester's erased records;
+    - ``shares_name_only``: their first and last name, nothing else they hold;
+    - ``shares_more``: an email or phone, or the name with a birth date, street or postcode of
+      theirs: evidence the resolver had and did not link on."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        identity = conn.sql(
+            "select p.record_key, x.customer_id, p.first_name_key, p.last_name_key, "
+            "p.birth_date, p.street_key, p.postal_code, p.email_norm, p.phone_e164 "
+            "from identity.person_records p left join mart.customer_xref x using (record_key)"
+        ).pl()
+    strong = [("email_norm",), ("phone_e164",)] + [
+        ("first_name_key", "last_name_key", c) for c in ("birth_date", "street_key", "postal_code")
+    ]
+    classes = ("held_for_steward", "quarantined", "in_no_customer", "shares_no_value")
+    counts = dict.fromkeys((*classes, "shares_name_only", "shares_more"), 0)
+    gone = erased.join(identity, on="record_key")
+    resolved = set(identity["record_key"])
+    for row in left.join(identity, on="record_key", how="left").iter_rows(named=True):
+        theirs = gone.filter(pl.col("person_id") == row["person_id"])
+
+        if row["record_key"] in held:
+            counts["held_for_steward"] += 1
+        elif row["record_key"] not in resolved:
+            counts["quarantined"] += 1
+        elif row["customer_id"] is None:
+            counts["in_no_customer"] += 1
+        elif any(_shares(row, theirs, keys) for keys in strong):
+            counts["shares_more"] += 1
+        elif _shares(row, theirs, ("first_name_key", "last_name_key")):
+            counts["shares_name_only"] += 1
+        else:
+            counts["shares_no_value"] += 1
+    return counts
+
+
+def _shares(row: dict, records: pl.DataFrame, keys: tuple[str, ...]) -> bool:
+    """Whether one of ``records`` holds the row's values of all ``keys``."""
+    if any(row[k] is None for k in keys):
+        return False
+    return records.filter(pl.all_horizontal(pl.col(k) == row[k] for k in keys)).height > 0
+
+
 def served_erasures(warehouse: Path, request_of: pl.DataFrame) -> pl.Series:
     """The people (truth ids) whose erasure request the log says was carried out."""
     with duckdb.connect(str(warehouse), read_only=True) as conn:
@@ -280,6 +331,13 @@ def main() -> int:
             asked_before, on=["source", "source_file", "row_number", "row_hash"], how="semi"
         ).join(records.select(*ROW, "person_id"), on=ROW)
         left_intact = left_intact.filter(pl.col("person_id").is_in(served.implode()))
+        erased_rows = (
+            asked_before.join(
+                asked_now, on=["source", "source_file", "row_number", "row_hash"], how="anti"
+            )
+            .join(records.select(*ROW, "person_id"), on=ROW)
+            .filter(pl.col("person_id").is_in(served.implode()))
+        )
         figures[label].update(
             {
                 "bystander_rows_deleted_or_changed": changed.height,
@@ -299,6 +357,14 @@ def main() -> int:
                 "their_rows_left_intact": left_intact.height,
                 "their_rows_left_intact_by_source": dict(
                     left_intact.group_by("source").len().iter_rows()
+                ),
+                "their_rows_left_intact_by_evidence": why_left(
+                    baseline.warehouse_path,
+                    left_intact.select("record_key", "person_id"),
+                    erased_rows.select("record_key", "person_id"),
+                    set(
+                        held_records(settings.warehouse_path, "erasure_held_records")["record_key"]
+                    ),
                 ),
                 "customers_without_records": customers_without_records(settings.warehouse_path),
                 "erasure_held_for_steward": erasure_held(

@@ -315,15 +315,16 @@ def process_access_requests(
     holder_of = {r: ids for r, ids in holders.iter_rows()}
     mismatched = name_mismatches(matches)
     single = {r: ids[0] for r, ids in holder_of.items() if len(ids) == 1}
-    uncertain = uncertain_records(
-        conn, matches.filter(pl.col("request_id").is_in(list(single))), config
+    members = requesters_records(
+        conn,
+        matches.filter(pl.col("request_id").is_in(list(single))),
+        config["privacy"]["min_link_probability"],
     )
+    uncertain = _uncertain(members)
     documents = subject_documents(
         conn, list(single.values()), sources, config["standardise"], uncertain
     )
-    unattributed = unattributed_records(
-        conn, [r for r in requests if r.request_id in single], regions, exact=True
-    )
+    unattributed = unattributed_records(conn, members.filter("certain"))
     unattributed_of = dict(unattributed.group_by("request_id").len().iter_rows())
     for request in requests:
         n = len(holder_of.get(request.request_id, []))
@@ -353,7 +354,10 @@ def uncertain_records(
 ) -> pl.DataFrame:
     """``customer_id, source, source_record_id`` of the requested customers' records that no
     request for them reaches through links sure enough to hand data out on."""
-    members = requesters_records(conn, matches, config["privacy"]["min_link_probability"])
+    return _uncertain(requesters_records(conn, matches, config["privacy"]["min_link_probability"]))
+
+
+def _uncertain(members: pl.DataFrame) -> pl.DataFrame:
     return (
         members.group_by("customer_id", "source", "source_record_id")
         .agg(pl.col("certain").any())

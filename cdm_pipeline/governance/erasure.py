@@ -75,34 +75,32 @@ def erase_customers(
     resolve_settings: dict | None = None,
     standardise_settings: dict | None = None,
     min_link_probability: float = 0.0,
-    unattributed: pl.DataFrame | None = None,
 ) -> tuple[int, int, dict[str, int]]:
     """Remove the customers in ``erasures`` (``request_id, customer_id, seed_keys`` from
     ``match_requests``) everywhere, set-based, and suppress their identifiers (call inside a
     transaction, then ``scrub_identifiers`` for stray copies). Only records joined to the
     request's by links at least ``min_link_probability`` probable go (``requesters_records``);
     the customer's other records are unlinked (re-resolved without the erased ones) and listed
-    in ``governance.erasure_held_records`` for a steward, as are the ``unattributed`` records
-    (``request_id, source, source_record_id``: nameless and in no customer, carrying the
-    request's email or phone). With ``standardise_settings``, the
+    in ``governance.erasure_held_records`` for a steward, as are the records in no customer
+    that carry one of the erased records' emails or phones (``unattributed_records``).
+    With ``standardise_settings``, the
     requesters' quarantined rows go too (``quarantined_rows_of``). Returns (removed,
     anonymised) source rows and the records held back per request."""
     key = secret_key(conn)
     ensure_suppression_list(conn)
     erasures = erasures.drop_nulls("customer_id")  # ``not in`` a list holding null is never true
     members = requesters_records(conn, erasures, min_link_probability)
-    held = members.filter(~pl.col("certain")).with_columns(reason=pl.lit(UNCERTAIN_LINK))
-    if unattributed is not None and unattributed.height:
-        customer_of = erasures.select("request_id", "customer_id").unique()
-        held = pl.concat(
-            [
-                held,
-                unattributed.join(customer_of, on="request_id").with_columns(
-                    reason=pl.lit(UNATTRIBUTED)
-                ),
-            ],
-            how="diagonal",
-        )
+    customer_of = erasures.select("request_id", "customer_id").unique()
+    unattributed = unattributed_records(conn, members.filter("certain"))
+    held = pl.concat(
+        [
+            members.filter(~pl.col("certain")).with_columns(reason=pl.lit(UNCERTAIN_LINK)),
+            unattributed.join(customer_of, on="request_id").with_columns(
+                reason=pl.lit(UNATTRIBUTED)
+            ),
+        ],
+        how="diagonal",
+    )
     hold_for_steward(conn, "erasure_held_records", held, now, run_id)
     conn.register("erased_customers", erasures.select("request_id", "customer_id").to_arrow())
     conn.register(
@@ -330,9 +328,6 @@ def process_erasures(
     )
     n_of = dict(counts.iter_rows())
     single = {r for r, n in n_of.items() if n == 1}
-    unattributed = unattributed_records(
-        conn, [r for r in requests if r.request_id in single], regions
-    )
     mismatched = name_mismatches(matches)
     with transaction(conn):
         removed, anonymised, held = erase_customers(
@@ -344,7 +339,6 @@ def process_erasures(
             config["resolve"],
             config["standardise"],
             config["privacy"]["min_link_probability"],
-            unattributed,
         )
         forget_request_identifiers(conn, [r for r in requests if r.request_id in single], sources)
         for request in requests:

@@ -28,7 +28,7 @@ UNCERTAIN_LINK = (
     "linked to the requester's records only through links under privacy.min_link_probability"
 )
 UNATTRIBUTED = (
-    "in no customer: it names no one and carries the request's email or phone, "
+    "in no customer: it names no one and carries an email or phone of the requester's, "
     "which several customers hold"
 )
 
@@ -109,33 +109,29 @@ def _request_keys(
     )
 
 
-def unattributed_records(
-    conn: duckdb.DuckDBPyConnection,
-    requests: list[PrivacyRequest],
-    phone_regions: tuple[str, ...],
-    exact: bool = False,
-) -> pl.DataFrame:
-    """``request_id, source, source_record_id`` of the records carrying a request's email or
-    phone that are in no customer: the resolver leaves a record unlinked when several customers
-    hold its only identifier and it names no one (a consent event on a family inbox). It may be
-    the requester's or a family member's; the request cannot tell, a steward can."""
-    keys = _request_keys(requests, phone_regions, exact)
-    email_column = "email" if exact else "email_norm"
-    conn.register("request_keys", keys.to_arrow())
+def unattributed_records(conn: duckdb.DuckDBPyConnection, taken: pl.DataFrame) -> pl.DataFrame:
+    """``request_id, source, source_record_id`` of the records in no customer that carry an
+    email or phone of the records a request takes (``taken``: ``request_id, record_key``). The
+    resolver leaves a record unlinked when it names no one and several customers hold its only
+    identifier (a consent event on a family inbox): it may be the requester's or a family
+    member's. The request cannot tell; a steward can."""
+    conn.register("taken_records", taken.select("request_id", "record_key").to_arrow())
     try:
         return conn.sql(
-            "with carrying as ("
-            "select k.request_id, p.record_key from request_keys k "
-            f"join identity.person_records p on p.{email_column} = k.email_key "
+            "with held as (select distinct t.request_id, p.email_norm, p.phone_e164 "
+            "from taken_records t join identity.person_records p using (record_key)), "
+            "carrying as ("
+            "select h.request_id, p.record_key from held h "
+            "join identity.person_records p on p.email_norm = h.email_norm "
             "union "
-            "select k.request_id, p.record_key from request_keys k "
-            "join identity.person_records p on p.phone_e164 = k.phone) "
+            "select h.request_id, p.record_key from held h "
+            "join identity.person_records p on p.phone_e164 = h.phone_e164) "
             "select distinct c.request_id, x.source, x.source_record_id from carrying c "
             "join mart.customer_xref x using (record_key) where x.customer_id is null "
             "order by all"
         ).pl()
     finally:
-        conn.unregister("request_keys")
+        conn.unregister("taken_records")
 
 
 def _verify_names(
