@@ -40,19 +40,27 @@ SHARED, TWINS = HouseholdSharing.SHARED, HouseholdSharing.TWINS
             "first_name_key",
             "jakc",
             "john",
-            "Jaro-Winkler >= 0.80, or a nickname typed with one slip",
+            "Jaro-Winkler >= 0.80 within two edits, or a nickname typed with one slip",
         ),
         (
             "first_name_key",
             "anthony",
             "toy",
-            "Jaro-Winkler >= 0.80, or a nickname typed with one slip",
+            "Jaro-Winkler >= 0.80 within two edits, or a nickname typed with one slip",
         ),
         (
             "first_name_key",
             "miey",
             "michael",
-            "Jaro-Winkler >= 0.80, or a nickname typed with one slip",
+            "Jaro-Winkler >= 0.80 within two edits, or a nickname typed with one slip",
+        ),
+        # Alike at the start but four edits apart: two names (a couple), not a typo of one.
+        ("first_name_key", "brett", "brigitte", "Jaro-Winkler >= 0.70"),
+        (
+            "first_name_key",
+            "lucy",
+            "lacy",
+            "Jaro-Winkler >= 0.80 within two edits, or a nickname typed with one slip",
         ),
         ("first_name_key", "ali", "albert", "different"),  # Al is too short to allow a slip
         ("first_name_key", "sara", "carol", "different"),  # Cara, one slip away, but Sara is a name

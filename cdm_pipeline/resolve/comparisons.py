@@ -139,17 +139,18 @@ class FirstNameComparison(Comparison):
         initial = ((frame["l"].str.len_chars() == 1) | (frame["r"].str.len_chars() == 1)) & (
             frame["l"].str.slice(0, 1) == frame["r"].str.slice(0, 1)
         )
+        edits = _pair_scores(frame["l"], frame["r"], OSA.distance, "d")
         far = frame.filter(~nick & (score.fill_null(1.0) < 0.80))
         typo = frame.join(_nicknames_typed(far), on=["l", "r"], how="left", maintain_order="left")
         typo = typo["typo"].fill_null(False)
         return pl.DataFrame(
-            {"score": score, "nick": nick, "initial": initial, "typo": typo}
+            {"score": score, "nick": nick, "initial": initial, "typo": typo, "edits": edits}
         ).select(
             pl.when(pl.col("nick"))
             .then(5)
             .when(pl.col("score") >= 0.92)
             .then(4)
-            .when((pl.col("score") >= 0.80) | pl.col("typo"))
+            .when(((pl.col("score") >= 0.80) & (pl.col("edits") <= 2)) | pl.col("typo"))
             .then(3)
             .when(pl.col("initial"))
             .then(1)
@@ -321,7 +322,7 @@ def default_comparisons() -> list[Comparison]:
                 "different",
                 "initial only",
                 "Jaro-Winkler >= 0.70",
-                "Jaro-Winkler >= 0.80, or a nickname typed with one slip",
+                "Jaro-Winkler >= 0.80 within two edits, or a nickname typed with one slip",
                 "Jaro-Winkler >= 0.92",
                 "nickname",
                 "exact",
