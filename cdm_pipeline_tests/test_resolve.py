@@ -142,6 +142,17 @@ def test_blocking_unions_rules_without_duplicates_and_skips_giant_blocks():
     assert pairs.select("id_l", "id_r").rows() == [(0, 1)] and report[0].skipped_blocks == 2
 
 
+def test_a_rule_with_its_own_pair_budget_is_left_out_where_it_costs_more():
+    """Rule "a" makes 2 pairs among 4 profiles (0.5 a profile): under a budget of 1 it runs,
+    under 0.25 it is left out and reported, whatever the global budget allows."""
+    profiles = pl.DataFrame({"profile_id": [0, 1, 2, 3], "a": ["x", "x", "y", "y"]})
+    for budget, expected in ((1, [(0, 1), (2, 3)]), (0.25, [])):
+        rule = BlockingRule.from_config({"keys": ["a"], "max_pairs_per_record": budget})
+        pairs, report = candidate_pairs(profiles, [rule], max_block_size=10, max_pairs_per_record=5)
+        assert pairs.select("id_l", "id_r").rows() == expected
+        assert (report[0].rule_pairs, report[0].over_budget) == (2, not expected)
+
+
 def test_em_recovers_a_planted_three_class_model():
     """Draw level patterns from known person, household and unrelated classes; EM (u given) must
     recover m, what households share, the twin share and the class shares."""

@@ -9,8 +9,9 @@ import polars as pl
 
 @dataclass(frozen=True)
 class BlockingRule:
-    """Profiles agreeing on every key are candidates; ``max_block_size`` overrides the global
-    limit for this rule (a name-only rule only pays for rare names).
+    """Profiles agreeing on every key are candidates; ``max_block_size`` and
+    ``max_pairs_per_record`` override the global limits for this rule (a name-only rule only
+    pays for rare names; a rule that rescues few pairs is used only where it is cheap).
 
     A key is a profile column (``birth_date``) or its first characters (``first_name_key:3``, as
     Splink's ``substr(first_name, 1, 3)``): a prefix survives a typo later in the value.
@@ -18,6 +19,7 @@ class BlockingRule:
 
     keys: tuple[str, ...]
     max_block_size: int | None = None
+    max_pairs_per_record: float | None = None
 
     def __post_init__(self) -> None:
         for key in self.keys:
@@ -47,9 +49,14 @@ class BlockingRule:
 
     @classmethod
     def from_config(cls, entry: list[str] | dict) -> BlockingRule:
-        """A rule is a list of keys, or ``{keys: [...], max_block_size: N}``."""
+        """A rule is a list of keys, or ``{keys: [...], max_block_size: N,
+        max_pairs_per_record: X}`` (either limit optional)."""
         if isinstance(entry, dict):
-            return cls(tuple(entry["keys"]), entry.get("max_block_size"))
+            return cls(
+                tuple(entry["keys"]),
+                entry.get("max_block_size"),
+                entry.get("max_pairs_per_record"),
+            )
         return cls(tuple(entry))
 
 
@@ -114,7 +121,11 @@ def candidate_pairs(
         keyed = indexed.select("ix", "profile_id", block=block_column(number)).drop_nulls("block")
         limit = rule.max_block_size or max_block_size
         rule_pairs = _rule_pairs(keyed, limit)
-        if rule_pairs > budget:
+        if rule.max_pairs_per_record is not None:
+            over = rule_pairs > rule.max_pairs_per_record * max(ids.len(), 1)
+        else:
+            over = rule_pairs > budget
+        if over:
             reports.append((rule.name, 0, 0, rule_pairs, True))
             continue
         pool = (

@@ -139,7 +139,11 @@ class FirstNameComparison(Comparison):
         initial = ((frame["l"].str.len_chars() == 1) | (frame["r"].str.len_chars() == 1)) & (
             frame["l"].str.slice(0, 1) == frame["r"].str.slice(0, 1)
         )
-        edits = _pair_scores(frame["l"], frame["r"], OSA.distance, "d")
+        # Edits only where they decide the level: the 0.80-0.92 band.
+        band = frame.filter((~nick & score.is_between(0.80, 0.92, closed="left")).fill_null(False))
+        band = band.select("l", "r").unique()
+        band = band.with_columns(_pair_scores(band["l"], band["r"], OSA.distance, "d"))
+        edits = frame.join(band, on=["l", "r"], how="left", maintain_order="left")["d"]
         far = frame.filter(~nick & (score.fill_null(1.0) < 0.80))
         typo = frame.join(_nicknames_typed(far), on=["l", "r"], how="left", maintain_order="left")
         typo = typo["typo"].fill_null(False)
