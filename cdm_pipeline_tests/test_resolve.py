@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from cdm_pipeline.resolve.blocking import BlockingRule, candidate_pairs
-from cdm_pipeline.resolve.clustering import guarded_clusters
+from cdm_pipeline.resolve.clustering import PairGraph, guarded_clusters
 from cdm_pipeline.resolve.comparisons import (
     Comparison,
     HouseholdSharing,
@@ -263,6 +263,41 @@ def test_a_household_chain_does_not_collapse_into_one_customer():
     assert as_partition(clusters["node"], clusters["cluster"]) == {
         frozenset({2 * p, 2 * p + 1}) for p in range(people)
     }
+
+
+def test_only_a_pair_that_disagrees_on_something_votes_against_a_merge():
+    """Records 2 and 3 share record 1's name and nothing else to compare (the model does not
+    link them: too little evidence) while record 0, Bob's phone and name, links to 1. 2 and 3
+    abstain; 4, the same name born on another day, votes against. Abstentions do not out-vote
+    the strong link: Bob's records stay one customer."""
+    levels = {
+        "first_name_key_level": [6, 6, 6, 6],
+        "last_name_key_level": [3, 3, 3, 3],
+        "phone_e164_level": [2, -1, -1, -1],
+        "birth_date_level": [-1, -1, -1, 0],
+    }
+    scored = pl.DataFrame(
+        {
+            "id_l": [0, 1, 1, 1],
+            "id_r": [1, 2, 3, 4],
+            "match_weight": [20.0, -1.0, -1.0, -9.0],
+            "decision": ["probabilistic", "no match", "no match", "cannot-link"],
+            "cannot_link": [False, False, False, True],
+            "must_link": [False] * 4,
+            "steward_cannot_link": [False] * 4,
+            "match_probability": [0.999, 0.4, 0.4, 0.001],
+            **levels,
+        },
+        schema_overrides={name: pl.Int8 for name in levels},
+    )
+    graph = PairGraph()
+    graph.add(scored, scored)
+    components = pl.DataFrame({"id": [0, 1, 2, 3, 4], "root": [0] * 5})
+    judged = graph.judged(components).sort("id_r")
+    assert judged.select("id_l", "id_r", "cannot_link").rows() == [
+        (0, 1, False),
+        (1, 4, True),
+    ]
 
 
 def test_one_typo_does_not_veto_a_merge():

@@ -19,7 +19,7 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from cdm_pipeline.resolve.decisions import is_edge, judgeable, leaning
+from cdm_pipeline.resolve.decisions import WEIGHED_FIELDS, disagrees, is_edge, judgeable, leaning
 
 
 def connected_component_labels(
@@ -224,10 +224,15 @@ class PairGraph:
             "first_name_key_level",
             "birth_date_level",
         ]
+        levels = [
+            f"{f}_level" for f in WEIGHED_FIELDS if f != "first_name_key" and f != "birth_date"
+        ]
         for source in self.sources:
-            piece = pl.read_parquet(source, columns=columns) if isinstance(source, Path) else source
+            present = pl.read_parquet_schema(source) if isinstance(source, Path) else source.schema
+            wanted = columns + [c for c in levels if c in present]
+            piece = pl.read_parquet(source, columns=wanted) if isinstance(source, Path) else source
             found.append(
-                piece.filter(judgeable() & ~pl.col("must_link"))
+                piece.filter(judgeable() & ~pl.col("must_link") & (is_edge() | disagrees(wanted)))
                 .select("id_l", "id_r", cannot_link=~is_edge())
                 .join(components, left_on="id_l", right_on="id")
                 .join(components, left_on="id_r", right_on="id", suffix="_r")

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import polars as pl
 
-from cdm_pipeline.resolve.comparisons import NULL_LEVEL, Comparison
+from cdm_pipeline.resolve.comparisons import (
+    DIFFERENT,
+    NULL_LEVEL,
+    Comparison,
+    default_comparisons,
+    model_comparisons,
+)
 from cdm_pipeline.resolve.scoring import ModelParameters, different_people, score_pairs
 
 LINKING_DECISIONS = ["probabilistic"]
@@ -40,6 +46,18 @@ def judgeable() -> pl.Expr:
     return (pl.col("first_name_key_level") != NULL_LEVEL) | (
         pl.col("birth_date_level") != NULL_LEVEL
     )
+
+
+# The fields the model weighs (street, postcode and town as one: ``location``).
+WEIGHED_FIELDS = tuple(c.name for c in model_comparisons(default_comparisons()))
+
+
+def disagrees(columns: list[str]) -> pl.Expr:
+    """Pairs with a field present on both sides and different (of the level ``columns`` a
+    frame has): evidence of two people, which two records that share a name and nothing else
+    to compare do not hold."""
+    levels = [f"{f}_level" for f in WEIGHED_FIELDS if f"{f}_level" in columns]
+    return pl.any_horizontal(pl.lit(False), *(pl.col(c) == DIFFERENT for c in levels))
 
 
 def leaning() -> pl.Expr:

@@ -42,7 +42,7 @@ NOT_IN_MODEL = (
     "retrain_growth",
     "shards",
 )  # settings that change no score or cluster
-MODEL_VERSION = 4  # bump when scoring or clustering changes meaning: stored state is then stale
+MODEL_VERSION = 5  # bump when scoring or clustering changes meaning: stored state is then stale
 
 
 @dataclass
