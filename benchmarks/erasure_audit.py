@@ -342,14 +342,14 @@ def main() -> int:
     )
     for night in (1, 2):
         label = f"night_{night}"
-        started = datetime.now()
         settings = run_pipeline(work / "with", paths.landing, figures, label=label)
+        ended = datetime.now()  # the night's retention ran before this
         got = raw_rows(settings.warehouse_path, bystanders)
         changed = expected.join(
             got, on=["source", "source_file", "row_number", "row_hash"], how="anti"
         )
         # The baseline ran earlier: a row whose retention ran out in between is not erasure's.
-        expired = expired_by_retention(baseline.warehouse_path, changed.select(ROW), started)
+        expired = expired_by_retention(baseline.warehouse_path, changed.select(ROW), ended)
         changed = changed.join(expired, on=ROW, how="anti")
         asked_now = raw_rows(settings.warehouse_path, asked)
         # Rows of people whose erasure was carried out that are still there as they landed:
