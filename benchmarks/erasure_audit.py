@@ -110,6 +110,17 @@ def customers_without_records(warehouse: Path) -> int:
         ).fetchall()[0][0]
 
 
+def identity_of(warehouse: Path) -> pl.DataFrame:
+    """Every resolved record's customer, profile and identity values."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return conn.sql(
+            "select p.record_key, x.customer_id, x.profile_id, p.first_name_key, "
+            "p.last_name_key, p.birth_date, p.street_key, p.postal_code, p.email_norm, "
+            "p.phone_e164 from identity.person_records p "
+            "left join mart.customer_xref x using (record_key)"
+        ).pl()
+
+
 def why_merged(warehouse: Path, changed: pl.DataFrame, records: pl.DataFrame) -> dict[str, int]:
     """Each changed bystander record, by what the data holds against its merge (computed from the
     baseline warehouse and the truth):
@@ -123,13 +134,7 @@ def why_merged(warehouse: Path, changed: pl.DataFrame, records: pl.DataFrame) ->
     - ``other``: the data held evidence of another person (a name or contact of its own);
     - ``unlinked``: the record is in no customer (scrubbing removed a copy of an erased value)."""
     person = owners(records).select("record_key", "person_id", "requester")
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        identity = conn.sql(
-            "select x.record_key, x.customer_id, x.profile_id, p.first_name_key, p.last_name_key, "
-            "p.email_norm, p.phone_e164 from mart.customer_xref x "
-            "join identity.person_records p using (record_key)"
-        ).pl()
-    identity = identity.join(person, on="record_key", how="left")
+    identity = identity_of(warehouse).join(person, on="record_key", how="left")
     classes = ("identical_to_a_requester_record", "nothing_separates", "other", "unlinked")
     counts = dict.fromkeys(classes, 0)
     wanted = changed.select("record_key").unique().drop_nulls()
@@ -183,12 +188,7 @@ def why_left(warehouse: Path, left: pl.DataFrame, erased: pl.DataFrame, held: se
     - ``shares_name_only``: their first and last name, nothing else they hold;
     - ``shares_more``: an email or phone, or the name with a birth date, street or postcode of
       theirs: evidence the resolver had and did not link on."""
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        identity = conn.sql(
-            "select p.record_key, x.customer_id, p.first_name_key, p.last_name_key, "
-            "p.birth_date, p.street_key, p.postal_code, p.email_norm, p.phone_e164 "
-            "from identity.person_records p left join mart.customer_xref x using (record_key)"
-        ).pl()
+    identity = identity_of(warehouse)
     strong = [("email_norm",), ("phone_e164",)] + [
         ("first_name_key", "last_name_key", c) for c in ("birth_date", "street_key", "postal_code")
     ]
