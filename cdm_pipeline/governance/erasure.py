@@ -82,10 +82,9 @@ def erase_customers(
     request's by links at least ``min_link_probability`` probable go (``requesters_records``);
     the customer's other records are unlinked (re-resolved without the erased ones) and listed
     in ``governance.erasure_held_records`` for a steward, as are the records in no customer
-    that carry one of the erased records' emails or phones (``unattributed_records``).
-    With ``standardise_settings``, the
-    requesters' quarantined rows go too (``quarantined_rows_of``). Returns (removed,
-    anonymised) source rows and the records held back per request."""
+    that carry one of the erased records' emails or phones (``unattributed_records``). With
+    ``standardise_settings``, the requesters' quarantined rows go too (``quarantined_rows_of``).
+    Returns (removed, anonymised) source rows and the records held back per request."""
     key = secret_key(conn)
     ensure_suppression_list(conn)
     erasures = erasures.drop_nulls("customer_id")  # ``not in`` a list holding null is never true

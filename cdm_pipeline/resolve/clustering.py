@@ -19,7 +19,7 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from cdm_pipeline.resolve.decisions import WEIGHED_FIELDS, disagrees, is_edge, judgeable, leaning
+from cdm_pipeline.resolve.decisions import WEIGHED_LEVELS, disagrees, is_edge, judgeable, leaning
 
 
 def connected_component_labels(
@@ -214,25 +214,21 @@ class PairGraph:
         (``components``: ``id, root`` of every profile in a component of two or more; the guard
         looks inside components only). ``cannot_link`` here is the pair's vote: not a match
         edge (two named records the model would not link are not joined through a nameless
-        record that matches both). Of 68M pairs at 10M records, 57M are cannot-link pairs
+        record that matches both); a pair that is no edge and disagrees on no field (a shared
+        name, nothing else to compare) abstains. Of 68M pairs at 10M records, 57M are cannot-link pairs
         between strangers in different components: they are never held."""
         found = [_JUDGED_EMPTY]
-        columns = [
-            *_JUDGED_EMPTY.columns,
-            "decision",
-            "must_link",
-            "first_name_key_level",
-            "birth_date_level",
-        ]
-        levels = [
-            f"{f}_level" for f in WEIGHED_FIELDS if f != "first_name_key" and f != "birth_date"
-        ]
+        columns = [*_JUDGED_EMPTY.columns, "decision", "must_link"]
         for source in self.sources:
             present = pl.read_parquet_schema(source) if isinstance(source, Path) else source.schema
-            wanted = columns + [c for c in levels if c in present]
-            piece = pl.read_parquet(source, columns=wanted) if isinstance(source, Path) else source
+            levels = [c for c in WEIGHED_LEVELS if c in present]
+            piece = (
+                pl.read_parquet(source, columns=columns + levels)
+                if isinstance(source, Path)
+                else source
+            )
             found.append(
-                piece.filter(judgeable() & ~pl.col("must_link") & (is_edge() | disagrees(wanted)))
+                piece.filter(judgeable() & ~pl.col("must_link") & (is_edge() | disagrees(levels)))
                 .select("id_l", "id_r", cannot_link=~is_edge())
                 .join(components, left_on="id_l", right_on="id")
                 .join(components, left_on="id_r", right_on="id", suffix="_r")

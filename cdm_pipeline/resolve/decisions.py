@@ -48,15 +48,14 @@ def judgeable() -> pl.Expr:
     )
 
 
-# The fields the model weighs (street, postcode and town as one: ``location``).
-WEIGHED_FIELDS = tuple(c.name for c in model_comparisons(default_comparisons()))
+# The level columns of the fields the model weighs (street, postcode and town as one: location).
+WEIGHED_LEVELS = tuple(f"{c.name}_level" for c in model_comparisons(default_comparisons()))
 
 
-def disagrees(columns: list[str]) -> pl.Expr:
-    """Pairs with a field present on both sides and different (of the level ``columns`` a
-    frame has): evidence of two people, which two records that share a name and nothing else
+def disagrees(levels: list[str]) -> pl.Expr:
+    """Pairs with a field present on both sides and different (of the level columns
+    ``levels``): evidence of two people, which two records that share a name and nothing else
     to compare do not hold."""
-    levels = [f"{f}_level" for f in WEIGHED_FIELDS if f"{f}_level" in columns]
     return pl.any_horizontal(pl.lit(False), *(pl.col(c) == DIFFERENT for c in levels))
 
 
