@@ -14,7 +14,12 @@ import polars as pl
 import yaml
 
 from cdm_pipeline.defs.keys import SUPPRESSION
-from cdm_pipeline.governance.matching import UNATTRIBUTED, UNCERTAIN_LINK, requesters_records
+from cdm_pipeline.governance.matching import (
+    UNATTRIBUTED,
+    UNCERTAIN_LINK,
+    UNCERTAIN_OR_HOUSEHOLD_LINK,
+    requesters_records,
+)
 from cdm_pipeline.locations import PACKAGE_DATA
 from cdm_pipeline.warehouse import sql_text
 from cdm_pipeline_tests.conftest import make_settings, run_pipeline
@@ -107,7 +112,7 @@ def test_records_joined_by_weaker_links_are_held_not_erased_or_exported(tmp_path
         | erased_rows["phone"].is_not_null()
     ).all()
 
-    uncertain = [(r, k) for r, k, why in access_held if why == UNCERTAIN_LINK]
+    uncertain = [(r, k) for r, k, why in access_held if why == UNCERTAIN_OR_HOUSEHOLD_LINK]
     assert uncertain, "no access request held a record"
     exports = settings.exports_dir / "subject_access"
     for request_id, record_key in uncertain:
@@ -137,6 +142,9 @@ def test_a_record_is_certain_only_through_a_chain_of_sure_links(tmp_path):
         "(1, 5, 0.10, true, true), (1, 6, 0.999, false, false)) "
         "t(profile_id_l, profile_id_r, match_probability, linked, must_link)"
     )
+    conn.execute(
+        "alter table identity.match_pairs add column first_name_key_level integer default 6"
+    )
     matches = pl.DataFrame(
         {"request_id": ["r1", "r2"], "customer_id": ["C1", "C1"], "seed_keys": [["s:A"], ["s:D"]]}
     )
@@ -149,3 +157,33 @@ def test_a_record_is_certain_only_through_a_chain_of_sure_links(tmp_path):
     assert set(found["source_record_id"]) == {"A", "B", "C", "D", "E"}  # never C2's record
     everything = requesters_records(conn, matches.head(1), 0.70)
     assert everything["certain"].all()
+
+
+def test_an_access_export_does_not_follow_a_link_between_two_first_names(tmp_path):
+    """Brigitte's order carries her partner Brett's inbox, and his sign-up (his name, that
+    inbox) is linked to it at 0.93: surname, inbox and address agree, the first names do not.
+    An erasure of Brigitte takes the sign-up with her customer (the resolver's link is sure
+    enough); her access export does not hand it out: what the link rests on, a household
+    shares. A steward's must-link between the two names is followed."""
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    conn.execute("create schema mart; create schema identity")
+    conn.execute(
+        "create table mart.customer_xref as select * from (values "
+        "('crm:B1', 'crm', 'B1', 'C1', 1), ('orders:O1', 'orders', 'O1', 'C1', 2), "
+        "('web:W1', 'web', 'W1', 'C1', 3), ('web:W2', 'web', 'W2', 'C1', 4)) "
+        "t(record_key, source, source_record_id, customer_id, profile_id)"
+    )
+    conn.execute(
+        "create table identity.match_pairs as select * from (values "
+        "(1, 2, 0.999, true, false, 6), (2, 3, 0.93, true, false, 0), "
+        "(1, 4, 0.95, true, true, 0)) "
+        "t(profile_id_l, profile_id_r, match_probability, linked, must_link, first_name_key_level)"
+    )
+    matches = pl.DataFrame({"request_id": ["r1"], "customer_id": ["C1"], "seed_keys": [["crm:B1"]]})
+
+    def certain(names_must_agree: bool) -> set[str]:
+        found = requesters_records(conn, matches, 0.90, first_names_must_agree=names_must_agree)
+        return set(found.filter("certain")["source_record_id"])
+
+    assert certain(False) == {"B1", "O1", "W1", "W2"}
+    assert certain(True) == {"B1", "O1", "W2"}

@@ -13,6 +13,7 @@ from rapidfuzz.distance import JaroWinkler
 
 from cdm_pipeline.governance.requests import PrivacyRequest
 from cdm_pipeline.resolve.clustering import connected_component_labels
+from cdm_pipeline.resolve.comparisons import DIFFERENT
 from cdm_pipeline.standardise.fields import (
     email_match_key,
     first_name_group,
@@ -26,6 +27,11 @@ from cdm_pipeline.standardise.fields import (
 # Why a privacy request leaves a record of its customer alone (``requesters_records``).
 UNCERTAIN_LINK = (
     "linked to the requester's records only through links under privacy.min_link_probability"
+)
+# An access export's: it also leaves out links between different first names.
+UNCERTAIN_OR_HOUSEHOLD_LINK = (
+    "linked to the requester's records only through links under privacy.min_link_probability "
+    "or between different first names"
 )
 UNATTRIBUTED = (
     "in no customer: it names no one and carries an email or phone of the requester's, "
@@ -211,7 +217,10 @@ def name_mismatches(matches: pl.DataFrame) -> set[str]:
 
 
 def requesters_records(
-    conn: duckdb.DuckDBPyConnection, matches: pl.DataFrame, min_link_probability: float
+    conn: duckdb.DuckDBPyConnection,
+    matches: pl.DataFrame,
+    min_link_probability: float,
+    first_names_must_agree: bool = False,
 ) -> pl.DataFrame:
     """``request_id, customer_id, record_key, source, source_record_id, certain`` for every
     record of the customers in ``matches`` (from ``match_requests``). A record is ``certain``
@@ -219,7 +228,10 @@ def requesters_records(
     must-link), joins it to one of the request's ``seed_keys``. An erasure or an access export
     takes the certain records only: the customer may hold a record joined by a weaker link
     (linking can afford a doubt that handing out or deleting a person's data cannot), which a
-    steward then decides. Read by key: only the matched customers' rows and pairs."""
+    steward then decides. With ``first_names_must_agree`` (an access export, which hands data
+    out) a link between two different first names does not count either, however probable:
+    what it rests on (surname, address, inbox, phone) a household shares. Read by key: only the
+    matched customers' rows and pairs."""
     matched = matches.filter(pl.col("customer_id").is_not_null())
     schema = {
         "request_id": pl.String,
@@ -240,9 +252,15 @@ def requesters_records(
     edges = conn.execute(
         "select cast(profile_id_l as varchar), cast(profile_id_r as varchar) "
         "from identity.match_pairs where linked "
-        "and (match_probability >= $p or must_link) "
+        "and (must_link or match_probability >= $p "
+        "and not ($names_agree and first_name_key_level = $different)) "
         "and profile_id_l in (select unnest($ids)) and profile_id_r in (select unnest($ids))",
-        {"p": min_link_probability, "ids": profiles},
+        {
+            "p": min_link_probability,
+            "names_agree": first_names_must_agree,
+            "different": DIFFERENT,
+            "ids": profiles,
+        },
     ).fetchall()
     # A record is a node through its profile (records of one profile are identical in identity).
     node = pl.coalesce(pl.col("profile_id").cast(pl.String), pl.col("record_key"))
