@@ -143,7 +143,7 @@ def test_a_record_is_certain_only_through_a_chain_of_sure_links(tmp_path):
         "t(profile_id_l, profile_id_r, match_probability, linked, must_link)"
     )
     conn.execute(
-        "alter table identity.match_pairs add column first_name_key_level integer default 6"
+        "alter table identity.match_pairs add column first_name_key_weight double default 6.6"
     )
     matches = pl.DataFrame(
         {"request_id": ["r1", "r2"], "customer_id": ["C1", "C1"], "seed_keys": [["s:A"], ["s:D"]]}
@@ -161,23 +161,25 @@ def test_a_record_is_certain_only_through_a_chain_of_sure_links(tmp_path):
 
 def test_an_access_export_does_not_follow_a_link_between_two_first_names(tmp_path):
     """Brigitte's order carries her partner Brett's inbox, and his sign-up (his name, that
-    inbox) is linked to it at 0.93: surname, inbox and address agree, the first names do not.
+    inbox) is linked to it at 0.93: surname and inbox agree; the first names, alike only at
+    Jaro-Winkler 0.81, count against it (a negative weight).
     An erasure of Brigitte takes the sign-up with her customer (the resolver's link is sure
     enough); her access export does not hand it out: what the link rests on, a household
-    shares. A steward's must-link between the two names is followed."""
+    shares. A steward's must-link between two names is followed."""
     conn = duckdb.connect(str(tmp_path / "w.duckdb"))
     conn.execute("create schema mart; create schema identity")
     conn.execute(
         "create table mart.customer_xref as select * from (values "
         "('crm:B1', 'crm', 'B1', 'C1', 1), ('orders:O1', 'orders', 'O1', 'C1', 2), "
-        "('web:W1', 'web', 'W1', 'C1', 3), ('web:W2', 'web', 'W2', 'C1', 4)) "
+        "('web:W1', 'web', 'W1', 'C1', 3), ('web:W2', 'web', 'W2', 'C1', 4), "
+        "('consent:E1', 'consent', 'E1', 'C1', 5)) "
         "t(record_key, source, source_record_id, customer_id, profile_id)"
     )
     conn.execute(
         "create table identity.match_pairs as select * from (values "
-        "(1, 2, 0.999, true, false, 6), (2, 3, 0.93, true, false, 0), "
-        "(1, 4, 0.95, true, true, 0)) "
-        "t(profile_id_l, profile_id_r, match_probability, linked, must_link, first_name_key_level)"
+        "(1, 2, 0.999, true, false, 6.6), (2, 3, 0.93, true, false, -2.97), "
+        "(1, 4, 0.95, true, true, -8.9), (2, 5, 0.99, true, false, 0.0)) "
+        "t(profile_id_l, profile_id_r, match_probability, linked, must_link, first_name_key_weight)"
     )
     matches = pl.DataFrame({"request_id": ["r1"], "customer_id": ["C1"], "seed_keys": [["crm:B1"]]})
 
@@ -185,5 +187,6 @@ def test_an_access_export_does_not_follow_a_link_between_two_first_names(tmp_pat
         found = requesters_records(conn, matches, 0.90, first_names_must_agree=names_must_agree)
         return set(found.filter("certain")["source_record_id"])
 
-    assert certain(False) == {"B1", "O1", "W1", "W2"}
-    assert certain(True) == {"B1", "O1", "W2"}
+    assert certain(False) == {"B1", "O1", "W1", "W2", "E1"}
+    # E1 names no one (no first-name weight): what links it is its own, as for erasure.
+    assert certain(True) == {"B1", "O1", "W2", "E1"}

@@ -13,7 +13,6 @@ from rapidfuzz.distance import JaroWinkler
 
 from cdm_pipeline.governance.requests import PrivacyRequest
 from cdm_pipeline.resolve.clustering import connected_component_labels
-from cdm_pipeline.resolve.comparisons import DIFFERENT
 from cdm_pipeline.standardise.fields import (
     email_match_key,
     first_name_group,
@@ -28,10 +27,10 @@ from cdm_pipeline.standardise.fields import (
 UNCERTAIN_LINK = (
     "linked to the requester's records only through links under privacy.min_link_probability"
 )
-# An access export's: it also leaves out links between different first names.
+# An access export's: it also leaves out links that the first names speak against.
 UNCERTAIN_OR_HOUSEHOLD_LINK = (
     "linked to the requester's records only through links under privacy.min_link_probability "
-    "or between different first names"
+    "or links that the first names speak against"
 )
 UNATTRIBUTED = (
     "in no customer: it names no one and carries an email or phone of the requester's, "
@@ -229,8 +228,10 @@ def requesters_records(
     takes the certain records only: the customer may hold a record joined by a weaker link
     (linking can afford a doubt that handing out or deleting a person's data cannot), which a
     steward then decides. With ``first_names_must_agree`` (an access export, which hands data
-    out) a link between two different first names does not count either, however probable:
-    what it rests on (surname, address, inbox, phone) a household shares. Read by key: only the
+    out) a link that the first names speak against (the model weighs their agreement level
+    as evidence of two people: different names, or names only loosely alike, Brett and
+    Brigitte) does not count either, however probable: what it rests on (surname, address,
+    inbox, phone) a household shares. Read by key: only the
     matched customers' rows and pairs."""
     matched = matches.filter(pl.col("customer_id").is_not_null())
     schema = {
@@ -253,12 +254,11 @@ def requesters_records(
         "select cast(profile_id_l as varchar), cast(profile_id_r as varchar) "
         "from identity.match_pairs where linked "
         "and (must_link or match_probability >= $p "
-        "and not ($names_agree and first_name_key_level = $different)) "
+        "and not ($names_agree and first_name_key_weight < 0)) "
         "and profile_id_l in (select unnest($ids)) and profile_id_r in (select unnest($ids))",
         {
             "p": min_link_probability,
             "names_agree": first_names_must_agree,
-            "different": DIFFERENT,
             "ids": profiles,
         },
     ).fetchall()
