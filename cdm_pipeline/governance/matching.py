@@ -92,7 +92,8 @@ def match_requests(
     found = found.filter(~both | pl.col("holds_both")).select(
         "request_id", "customer_id", "seed_keys"
     )
-    return _verify_names(conn, found, {r.request_id: r.name for r in requests})
+    names = {r.request_id: r.name for r in requests}
+    return _seeds_of_that_name(conn, _verify_names(conn, found, names), names)
 
 
 def _request_keys(
@@ -189,6 +190,49 @@ def _verify_names(
     return pl.concat([kept, lost], how="diagonal")
 
 
+def _seeds_of_that_name(
+    conn: duckdb.DuckDBPyConnection, found: pl.DataFrame, names: dict[str, str | None]
+) -> pl.DataFrame:
+    """Drop from a named request's ``seed_keys`` the records that carry its email or phone under
+    another first name: a partner's sign-up on the family inbox is not the requester's because
+    the request gives that inbox. The customer stays matched through its other seeds."""
+    firsts = {r: name_key(split_full_name(n)[0]) for r, n in names.items() if n and n.strip()}
+    firsts = {r: f for r, f in firsts.items() if f}
+    seeds = found.filter(pl.col("request_id").is_in(list(firsts))).select(
+        "request_id", "customer_id", pl.col("seed_keys").alias("record_key")
+    )
+    seeds = seeds.explode("record_key").drop_nulls("record_key")
+    if seeds.height == 0:
+        return found
+    named = conn.execute(
+        "select record_key, first_name_key, first_name_group from identity.person_records "
+        "where record_key in (select unnest($keys)) and first_name_key is not null",
+        {"keys": seeds["record_key"].unique().to_list()},
+    ).fetchall()
+    first_of = {key: (first, group) for key, first, group in named}
+    other = {
+        (request_id, key)
+        for request_id, key in seeds.select("request_id", "record_key").iter_rows()
+        if key in first_of and not _first_names_alike(firsts[request_id], *first_of[key])
+    }
+    if not other:
+        return found
+    dropped = pl.DataFrame(list(other), schema=["request_id", "record_key"], orient="row")
+    kept = (
+        seeds.join(dropped, on=["request_id", "record_key"], how="anti")
+        .group_by("request_id", "customer_id")
+        .agg(kept="record_key")
+    )
+    touched = pl.col("request_id").is_in(dropped["request_id"].unique().implode())
+    # A customer left with no seed stays matched (its records carry the name); a privacy
+    # action then finds none of its records certain, and a steward decides.
+    return (
+        found.join(kept, on=["request_id", "customer_id"], how="left")
+        .with_columns(seed_keys=pl.when(touched).then("kept").otherwise("seed_keys"))
+        .drop("kept")
+    )
+
+
 def _same_name(requested: tuple[str | None, str | None], held: tuple) -> bool:
     first, last = (name_key(part) for part in requested)
     held_first, held_group, held_last = held
@@ -198,6 +242,11 @@ def _same_name(requested: tuple[str | None, str | None], held: tuple) -> bool:
         return False
     if not first or not held_first:
         return True  # the surname is all either side gives
+    return _first_names_alike(first, held_first, held_group)
+
+
+def _first_names_alike(first: str, held_first: str, held_group: str | None) -> bool:
+    """The same first name, a nickname of it, a typo of it, or its initial."""
     return (
         first_name_group(first) == held_group
         or same_first_name(first, held_first)
