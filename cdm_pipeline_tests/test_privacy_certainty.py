@@ -17,7 +17,6 @@ from cdm_pipeline.defs.keys import SUPPRESSION
 from cdm_pipeline.governance.matching import (
     UNATTRIBUTED,
     UNCERTAIN_LINK,
-    UNCERTAIN_OR_HOUSEHOLD_LINK,
     match_requests,
     requesters_records,
 )
@@ -114,7 +113,7 @@ def test_records_joined_by_weaker_links_are_held_not_erased_or_exported(tmp_path
         | erased_rows["phone"].is_not_null()
     ).all()
 
-    uncertain = [(r, k) for r, k, why in access_held if why == UNCERTAIN_OR_HOUSEHOLD_LINK]
+    uncertain = [(r, k) for r, k, why in access_held if why == UNCERTAIN_LINK]
     assert uncertain, "no access request held a record"
     exports = settings.exports_dir / "subject_access"
     for request_id, record_key in uncertain:
@@ -165,9 +164,9 @@ def test_an_access_export_follows_neither_a_seed_nor_a_link_of_another_first_nam
     """Brigitte asks for her data giving the family inbox, which her order and her partner
     Brett's sign-up carry. The sign-up is not a seed (another first name); his sign-up is
     also linked to her order at 0.93, on surname and inbox, with first names alike only at
-    Jaro-Winkler 0.81 (a level the model weighs against). An erasure follows that link; an
-    access export does not hand the sign-up out. A steward's must-link is always followed,
-    and a nameless consent event's link (no first-name weight) is, too."""
+    Jaro-Winkler 0.81 (a level the model weighs against). Neither an access export nor an
+    erasure follows that link: the sign-up waits for a steward. A steward's must-link is
+    followed, and so is a nameless consent event's link (no first-name weight)."""
     conn = duckdb.connect(str(tmp_path / "w.duckdb"))
     conn.execute("create schema mart; create schema identity")
     inbox = "brettkidd@example.com"
@@ -200,10 +199,6 @@ def test_an_access_export_follows_neither_a_seed_nor_a_link_of_another_first_nam
     matches = match_requests(conn, [request], ("US",), exact=True)
     assert matches["customer_id"].to_list() == ["C1"]
     assert sorted(matches["seed_keys"][0]) == ["consent:E1", "orders:O1"]
-
-    def certain(names_must_agree: bool) -> set[str]:
-        found = requesters_records(conn, matches, 0.90, first_names_must_agree=names_must_agree)
-        return set(found.filter("certain")["source_record_id"])
-
-    assert certain(False) == {"B1", "O1", "W1", "W2", "E1"}
-    assert certain(True) == {"B1", "O1", "W2", "E1"}
+    found = requesters_records(conn, matches, 0.90)
+    assert set(found.filter("certain")["source_record_id"]) == {"B1", "O1", "W2", "E1"}
+    assert set(found.filter(~pl.col("certain"))["source_record_id"]) == {"W1"}

@@ -15,7 +15,7 @@ from rapidfuzz.distance import JaroWinkler
 from cdm_pipeline.golden.facts import FACTS
 from cdm_pipeline.governance.matching import (
     UNATTRIBUTED,
-    UNCERTAIN_OR_HOUSEHOLD_LINK,
+    UNCERTAIN_LINK,
     match_requests,
     name_mismatches,
     requesters_records,
@@ -319,7 +319,6 @@ def process_access_requests(
         conn,
         matches.filter(pl.col("request_id").is_in(list(single))),
         config["privacy"]["min_link_probability"],
-        first_names_must_agree=True,
     )
     uncertain = _uncertain(members)
     documents = subject_documents(
@@ -355,10 +354,7 @@ def uncertain_records(
 ) -> pl.DataFrame:
     """``customer_id, source, source_record_id`` of the requested customers' records that no
     request for them reaches through links sure enough to hand data out on."""
-    members = requesters_records(
-        conn, matches, config["privacy"]["min_link_probability"], first_names_must_agree=True
-    )
-    return _uncertain(members)
+    return _uncertain(requesters_records(conn, matches, config["privacy"]["min_link_probability"]))
 
 
 def _uncertain(members: pl.DataFrame) -> pl.DataFrame:
@@ -384,7 +380,7 @@ def _hold_for_steward(
             shared_value_records(conn, list(customer_of.values()))
             .select("customer_id", "source", "source_record_id")
             .with_columns(reason=pl.lit(HELD_REASON)),
-            uncertain.with_columns(reason=pl.lit(UNCERTAIN_OR_HOUSEHOLD_LINK)),
+            uncertain.with_columns(reason=pl.lit(UNCERTAIN_LINK)),
         ]
     ).unique(["customer_id", "source", "source_record_id"], keep="first", maintain_order=True)
     requests = pl.DataFrame(

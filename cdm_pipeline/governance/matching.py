@@ -25,10 +25,6 @@ from cdm_pipeline.standardise.fields import (
 
 # Why a privacy request leaves a record of its customer alone (``requesters_records``).
 UNCERTAIN_LINK = (
-    "linked to the requester's records only through links under privacy.min_link_probability"
-)
-# An access export's: it also leaves out links that the first names speak against.
-UNCERTAIN_OR_HOUSEHOLD_LINK = (
     "linked to the requester's records only through links under privacy.min_link_probability "
     "or links that the first names speak against"
 )
@@ -268,7 +264,6 @@ def requesters_records(
     conn: duckdb.DuckDBPyConnection,
     matches: pl.DataFrame,
     min_link_probability: float,
-    first_names_must_agree: bool = False,
 ) -> pl.DataFrame:
     """``request_id, customer_id, record_key, source, source_record_id, certain`` for every
     record of the customers in ``matches`` (from ``match_requests``). A record is ``certain``
@@ -276,11 +271,10 @@ def requesters_records(
     must-link), joins it to one of the request's ``seed_keys``. An erasure or an access export
     takes the certain records only: the customer may hold a record joined by a weaker link
     (linking can afford a doubt that handing out or deleting a person's data cannot), which a
-    steward then decides. With ``first_names_must_agree`` (an access export, which hands data
-    out) a link that the first names speak against (the model weighs their agreement level
-    as evidence of two people: different names, or names only loosely alike, Brett and
-    Brigitte) does not count either, however probable: what it rests on (surname, address,
-    inbox, phone) a household shares. Read by key: only the
+    steward then decides. A link that the first names speak against (the model weighs their
+    agreement level as evidence of two people: different names, or names only loosely alike,
+    Brett and Brigitte) does not count either, however probable: what it rests on (surname,
+    address, inbox, phone) a household shares. Read by key: only the
     matched customers' rows and pairs."""
     matched = matches.filter(pl.col("customer_id").is_not_null())
     schema = {
@@ -303,11 +297,10 @@ def requesters_records(
         "select cast(profile_id_l as varchar), cast(profile_id_r as varchar) "
         "from identity.match_pairs where linked "
         "and (must_link or match_probability >= $p "
-        "and not ($names_agree and first_name_key_weight < 0)) "
+        "and coalesce(first_name_key_weight, 0) >= 0) "
         "and profile_id_l in (select unnest($ids)) and profile_id_r in (select unnest($ids))",
         {
             "p": min_link_probability,
-            "names_agree": first_names_must_agree,
             "ids": profiles,
         },
     ).fetchall()
