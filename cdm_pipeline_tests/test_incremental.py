@@ -191,9 +191,19 @@ def test_the_nightly_job_resolves_incrementally_and_agrees_with_a_full_rebuild(
     full.warehouse_path.parent.mkdir(parents=True)
     shutil.copy(incremental.warehouse_path, full.warehouse_path)
     shutil.copytree(later, landing, dirs_exist_ok=True)
+    with duckdb.connect(str(full.warehouse_path)) as conn:  # every golden record chosen again
+        conn.execute("drop table identity.golden_inputs")
 
-    assert run_pipeline(incremental).success
+    night = run_pipeline(incremental)
+    assert night.success
     assert run_pipeline(full, resolve_mode="FULL").success
+    (built,) = [
+        e.materialization.metadata
+        for e in night.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["mart", "customers"])
+    ]
+    chosen, customers = built["customers_chosen_for_tonight"].value, built["customers"].value
+    assert 0 < chosen < customers
 
     tables = {}
     for name, settings in (("incremental", incremental), ("full", full)):
@@ -215,10 +225,16 @@ def test_the_nightly_job_resolves_incrementally_and_agrees_with_a_full_rebuild(
                     "select event, customer_id, related_customer_id from identity.customer_id_history "
                     "order by all"
                 ).pl(),
+                "customers": conn.sql(
+                    "select * exclude (refreshed_at) from mart.customers order by customer_id"
+                ).pl(),
+                "lineage": conn.sql(
+                    "select * from mart.customer_attribute_lineage order by all"
+                ).pl(),
             }
     assert tables["incremental"]["mode"] == [("incremental",)]
     assert tables["full"]["mode"] == [("full",)]
-    for table in ("xref", "pairs", "history"):
+    for table in ("xref", "pairs", "history", "customers", "lineage"):
         assert tables["incremental"][table].equals(tables["full"][table]), table
     assert tables["incremental"]["xref"]["customer_id"].n_unique() > 100
 

@@ -48,3 +48,72 @@ def test_each_customer_gets_the_value_its_rules_choose():
         ("C", "c@x.org", "web", "only value", 1),
         ("D", "d@x.org", "crm", "only value", 1),
     ]
+
+
+def _crm_file(path, contacts: list[dict[str, str]]) -> None:
+    from cdm_pipeline.locations import PACKAGE_DATA
+    from cdm_pipeline.registry import load_registry
+
+    columns = load_registry(PACKAGE_DATA / "sources.yaml")["crm_contacts"].column_names
+    base = {"country": "US", "created_at": "2026-01-01T00:00:00"}
+    rows = [
+        ",".join(({c: ""} | base | contact).get(c, "") for c in columns) for contact in contacts
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(",".join(columns) + "\n" + "\n".join(rows) + "\n")
+
+
+def test_a_night_chooses_again_only_for_the_customers_whose_records_changed(tmp_path):
+    """Night 2 lands a new version of Anna's CRM row (another email and account owner, one
+    record as before): her golden record and lineage follow it, and Bob's, unchanged, is kept
+    as chosen the night before, not chosen again."""
+    import duckdb
+
+    from cdm_pipeline_tests.conftest import make_settings, run_pipeline
+
+    def contact(contact_id, first, email, owner, updated):
+        return {
+            "contact_id": contact_id,
+            "first_name": first,
+            "last_name": "Berg" if first == "Anna" else "Stone",
+            "email": email,
+            "phone": "213-555-0101" if first == "Anna" else "312-555-0177",
+            "account_owner": owner,
+            "updated_at": updated,
+        }
+
+    landing = tmp_path / "landing"
+    _crm_file(
+        landing / "crm_contacts" / "day1.csv",
+        [
+            contact("C1", "Anna", "anna@example.org", "kim", "2026-01-02T00:00:00"),
+            contact("C2", "Bob", "bob@example.org", "lee", "2026-01-02T00:00:00"),
+        ],
+    )
+    settings = make_settings(tmp_path, landing)
+    assert run_pipeline(settings).success
+    _crm_file(
+        landing / "crm_contacts" / "day2.csv",
+        [contact("C1", "Anna", "anna.berg@example.net", "ray", "2026-02-01T00:00:00")],
+    )
+    night = run_pipeline(settings)
+    assert night.success
+    (built,) = [
+        e.materialization.metadata
+        for e in night.get_asset_materialization_events()
+        if e.asset_key.path == ["mart", "customers"]
+    ]
+    assert built["customers"].value == 2
+    assert built["customers_chosen_for_tonight"].value == 1
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        customers = conn.execute(
+            "select first_name, email, account_owner from mart.customers order by 1"
+        ).fetchall()
+        lineage = conn.execute(
+            "select value from mart.customer_attribute_lineage where attribute = 'email' order by 1"
+        ).fetchall()
+    assert customers == [
+        ("Anna", "anna.berg@example.net", "ray"),
+        ("Bob", "bob@example.org", "lee"),
+    ]
+    assert lineage == [("anna.berg@example.net",), ("bob@example.org",)]

@@ -4,6 +4,9 @@ then what its blocking checks measure before the transaction commits."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import duckdb
 import polars as pl
 
@@ -42,8 +45,15 @@ GOLDEN_SLICE_RECORDS = 1_000_000
 CANDIDATE_QUERY = f"""
 select {", ".join(f"p.{c}" for c in PERSON_RECORD_COLUMNS)}, x.customer_id
 from identity.person_records p join mart.customer_xref x using (record_key)
-where x.customer_id is not null and hash(x.customer_id) % ? = ?
+where x.customer_id in (select customer_id from _golden_todo) and hash(x.customer_id) % ? = ?
 """
+# The survivorship result per customer and what it was chosen from (a fingerprint of the
+# customer's records and attributes): a night chooses again only for the customers whose
+# fingerprint changed, and keeps the others' golden values and lineage as they are.
+GOLDEN_RECORDS = "identity.golden_records"
+GOLDEN_INPUTS = "identity.golden_inputs"
+# Bump when survivorship's code changes what it chooses: every customer is chosen again.
+SURVIVORSHIP_VERSION = 1
 
 
 def build_golden(
@@ -52,28 +62,119 @@ def build_golden(
     rules: dict[str, list[str]],
     lineage: StagedTable,
     golden: StagedTable,
-) -> int:
-    """Survivorship for every customer, slice by slice, staged into ``golden`` (read by
-    ``sql/mart/customers.sql`` as the view ``golden``) and ``lineage``; returns the lineage rows
-    written."""
-    linked = conn.execute(
-        "select count(*) from mart.customer_xref where customer_id is not null"
-    ).fetchall()[0][0]
-    slices = max(1, -(-linked // GOLDEN_SLICE_RECORDS))
-    declared = {"account_owner"} | {a for s in sources.values() for a in (s.attributes or {})}
+) -> tuple[int, int]:
+    """Survivorship for the customers whose records or attributes changed since the last night
+    (all of them when the rules did, or on the first night), slice by slice, staged into
+    ``golden`` (swapped in as ``identity.golden_records``, read by ``sql/mart/customers.sql`` as
+    the view ``golden``) and ``lineage``, with the other customers' rows copied as they are.
+    Leaves the temporary table ``_golden_inputs`` for ``remember_golden_inputs``. Returns
+    (lineage rows written, customers chosen for tonight)."""
+    declared = sorted(
+        {"account_owner"} | {a for s in sources.values() for a in (s.attributes or {})}
+    )
+    settings = _settings_fingerprint(rules, declared)
+    _tonights_inputs(conn, sources, settings)
+    kept = _unchanged_customers(conn)
+    conn.execute(
+        "create or replace temp table _golden_todo as select customer_id from _golden_inputs "
+        "where customer_id not in (select customer_id from _golden_kept)"
+    )
+    if kept:
+        golden.create_as(
+            f"select * from {GOLDEN_RECORDS} "
+            "where customer_id in (select customer_id from _golden_kept)"
+        )
+        lineage.create_as(
+            "select * from mart.customer_attribute_lineage "
+            "where customer_id in (select customer_id from _golden_kept)"
+        )
+    todo, records = conn.execute(
+        "select count(*), coalesce(sum(records), 0) from _golden_inputs "
+        "where customer_id in (select customer_id from _golden_todo)"
+    ).fetchall()[0]
+    slices = max(1, -(-records // GOLDEN_SLICE_RECORDS))
     lineage_rows = 0
-    for number in range(slices):
+    for number in range(slices if todo or not kept else 0):
         part = conn.sql(CANDIDATE_QUERY, params=[slices, number]).pl()
         xref = part.select("record_key", "customer_id")
         values, chosen = golden_records(candidates_from(part), rules)
         values = values.join(_attributes(conn, sources, xref), on="customer_id", how="left")
         values = values.with_columns(
-            pl.lit(None, dtype=pl.String).alias(a) for a in sorted(declared - set(values.columns))
+            pl.lit(None, dtype=pl.String).alias(a) for a in declared if a not in values.columns
         )
         lineage.append(chosen)
         golden.append(values)
         lineage_rows += chosen.height
-    return lineage_rows
+    return lineage_rows, todo
+
+
+def _settings_fingerprint(rules: dict[str, list[str]], declared: list[str]) -> str:
+    text = json.dumps(
+        [SURVIVORSHIP_VERSION, rules, declared, PERSON_RECORD_COLUMNS], sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _tonights_inputs(
+    conn: duckdb.DuckDBPyConnection, sources: dict[str, SourceSpec], settings: str
+) -> None:
+    """``_golden_inputs``: per linked customer, its record count and a fingerprint of everything
+    survivorship reads of its records (the person record's columns, each declared attribute and
+    the time it was given), and the ``settings`` it is chosen under. Computed in DuckDB, which
+    reads the columns once."""
+    with_attributes = [
+        s
+        for s in sources.values()
+        if s.attributes and table_exists(conn, "staging", s.name + "_current")
+    ]
+    attributes = [
+        f"select ? || ':' || {quote_ident(s.record_id)} as record_key, hash("
+        + ", ".join(
+            [f"cast({quote_ident(c)} as varchar)" for c in s.attributes.values()]
+            + [f"cast({quote_ident(s.event_at)} as varchar)"]
+        )
+        + f") as h from staging.{quote_ident(s.name + '_current')}"
+        for s in with_attributes
+    ]
+    attribute_hashes = (
+        " union all ".join(attributes) or "select null::varchar as record_key, null::ubigint as h"
+    )
+    conn.execute(
+        "create or replace temp table _golden_inputs as "
+        f"with attributes as ({attribute_hashes}) "
+        "select x.customer_id, count(*) as records, bit_xor(hash("
+        + ", ".join(f"p.{c}" for c in PERSON_RECORD_COLUMNS)
+        + ", a.h)) as fingerprint, ? as settings "
+        "from mart.customer_xref x join identity.person_records p using (record_key) "
+        "left join attributes a using (record_key) "
+        "where x.customer_id is not null group by x.customer_id",
+        [s.name for s in with_attributes] + [settings],
+    )
+
+
+def _unchanged_customers(conn: duckdb.DuckDBPyConnection) -> int:
+    """``_golden_kept``: tonight's customers whose golden record stands (same fingerprint, same
+    records, same settings as when it was chosen). Returns how many."""
+    if not (
+        table_exists(conn, "identity", "golden_inputs")
+        and table_exists(conn, "identity", "golden_records")
+    ):
+        conn.execute("create or replace temp table _golden_kept (customer_id varchar)")
+        return 0
+    conn.execute(
+        "create or replace temp table _golden_kept as select t.customer_id "
+        f"from _golden_inputs t join {GOLDEN_INPUTS} g using (customer_id) "
+        "where g.fingerprint = t.fingerprint and g.records = t.records "
+        "and g.settings = t.settings "
+        f"and t.customer_id in (select customer_id from {GOLDEN_RECORDS})"
+    )
+    return conn.execute("select count(*) from _golden_kept").fetchall()[0][0]
+
+
+def remember_golden_inputs(conn: duckdb.DuckDBPyConnection) -> None:
+    """What tonight's golden records were chosen from (call inside the transaction that swaps
+    them in)."""
+    conn.execute(f"create or replace table {GOLDEN_INPUTS} as select * from _golden_inputs")
 
 
 def _attributes(conn, sources: dict[str, SourceSpec], xref: pl.DataFrame) -> pl.DataFrame:

@@ -18,9 +18,11 @@ from cdm_pipeline.defs.keys import (
 from cdm_pipeline.defs.metadata import table_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.golden.build import (
+    GOLDEN_RECORDS,
     build_customer_tables,
     build_golden,
     mart_problems,
+    remember_golden_inputs,
     residual_duplicates,
     row_count,
 )
@@ -140,16 +142,19 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         with (
             warehouse.get_connection() as conn,
             StagedTable(conn, "mart", "customer_attribute_lineage") as lineage,
-            StagedTable(conn, "mart", "golden") as golden,
+            StagedTable(conn, "identity", "golden_records") as golden,
         ):
             # The golden records and their lineage (tens of millions of rows at 10M records) are
             # built outside the transaction, which would hold them in memory until it commits.
-            lineage_rows = build_golden(conn, sources, config["survivorship"], lineage, golden)
+            _, chosen = build_golden(conn, sources, config["survivorship"], lineage, golden)
             try:
                 with transaction(conn):
                     lineage.swap()
+                    golden.swap()
+                    remember_golden_inputs(conn)
                     rates = config["currency_rates_to_usd"]
-                    fact_rows = build_customer_tables(conn, sources, rates, golden.name)
+                    fact_rows = build_customer_tables(conn, sources, rates, GOLDEN_RECORDS)
+                    lineage_rows = row_count(conn, "mart.customer_attribute_lineage")
                     problems = _precommit_problems(conn)
                     if any(problems.values()):
                         raise _MartRejected(problems)  # rolls back: the previous mart stays
@@ -194,6 +199,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             asset_key=CUSTOMERS,
             metadata={
                 "customers": customers,
+                "customers_chosen_for_tonight": chosen,
                 "rules": dg.MetadataValue.json(config["survivorship"]),
                 **shown[CUSTOMERS],
             },
