@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -249,16 +250,28 @@ def test_only_new_or_changed_inputs_are_standardised_again():
         email=pl.Series([" a@example.com", "b@example.com", None]),
         full_name=pl.Series(["Ann Lee", "Bob Day", "Cy Young"]),
     )
-    stored = standardise_records(inputs)
-    tonight = clean_inputs(
-        inputs.with_columns(
-            # s:1 only gains whitespace (same cleaned input); s:2 changes email; s:4 is new.
-            email=pl.Series(["a@example.com ", "bob@example.com", None]),
-        ).vstack(inputs.slice(2, 1).with_columns(record_key=pl.lit("s:4")))
-    )
-    assert sorted(unchanged_record_keys(tonight, stored)["record_key"]) == ["s:1", "s:3"]
-    later = stored.with_columns(trust_rank=pl.lit(2, pl.Int32))  # a re-ranked source
-    assert unchanged_record_keys(tonight, later).height == 0
+    stored = standardise_records(clean_inputs(inputs))
+    # As landed tonight (not cleaned): s:1 only gains spaces (the same cleaned input), s:2
+    # changes its email, s:3 gives an empty name where it gave none (the same), s:4 is new.
+    tonight = inputs.with_columns(
+        email=pl.Series(["a@example.com  ", "bob@example.com", None]),
+        phone=pl.Series([None, None, "  "]),
+    ).vstack(inputs.slice(2, 1).with_columns(record_key=pl.lit("s:4")))
+    conn = duckdb.connect()
+    conn.execute("create schema identity")
+
+    def unchanged(stored_records: pl.DataFrame) -> list[str]:
+        conn.register("_stored", stored_records.to_arrow())
+        conn.register("_tonight", tonight.to_arrow())
+        conn.execute("create or replace table identity.person_records as from _stored")
+        conn.execute("create or replace temp table _canonical as from _tonight")
+        unchanged_record_keys(conn, "_canonical")
+        return sorted(k for (k,) in conn.execute("select * from _reused_keys").fetchall())
+
+    assert unchanged(stored) == ["s:1", "s:3"]
+    assert unchanged(stored.with_columns(trust_rank=pl.lit(2, pl.Int32))) == []  # re-ranked
+    unchanged_record_keys(conn, "_canonical", same_settings=False)
+    assert conn.execute("select count(*) from _reused_keys").fetchall() == [(0,)]
 
 
 def test_fast_standardising_gives_the_same_values(monkeypatch):

@@ -22,7 +22,45 @@ def canonical_records(
 ) -> pl.DataFrame:
     """One row per current source record: ``record_key`` (``source:id``), source, id, trust rank,
     event time and the canonical identity fields (null where the source has no such column)."""
-    frames = []
+    frames = [conn.sql(query, params=params).pl() for query, params in _queries(conn, sources)]
+    if not frames:
+        return pl.DataFrame(schema=CANONICAL_SCHEMA)
+    return pl.concat(frames, how="vertical_relaxed")
+
+
+CANONICAL_SCHEMA = {
+    "record_key": pl.String,
+    "source": pl.String,
+    "source_record_id": pl.String,
+    "trust_rank": pl.Int32,
+    "event_at": pl.Datetime("us"),
+} | {f: pl.String for f in CANONICAL_INPUT}
+
+
+def create_canonical_table(
+    conn: duckdb.DuckDBPyConnection, sources: dict[str, SourceSpec], table: str
+) -> None:
+    """``canonical_records`` as a temporary DuckDB table ``table``: compared with the stored
+    person records there, only what changed comes into Python."""
+    queries = _queries(conn, sources)
+    if not queries:
+        columns = ", ".join(
+            f"null::{'integer' if t == pl.Int32 else 'timestamp' if t != pl.String else 'varchar'}"
+            f" as {c}"
+            for c, t in CANONICAL_SCHEMA.items()
+        )
+        conn.execute(f"create or replace temp table {table} as select {columns} limit 0")
+        return
+    union = " union all by name ".join(f"({query})" for query, _ in queries)
+    params = [p for _, params in queries for p in params]
+    conn.execute(f"create or replace temp table {table} as {union}", params)
+
+
+def _queries(
+    conn: duckdb.DuckDBPyConnection, sources: dict[str, SourceSpec]
+) -> list[tuple[str, list]]:
+    """Per identity-bearing staged source: the query of its canonical records and its params."""
+    queries = []
     for source in sources.values():
         if source.role not in IDENTITY_ROLES or not table_exists(conn, "staging", source.name):
             continue
@@ -47,18 +85,8 @@ def canonical_records(
             f"{identifier} as identifier "
             f"from staging.{quote_ident(source.name + '_current')}"
         )
-        params = [source.name, source.name, source.trust_rank, *kinds]
-        frames.append(conn.sql(query, params=params).pl())
-    if not frames:
-        schema = {
-            "record_key": pl.String,
-            "source": pl.String,
-            "source_record_id": pl.String,
-            "trust_rank": pl.Int32,
-            "event_at": pl.Datetime("us"),
-        } | {f: pl.String for f in CANONICAL_INPUT}
-        return pl.DataFrame(schema=schema)
-    return pl.concat(frames, how="vertical_relaxed")
+        queries.append((query, [source.name, source.name, source.trust_rank, *kinds]))
+    return queries
 
 
 def _column_text(column: str | tuple[str, ...] | None) -> str:

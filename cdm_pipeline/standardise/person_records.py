@@ -14,9 +14,8 @@ from cdm_pipeline.governance.identity_suppression import identity_suppressed
 from cdm_pipeline.governance.suppression import suppressed_person_records, suppressed_rows
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.fields import close_pool
-from cdm_pipeline.standardise.load import canonical_records
+from cdm_pipeline.standardise.load import create_canonical_table
 from cdm_pipeline.standardise.records import (
-    CANONICAL_INPUT,
     clean_inputs,
     standardise_records,
     unchanged_record_keys,
@@ -26,10 +25,6 @@ from cdm_pipeline.warehouse import StagedTable, replace_table, table_exists
 # Records are standardised in slices of this many (bounded memory at any size) into a table of
 # their own, renamed to identity.person_records in one transaction (written once, not copied).
 STANDARDISE_SLICE_RECORDS = 1_000_000
-VALIDITY_INPUTS = (
-    "select source, email_raw, email, phone_raw, phone_e164, birth_date_raw, birth_date "
-    "from identity.person_records"
-)
 
 
 def tonights_inputs(
@@ -37,14 +32,21 @@ def tonights_inputs(
     sources: list[SourceSpec],
     fingerprint: str,
     regions: tuple[str, ...],
-) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """(canonical records to standardise tonight, ``record_key`` of stored records kept as they
-    are, records left out because their person was erased). A record whose inputs did not change
-    since it was standardised under the same settings is kept (it passed the suppression check
-    then; erasure removes it since)."""
-    canonical = clean_inputs(canonical_records(conn, {s.name: s for s in sources}))
-    reused = unchanged_record_keys(canonical, stored_inputs(conn, fingerprint))
-    canonical = canonical.join(reused, on="record_key", how="anti")
+) -> tuple[pl.DataFrame, int, int]:
+    """(canonical records to standardise tonight, stored records kept as they are, records left
+    out because their person was erased). A record whose inputs did not change since it was
+    standardised under the same settings is kept (it passed the suppression check then;
+    erasure removes it since): the comparison runs in DuckDB (``_reused_keys``), and only the
+    new and changed records come into Python."""
+    create_canonical_table(conn, {s.name: s for s in sources}, "_canonical")
+    unchanged_record_keys(conn, "_canonical", same_settings(conn, fingerprint))
+    canonical = clean_inputs(
+        conn.sql(
+            "select * from _canonical where record_key not in (select record_key from _reused_keys)"
+        ).pl()
+    )
+    conn.execute("drop table _canonical")
+    reused = conn.execute("select count(*) from _reused_keys").fetchall()[0][0]
     blocked = pl.Series([False] * canonical.height, dtype=pl.Boolean)
     for source in sources:
         mask = (canonical["source"] == source.name).to_numpy()
@@ -54,6 +56,17 @@ def tonights_inputs(
             )
             blocked = blocked.scatter(mask.nonzero()[0], hits)
     return canonical.filter(~blocked), reused, int(blocked.sum() or 0)
+
+
+def same_settings(conn: duckdb.DuckDBPyConnection, fingerprint: str) -> bool:
+    """The stored person records were made under these settings."""
+    if not (
+        table_exists(conn, "identity", "standardise_settings")
+        and table_exists(conn, "identity", "person_records")
+    ):
+        return False
+    rows = conn.execute("select fingerprint from identity.standardise_settings").fetchall()
+    return rows == [(fingerprint,)]
 
 
 def remember_settings(conn: duckdb.DuckDBPyConnection, fingerprint: str, run_id: str) -> None:
@@ -69,23 +82,24 @@ def remember_settings(conn: duckdb.DuckDBPyConnection, fingerprint: str, run_id:
 def write_person_records(
     staged: StagedTable,
     canonical: pl.DataFrame,
-    reused: pl.DataFrame,
+    reused: int,
     settings: dict,
     suppressed: int,
     match_threshold: float,
-) -> tuple[int, int, int, pl.DataFrame]:
-    """Stage the reused records and tonight's, standardised slice by slice (memory stays
-    bounded); returns (suppressed, standardised, records) counts and the ``source,
-    source_record_id`` of new records left out as an erased person by identity
-    (``identity_suppressed``): the caller removes what landed of them."""
+) -> tuple[int, int, int, pl.DataFrame, bool]:
+    """Stage tonight's records, standardised slice by slice (memory stays bounded), after the
+    reused ones, or alone when the reused are most (a nightly delta: ``publish_person_records``
+    then changes the live table in place rather than copying every kept row). Returns
+    (suppressed, standardised, records) counts, the ``source, source_record_id`` of new records
+    left out as an erased person by identity (``identity_suppressed``: the caller removes what
+    landed of them), and whether the change is in place."""
     conn = staged.conn
-    if reused.height > 0:
-        conn.register("_reused", reused.to_arrow())
+    in_place = 0 < reused and canonical.height <= reused
+    if reused > 0 and not in_place:
         staged.create_as(
             "select * from identity.person_records "
-            "where record_key in (select record_key from _reused)"
+            "where record_key in (select record_key from _reused_keys)"
         )
-        conn.unregister("_reused")
     standardised = 0
     held_out = [pl.DataFrame(schema={"source": pl.String, "source_record_id": pl.String})]
     try:
@@ -107,25 +121,27 @@ def write_person_records(
     finally:
         close_pool()
     records = conn.execute(f"select count(*) from {staged.name}").fetchall()[0][0]
-    return suppressed, standardised, records, pl.concat(held_out)
-
-
-def stored_inputs(conn: duckdb.DuckDBPyConnection, fingerprint: str) -> pl.DataFrame:
-    """What last run's person records were made from, if made under the same settings."""
-    columns = ["record_key", "source", "source_record_id", "trust_rank", "event_at"] + [
-        f"{c}_raw" for c in CANONICAL_INPUT
-    ]
-    if table_exists(conn, "identity", "standardise_settings") and table_exists(
-        conn, "identity", "person_records"
-    ):
-        rows = conn.execute("select fingerprint from identity.standardise_settings").fetchall()
-        if rows == [(fingerprint,)]:
-            return conn.sql(f"select {', '.join(columns)} from identity.person_records").pl()
-    return pl.DataFrame(
-        schema={"record_key": pl.String, "source": pl.String, "source_record_id": pl.String}
-        | {"trust_rank": pl.Int32, "event_at": pl.Datetime("us")}
-        | {f"{c}_raw": pl.String for c in CANONICAL_INPUT}
+    return (
+        suppressed,
+        standardised,
+        records + (reused if in_place else 0),
+        pl.concat(held_out),
+        in_place,
     )
+
+
+def publish_person_records(staged: StagedTable, in_place: bool) -> None:
+    """Tonight's person records in place of the stored ones (inside the run's transaction):
+    the staged table swapped in, or, in place, the changed and gone records deleted and
+    tonight's inserted (the kept records keep their order, as a copy would)."""
+    if not in_place:
+        staged.swap()
+        return
+    staged.conn.execute(
+        "delete from identity.person_records "
+        "where record_key not in (select record_key from _reused_keys)"
+    )
+    staged.conn.execute(f"insert into identity.person_records by name select * from {staged.name}")
 
 
 def _canonical_spec(source: SourceSpec) -> SourceSpec:
@@ -134,29 +150,20 @@ def _canonical_spec(source: SourceSpec) -> SourceSpec:
 
 
 def validity_rates(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """Per source: of the values given, the share that standardised to a valid value."""
-    return (
-        conn.sql(VALIDITY_INPUTS)
-        .pl()
-        .group_by("source")
-        .agg(
-            email_valid_rate=_rate(
-                pl.col("email_raw").is_not_null(), pl.col("email").is_not_null()
-            ),
-            phone_valid_rate=_rate(
-                pl.col("phone_raw").is_not_null(), pl.col("phone_e164").is_not_null()
-            ),
-            birth_date_valid_rate=_rate(
-                pl.col("birth_date_raw").is_not_null(), pl.col("birth_date").is_not_null()
-            ),
+    """Per source: of the values given, the share that standardised to a valid value (1.0 when
+    none was given). Counted in DuckDB."""
+    rates = ", ".join(
+        f"coalesce(count(*) filter (where {raw} is not null and {valid} is not null) "
+        f"/ nullif(count({raw}), 0), 1.0) as {name}_valid_rate"
+        for name, raw, valid in (
+            ("email", "email_raw", "email"),
+            ("phone", "phone_raw", "phone_e164"),
+            ("birth_date", "birth_date_raw", "birth_date"),
         )
-        .sort("source")
     )
-
-
-def _rate(given: pl.Expr, valid: pl.Expr) -> pl.Expr:
-    n = given.sum()
-    return pl.when(n > 0).then((given & valid).sum() / n).otherwise(1.0)
+    return conn.sql(
+        f"select source, {rates} from identity.person_records group by source order by source"
+    ).pl()
 
 
 def erase_held_out(

@@ -9,6 +9,7 @@ from datetime import date
 from functools import partial
 from importlib import metadata
 
+import duckdb
 import polars as pl
 
 from cdm_pipeline.registry import IDENTITY_FIELDS
@@ -60,24 +61,30 @@ def standardise_fingerprint(settings: dict) -> str:
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
-def unchanged_record_keys(inputs: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
-    """Record keys whose cleaned inputs equal what the stored person record was made from."""
+def unchanged_record_keys(
+    conn: duckdb.DuckDBPyConnection, canonical: str, same_settings: bool = True
+) -> None:
+    """``_reused_keys``: the record keys of the canonical records in table ``canonical`` whose
+    cleaned inputs (as ``clean_inputs`` cleans them) equal what the stored person record was
+    made from; none when the settings changed. DuckDB trims only spaces where polars trims all
+    whitespace: a value padded with a tab counts as changed, and is standardised again."""
+    if not same_settings:
+        conn.execute("create or replace temp table _reused_keys (record_key varchar)")
+        return
     same = [
-        pl.col(c).eq_missing(pl.col(f"{c}_stored"))
-        for c in ("source", "source_record_id", "trust_rank", "event_at")
-    ] + [pl.col(c).cast(pl.String).eq_missing(pl.col(f"{c}_raw")) for c in CANONICAL_INPUT]
-    previous = stored.select(
-        "record_key",
-        *[
-            pl.col(c).alias(f"{c}_stored")
-            for c in ("source", "source_record_id", "trust_rank", "event_at")
-        ],
-        *[f"{c}_raw" for c in CANONICAL_INPUT],
-    )
-    return (
-        inputs.join(previous, on="record_key", how="inner")
-        .filter(pl.all_horizontal(same))
-        .select("record_key")
+        "p.source = c.source",
+        "cast(p.source_record_id as varchar) = cast(c.source_record_id as varchar)",
+        "p.trust_rank is not distinct from c.trust_rank",
+        "p.event_at is not distinct from c.event_at",
+    ] + [
+        f"p.{c}_raw is not distinct from "
+        + (f"cast(c.{c} as varchar)" if c == "birth_date" else f"nullif(trim(c.{c}), '')")
+        for c in CANONICAL_INPUT
+    ]
+    conn.execute(
+        "create or replace temp table _reused_keys as select c.record_key "
+        f"from {canonical} c join identity.person_records p using (record_key) "
+        f"where {' and '.join(same)}"
     )
 
 

@@ -13,6 +13,7 @@ from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.load import IDENTITY_ROLES
 from cdm_pipeline.standardise.person_records import (
     erase_held_out,
+    publish_person_records,
     remember_settings,
     tonights_inputs,
     validity_rates,
@@ -59,7 +60,7 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 conn, identity_sources, fingerprint, regions
             )
             with StagedTable(conn, "identity", "person_records") as staged:
-                suppressed, standardised, records, held_out = write_person_records(
+                suppressed, standardised, records, held_out, in_place = write_person_records(
                     staged,
                     canonical,
                     reused,
@@ -73,7 +74,7 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                 )
                 del canonical
                 with transaction(conn):
-                    staged.swap()
+                    publish_person_records(staged, in_place)
                     erased = erase_held_out(conn, sources, held_out, datetime.now())
                     if erased:
                         audit(
@@ -105,7 +106,7 @@ def person_records_asset(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             metadata={
                 "records": records,
                 "records_standardised": standardised,
-                "records_unchanged_reused": reused.height,
+                "records_unchanged_reused": reused,
                 "suppressed_records_left_out": suppressed,
                 "erased_person_landed_again": held_out.height,
                 "sources": rates.height,
