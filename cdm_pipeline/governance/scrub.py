@@ -48,8 +48,8 @@ JSON_COLUMNS = ("raw_row", "_extra")
 def _value_hit(value: str) -> str:
     """Cheap shape tests first (an '@', or only phone characters), hashing only what passes. A
     phone is compared by its digits and by its digits without leading zeros (national formats).
-    The length test before the pattern is the pattern's own minimum: it spares the pattern
-    most cells (at 1M people 3.2 s for every text cell of the warehouse instead of 7.9 s)."""
+    The length test before the pattern is the pattern's own minimum: a shorter value is never
+    tried against it."""
     digits = f"regexp_replace({value}, '[^0-9]', '', 'g')"
     phones = "(select fingerprint from governance.suppression_list where kind = 'phone')"
     return (
