@@ -14,7 +14,7 @@ from cdm_pipeline.governance.identity_suppression import identity_suppressed
 from cdm_pipeline.governance.suppression import suppressed_person_records, suppressed_rows
 from cdm_pipeline.registry import SourceSpec
 from cdm_pipeline.standardise.fields import close_pool
-from cdm_pipeline.standardise.load import create_canonical_table
+from cdm_pipeline.standardise.load import canonical_records, create_canonical_table
 from cdm_pipeline.standardise.records import (
     clean_inputs,
     standardise_records,
@@ -38,14 +38,18 @@ def tonights_inputs(
     standardised under the same settings is kept (it passed the suppression check then;
     erasure removes it since): the comparison runs in DuckDB (``_reused_keys``), and only the
     new and changed records come into Python."""
-    create_canonical_table(conn, {s.name: s for s in sources}, "_canonical")
-    unchanged_record_keys(conn, "_canonical", same_settings(conn, fingerprint))
-    canonical = clean_inputs(
-        conn.sql(
+    by_name = {s.name: s for s in sources}
+    if same_settings(conn, fingerprint):
+        create_canonical_table(conn, by_name, "_canonical")
+        unchanged_record_keys(conn, "_canonical")
+        canonical = conn.sql(
             "select * from _canonical where record_key not in (select record_key from _reused_keys)"
         ).pl()
-    )
-    conn.execute("drop table _canonical")
+        conn.execute("drop table _canonical")
+    else:  # every record is standardised: read straight into Python, with no copy in DuckDB
+        unchanged_record_keys(conn, "", same_settings=False)
+        canonical = canonical_records(conn, by_name)
+    canonical = clean_inputs(canonical)
     reused = conn.execute("select count(*) from _reused_keys").fetchall()[0][0]
     blocked = pl.Series([False] * canonical.height, dtype=pl.Boolean)
     for source in sources:
