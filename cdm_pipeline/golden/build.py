@@ -62,13 +62,13 @@ def build_golden(
     rules: dict[str, list[str]],
     lineage: StagedTable,
     golden: StagedTable,
-) -> tuple[int, int]:
+) -> int:
     """Survivorship for the customers whose records or attributes changed since the last night
     (all of them when the rules did, or on the first night), slice by slice, staged into
     ``golden`` (swapped in as ``identity.golden_records``, read by ``sql/mart/customers.sql`` as
     the view ``golden``) and ``lineage``, with the other customers' rows copied as they are.
-    Leaves the temporary table ``_golden_inputs`` for ``remember_golden_inputs``. Returns
-    (lineage rows written, customers chosen for tonight)."""
+    Leaves the temporary table ``_golden_inputs`` for ``remember_golden_inputs``. Returns the
+    customers chosen for tonight."""
     declared = sorted(
         {"account_owner"} | {a for s in sources.values() for a in (s.attributes or {})}
     )
@@ -93,7 +93,6 @@ def build_golden(
         "where customer_id in (select customer_id from _golden_todo)"
     ).fetchall()[0]
     slices = max(1, -(-records // GOLDEN_SLICE_RECORDS))
-    lineage_rows = 0
     for number in range(slices if todo or not kept else 0):
         part = conn.sql(CANDIDATE_QUERY, params=[slices, number]).pl()
         xref = part.select("record_key", "customer_id")
@@ -104,8 +103,7 @@ def build_golden(
         )
         lineage.append(chosen)
         golden.append(values)
-        lineage_rows += chosen.height
-    return lineage_rows, todo
+    return todo
 
 
 def _settings_fingerprint(rules: dict[str, list[str]], declared: list[str]) -> str:

@@ -261,9 +261,7 @@ def name_mismatches(matches: pl.DataFrame) -> set[str]:
 
 
 def requesters_records(
-    conn: duckdb.DuckDBPyConnection,
-    matches: pl.DataFrame,
-    min_link_probability: float,
+    conn: duckdb.DuckDBPyConnection, matches: pl.DataFrame, min_link_probability: float
 ) -> pl.DataFrame:
     """``request_id, customer_id, record_key, source, source_record_id, certain`` for every
     record of the customers in ``matches`` (from ``match_requests``). A record is ``certain``
@@ -274,8 +272,8 @@ def requesters_records(
     steward then decides. A link that the first names speak against (the model weighs their
     agreement level as evidence of two people: different names, or names only loosely alike,
     Brett and Brigitte) does not count either, however probable: what it rests on (surname,
-    address, inbox, phone) a household shares. Read by key: only the
-    matched customers' rows and pairs."""
+    address, inbox, phone) a household shares. Read by key: only the matched customers' rows
+    and pairs."""
     matched = matches.filter(pl.col("customer_id").is_not_null())
     schema = {
         "request_id": pl.String,
@@ -299,10 +297,7 @@ def requesters_records(
         "and (must_link or match_probability >= $p "
         "and coalesce(first_name_key_weight, 0) >= 0) "
         "and profile_id_l in (select unnest($ids)) and profile_id_r in (select unnest($ids))",
-        {
-            "p": min_link_probability,
-            "ids": profiles,
-        },
+        {"p": min_link_probability, "ids": profiles},
     ).fetchall()
     # A record is a node through its profile (records of one profile are identical in identity).
     node = pl.coalesce(pl.col("profile_id").cast(pl.String), pl.col("record_key"))

@@ -44,12 +44,9 @@ def create_canonical_table(
     person records there, only what changed comes into Python."""
     queries = _queries(conn, sources)
     if not queries:
-        columns = ", ".join(
-            f"null::{'integer' if t == pl.Int32 else 'timestamp' if t != pl.String else 'varchar'}"
-            f" as {c}"
-            for c, t in CANONICAL_SCHEMA.items()
-        )
-        conn.execute(f"create or replace temp table {table} as select {columns} limit 0")
+        conn.register("_no_records", pl.DataFrame(schema=CANONICAL_SCHEMA).to_arrow())
+        conn.execute(f"create or replace temp table {table} as from _no_records")
+        conn.unregister("_no_records")
         return
     union = " union all by name ".join(f"({query})" for query, _ in queries)
     params = [p for _, params in queries for p in params]

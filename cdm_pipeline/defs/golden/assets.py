@@ -146,7 +146,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         ):
             # The golden records and their lineage (tens of millions of rows at 10M records) are
             # built outside the transaction, which would hold them in memory until it commits.
-            _, chosen = build_golden(conn, sources, config["survivorship"], lineage, golden)
+            chosen = build_golden(conn, sources, config["survivorship"], lineage, golden)
             try:
                 with transaction(conn):
                     lineage.swap()
