@@ -47,7 +47,6 @@ def _run_locked(settings, instance, night: str, resolve_mode: str, parallel: boo
 
     import dagster as dg
 
-    from cdm_pipeline.definitions import parallel_job
     from cdm_pipeline.defs.build import build_definitions
     from cdm_pipeline.defs.jobs import NIGHTLY_JOB
     from cdm_pipeline.defs.progress import PROGRESS_LOGGER
@@ -61,6 +60,8 @@ def _run_locked(settings, instance, night: str, resolve_mode: str, parallel: boo
         **resolve_run_config(resolve_mode.upper()),
     }
     if parallel:  # steps in their own processes, which rebuild the job from the environment
+        from cdm_pipeline.definitions import parallel_job  # builds the module's Definitions
+
         result = dg.execute_job(
             dg.reconstructable(parallel_job),
             instance=instance,

@@ -136,18 +136,29 @@ def person_suppressed(
     email under the same contact id, or a new record with their own phone stay out, while
     another member's record with the family phone, or a new person reusing a record id, lands."""
 
-    def hit(values: pl.Series, kind: str, forms) -> pl.Series:
-        if not hashes.get(kind):
-            return pl.repeat(False, values.len(), dtype=pl.Boolean, eager=True)
+    def fingerprints(values: pl.Series, kinds: tuple[str, ...], forms) -> pl.Series | None:
+        """Each distinct value's forms hashed once, for every kind that looks at them (an email
+        is checked as the erased person's own and as a household's: one hashing)."""
+        if not any(hashes.get(kind) for kind in kinds):
+            return None
         return map_unique(
-            values, lambda v: any(fingerprint(key, f) in hashes[kind] for f in forms(v)), pl.Boolean
-        ).fill_null(False)
+            values, lambda v: [fingerprint(key, f) for f in forms(v)], pl.List(pl.String)
+        )
 
-    own = hit(emails, "email", email_forms) | hit(phones, "phone", phone_forms_of)
+    def hit(prints: pl.Series | None, kind: str) -> pl.Series:
+        if prints is None or not hashes.get(kind):
+            return pl.repeat(False, emails.len(), dtype=pl.Boolean, eager=True)
+        return (
+            prints.list.eval(pl.element().is_in(sorted(hashes[kind]))).list.any().fill_null(False)
+        )
+
+    email_prints = fingerprints(emails, ("email", "household_email"), email_forms)
+    phone_prints = fingerprints(phones, ("phone", "household_phone"), phone_forms_of)
+    own = hit(email_prints, "email") | hit(phone_prints, "phone")
     shared = (
-        hit(emails, "household_email", email_forms)
-        | hit(phones, "household_phone", phone_forms_of)
-        | hit(record_keys, "record", lambda v: {v})
+        hit(email_prints, "household_email")
+        | hit(phone_prints, "household_phone")
+        | hit(fingerprints(record_keys, ("record",), lambda v: {v}), "record")
     )
     names = pl.DataFrame({"f": first, "l": last}).select(
         pl.when(pl.col("f").is_not_null() & pl.col("l").is_not_null()).then(
@@ -155,7 +166,10 @@ def person_suppressed(
         )
     )["f"]
     named = names.is_not_null()
-    same_name = hit(names, "name", lambda v: {name_form(*v.split("\u0000", 1))} - {None})
+    same_name = hit(
+        fingerprints(names, ("name",), lambda v: {name_form(*v.split("\u0000", 1))} - {None}),
+        "name",
+    )
     # A row with no name, email or phone (an order anonymised at erasure) carries no one back.
     contact = emails.is_not_null() | phones.is_not_null()
     return own | (shared & (same_name | (~named & contact)))
