@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import duckdb
 import polars as pl
 import pytest
 
 from cdm_pipeline.warehouse import (
+    ChangedRows,
     StagedTable,
     append_table,
     ensure_schemas,
@@ -55,6 +58,34 @@ def test_a_failed_transaction_keeps_the_live_table_and_drops_the_staged_one(tmp_
                     raise RuntimeError("a later step failed")
         assert conn.execute("select id from mart.things order by id").fetchall() == [(1,), (2,)]
         assert _tables(conn) == {"mart.things"}
+
+
+def test_changed_rows_write_only_what_differs_and_keep_the_stamp_of_unchanged_rows(tmp_path):
+    old, new = datetime(2026, 1, 1), datetime(2026, 1, 2)
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        ensure_schemas(conn)
+        live = pl.DataFrame(
+            {"key": ["a", "b", "c", "d"], "value": [1, 2, None, 4], "written_at": [old] * 4}
+        )
+        replace_table(conn, "mart", "things", live)
+        # b changes, c stays (a null equals a null), d is dropped, e is new; a is unchanged.
+        tonight = pl.DataFrame(
+            {"key": ["a", "b", "c", "e"], "value": [1, 20, None, 5], "written_at": [new] * 4}
+        )
+        changes = ChangedRows.of(conn, "mart", "things", "key", tonight, stamp="written_at")
+        assert changes is not None and changes.counts() == (2, 2)  # b, e written; b, d deleted
+        assert conn.execute("select count(*) from mart.things").fetchall() == [(4,)]
+        with transaction(conn):
+            changes.apply()
+        rows = conn.execute(
+            "select key, value, written_at from mart.things order by key"
+        ).fetchall()
+        assert rows == [("a", 1, old), ("b", 20, new), ("c", None, old), ("e", 5, new)]
+        assert _tables(conn) == {"mart.things"}
+        # Another shape of table (a newer version's column) cannot be diffed: the caller copies.
+        wider = tonight.with_columns(extra=pl.lit(1))
+        assert ChangedRows.of(conn, "mart", "things", "key", wider, stamp="written_at") is None
+        assert ChangedRows.of(conn, "mart", "absent", "key", tonight) is None
 
 
 def test_swapping_nothing_staged_is_an_error_not_an_empty_table(tmp_path):

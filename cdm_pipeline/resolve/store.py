@@ -21,6 +21,7 @@ from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS
 from cdm_pipeline.resolve.scoring import ModelParameters
 from cdm_pipeline.resolve.shards import compare_shard, read_plan, write_plan
 from cdm_pipeline.warehouse import (
+    ChangedRows,
     StagedTable,
     append_table,
     audit,
@@ -71,10 +72,15 @@ def write_resolution(
         StagedTable(conn, "mart", "customer_xref") as staged_xref,
     ):
         # The profiles' identity columns are the step's largest frame: staged first and
-        # dropped, before the record-level tables are built (10M: 7.8M profiles).
-        staged_profiles.append(
-            result.profiles.with_columns(erased=pl.lit(False), recheck=pl.lit(False))
+        # dropped, before the record-level tables are built (10M: 7.8M profiles). An
+        # incremental run writes only the profiles and xref rows that changed.
+        profiles = result.profiles.with_columns(erased=pl.lit(False), recheck=pl.lit(False))
+        changed_profiles = (
+            None if full else ChangedRows.of(conn, "identity", "profiles", "profile_id", profiles)
         )
+        if changed_profiles is None:
+            staged_profiles.append(profiles)
+        del profiles
         result.profiles = result.profiles.select(
             "profile_id", "cluster", "first_record_key", "link_decision"
         )
@@ -93,7 +99,15 @@ def write_resolution(
         record_count = records.height
         del records, previous, assignment
         result.clusters = result.clusters.clear()
-        staged_xref.append(xref)
+        changed_xref = (
+            None
+            if full
+            else ChangedRows.of(
+                conn, "mart", "customer_xref", "record_key", xref, stamp="resolved_at"
+            )
+        )
+        if changed_xref is None:
+            staged_xref.append(xref)
         pieces = _pair_pieces(result, settings["floor_weight"], run_id)
         written, weight_bins = 0, []
         if full:
@@ -108,8 +122,14 @@ def write_resolution(
                 for pairs in _replace_incremental_pairs(conn, result, pieces):
                     written += pairs.height
                     weight_bins.append(weight_bins_of(pairs))
-            staged_profiles.swap()
-            staged_xref.swap()
+            for changed, staged in (
+                (changed_profiles, staged_profiles),
+                (changed_xref, staged_xref),
+            ):
+                if changed is None:
+                    staged.swap()
+                else:
+                    changed.apply()
             _write_model(conn, result, settings, retrain, record_count, run_id, now)
             append_table(
                 conn,
