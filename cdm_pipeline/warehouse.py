@@ -131,13 +131,19 @@ class StagedTable:
         self.conn.execute(f"create table {self.name} as {query}", params or [])
         self.created = True
 
-    def swap(self) -> None:
-        """Replace the live table by the staged one; call it inside the run's transaction."""
+    def swap(self, only: str | None = None) -> None:
+        """Replace the live table by the staged one; call it inside the run's transaction.
+        With ``only`` (a condition on the live rows) just the live rows it holds for are
+        replaced by the staged ones: a night that changed few rows writes few."""
+        live = f"{quote_ident(self.schema)}.{quote_ident(self.table)}"
+        if only is not None:
+            self.conn.execute(f"delete from {live} where {only}")
+            if self.created:
+                self.conn.execute(f"insert into {live} by name select * from {self.name}")
+            return
         if not self.created:
             raise RuntimeError(f"nothing was staged for {self.schema}.{self.table}")
-        self.conn.execute(
-            f"drop table if exists {quote_ident(self.schema)}.{quote_ident(self.table)}"
-        )
+        self.conn.execute(f"drop table if exists {live}")
         self.conn.execute(f"alter table {self.name} rename to {quote_ident(self.table)}")
 
 

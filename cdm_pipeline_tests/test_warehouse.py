@@ -88,6 +88,22 @@ def test_changed_rows_write_only_what_differs_and_keep_the_stamp_of_unchanged_ro
         assert ChangedRows.of(conn, "mart", "absent", "key", tonight) is None
 
 
+def test_a_staged_table_can_replace_only_the_live_rows_a_condition_names(tmp_path):
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        ensure_schemas(conn)
+        replace_table(conn, "mart", "things", pl.DataFrame({"id": [1, 2, 3], "v": ["a", "b", "c"]}))
+        with StagedTable(conn, "mart", "things") as staged:
+            staged.append(pl.DataFrame({"id": [2, 4], "v": ["B", "d"]}))
+            with transaction(conn):
+                staged.swap(only="id in (2, 3)")  # 2 changed, 3 gone, 4 new; 1 kept
+        rows = conn.execute("select id, v from mart.things order by id").fetchall()
+        assert rows == [(1, "a"), (2, "B"), (4, "d")]
+        with StagedTable(conn, "mart", "things") as staged, transaction(conn):
+            staged.swap(only="id = 4")  # nothing staged: the named rows go, the rest stay
+        assert conn.execute("select id from mart.things order by id").fetchall() == [(1,), (2,)]
+        assert _tables(conn) == {"mart.things"}
+
+
 def test_swapping_nothing_staged_is_an_error_not_an_empty_table(tmp_path):
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
         ensure_schemas(conn)

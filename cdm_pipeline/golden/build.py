@@ -62,13 +62,15 @@ def build_golden(
     rules: dict[str, list[str]],
     lineage: StagedTable,
     golden: StagedTable,
-) -> int:
+) -> tuple[int, bool]:
     """Survivorship for the customers whose records or attributes changed since the last night
     (all of them when the rules did, or on the first night), slice by slice, staged into
     ``golden`` (swapped in as ``identity.golden_records``, read by ``sql/mart/customers.sql`` as
     the view ``golden``) and ``lineage``, with the other customers' rows copied as they are.
     Leaves the temporary table ``_golden_inputs`` for ``remember_golden_inputs``. Returns the
-    customers chosen for tonight."""
+    customers chosen for tonight and whether only theirs are staged: when they are fewer than
+    the kept ones, the live tables keep the kept rows (``swap(NOT_KEPT)``) and nothing is
+    copied."""
     declared = sorted(
         {"account_owner"} | {a for s in sources.values() for a in (s.attributes or {})}
     )
@@ -79,7 +81,12 @@ def build_golden(
         "create or replace temp table _golden_todo as select customer_id from _golden_inputs "
         "where customer_id not in (select customer_id from _golden_kept)"
     )
-    if kept:
+    todo, records = conn.execute(
+        "select count(*), coalesce(sum(records), 0) from _golden_inputs "
+        "where customer_id in (select customer_id from _golden_todo)"
+    ).fetchall()[0]
+    in_place = 0 < kept and todo <= kept
+    if kept and not in_place:
         golden.create_as(
             f"select * from {GOLDEN_RECORDS} "
             "where customer_id in (select customer_id from _golden_kept)"
@@ -88,10 +95,6 @@ def build_golden(
             "select * from mart.customer_attribute_lineage "
             "where customer_id in (select customer_id from _golden_kept)"
         )
-    todo, records = conn.execute(
-        "select count(*), coalesce(sum(records), 0) from _golden_inputs "
-        "where customer_id in (select customer_id from _golden_todo)"
-    ).fetchall()[0]
     slices = max(1, -(-records // GOLDEN_SLICE_RECORDS))
     for number in range(slices if todo or not kept else 0):
         part = conn.sql(CANDIDATE_QUERY, params=[slices, number]).pl()
@@ -103,7 +106,11 @@ def build_golden(
         )
         lineage.append(chosen)
         golden.append(values)
-    return todo
+    return todo, in_place
+
+
+# The live golden rows a night that chose for few customers replaces (``StagedTable.swap``).
+NOT_KEPT = "customer_id not in (select customer_id from _golden_kept)"
 
 
 def _settings_fingerprint(rules: dict[str, list[str]], declared: list[str]) -> str:

@@ -19,6 +19,7 @@ from cdm_pipeline.defs.metadata import table_metadata
 from cdm_pipeline.defs.resources import DUCKDB_TAGS, OWNER, PipelineResource
 from cdm_pipeline.golden.build import (
     GOLDEN_RECORDS,
+    NOT_KEPT,
     build_customer_tables,
     build_golden,
     mart_problems,
@@ -146,11 +147,11 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
         ):
             # The golden records and their lineage (tens of millions of rows at 10M records) are
             # built outside the transaction, which would hold them in memory until it commits.
-            chosen = build_golden(conn, sources, config["survivorship"], lineage, golden)
+            chosen, in_place = build_golden(conn, sources, config["survivorship"], lineage, golden)
             try:
                 with transaction(conn):
-                    lineage.swap()
-                    golden.swap()
+                    lineage.swap(NOT_KEPT if in_place else None)
+                    golden.swap(NOT_KEPT if in_place else None)
                     remember_golden_inputs(conn)
                     rates = config["currency_rates_to_usd"]
                     fact_rows = build_customer_tables(conn, sources, rates, GOLDEN_RECORDS)
