@@ -248,9 +248,15 @@ def test_an_erased_phone_is_found_in_national_and_international_formats(tmp_path
         values = ["07911 123456", "0044 7911 123456", "+44 7911 123456", "07911 123457"]
         conn.execute("create table t (p varchar)")
         conn.executemany("insert into t values (?)", [[v] for v in values])
-        _find_hit_values(conn, key, [("main", "t", "p")])
+        # A quarantined row keeps its text as JSON: a value only there is found too.
+        conn.execute("create table q (raw_row varchar)")
+        rows = ['{"phone": "+447911123456", "n": 1}', '{"phone": "07911 123457"}', "not json"]
+        conn.executemany("insert into q values (?)", [[r] for r in rows])
+        _find_hit_values(conn, key, [("main", "t", "p"), ("main", "q", "raw_row")])
         hits = conn.execute(f"select p from t where {_hit_condition('p')} order by p").fetchall()
         assert [h[0] for h in hits] == sorted(values[:3])
+        found = conn.execute(f"select raw_row from q where {_hit_condition('raw_row')}").fetchall()
+        assert found == [(rows[0],)]
 
         records = standardise_records(
             pl.DataFrame(

@@ -214,9 +214,9 @@ def _held_by_others(
 ) -> set[str]:
     """The forms of the requester's emails and phones that a linked record not being erased
     holds (``erased_records`` is registered; a record the erasure holds back counts),
-    normalised as the completeness scan normalises what it finds (``_value_hit``): lower-cased
-    emails, phone digits with and without leading zeros. Only what no one else holds is
-    scrubbed."""
+    normalised as the completeness scan normalises what it finds (``scrub._HITS_AMONG``):
+    lower-cased emails, phone digits with and without leading zeros. Only what no one else
+    holds is scrubbed."""
     digits = "regexp_replace({c}, '[^0-9]', '', 'g')"
     phone_forms_sql = [f"{digits.format(c=c)}" for c in ("phone_raw", "phone_e164")] + [
         f"ltrim({digits.format(c=c)}, '0')" for c in ("phone_raw", "phone_e164")

@@ -45,25 +45,12 @@ SCANNED_SCHEMAS = ("raw", "staging", "quarantine", "identity", "mart", "analytic
 JSON_COLUMNS = ("raw_row", "_extra")
 
 
-def _value_hit(value: str) -> str:
-    """Cheap shape tests first (an '@', or only phone characters), hashing only what passes. A
-    phone is compared by its digits and by its digits without leading zeros (national formats).
-    The length test before the pattern is the pattern's own minimum: a shorter value is never
-    tried against it."""
-    digits = f"regexp_replace({value}, '[^0-9]', '', 'g')"
-    phones = "(select fingerprint from governance.suppression_list where kind = 'phone')"
-    return (
-        f"((contains({value}, '@') and sha256($key || lower(trim({value}))) in "
-        f"(select fingerprint from governance.suppression_list where kind = 'email')) "
-        f"or (length({value}) >= 7 and regexp_full_match({value}, '[0-9+()\\-. /]{{7,}}') and "
-        f"(sha256($key || {digits}) in {phones} or sha256($key || ltrim({digits}, '0')) in {phones})))"
-    )
-
-
 HIT_VALUES = "_suppressed_values"
 
-# The distinct values' candidate fingerprints, joined to the suppression list: the same tests as
-# ``_value_hit``, but as one hash join instead of an IN subquery per test (four times faster).
+# The distinct values' candidate fingerprints, joined to the suppression list in one hash join.
+# Cheap shape tests first (an '@', or only phone characters, the pattern's minimum length tested
+# before the pattern), hashing only what passes. A phone is compared by its digits and by its
+# digits without leading zeros (national formats).
 _HITS_AMONG = """
 candidates as (
     select v, sha256($key || lower(trim(v))) as fingerprint, 'email' as kind
@@ -84,19 +71,22 @@ def _find_hit_values(
     conn: duckdb.DuckDBPyConnection, key: str, columns: list[tuple[str, str, str]]
 ) -> bool:
     """Collect into the temporary table ``_suppressed_values`` every distinct text value of
-    ``columns`` that is a suppressed email or phone. The hashing is what costs, and the same
+    ``columns`` (and of the top-level values of the JSON ones) that is a suppressed email or
+    phone. The hashing is what costs, and the same
     email sits in a dozen columns (raw, staging, person records, mart): each distinct value is
     hashed once for the whole warehouse, then every column is only looked up in the few hits.
-    Returns whether there is any (most nights: none, and no plain column needs a second look)."""
-    plain = [(s, t, c) for s, t, c in columns if c not in JSON_COLUMNS]
-    if plain:
-        values = " union ".join(
-            f"select {quote_ident(c)}::varchar as v from {quote_ident(s)}.{quote_ident(t)}"
-            for s, t, c in plain
-        )
+    Returns whether there is any (most nights: none, and no column needs a second look)."""
+    branches = [
+        f"select (j.value ->> '$')::varchar as v from {quote_ident(s)}.{quote_ident(t)} x, "
+        f"json_each(case when json_valid(x.{quote_ident(c)}) then x.{quote_ident(c)} end) j"
+        if c in JSON_COLUMNS
+        else f"select {quote_ident(c)}::varchar as v from {quote_ident(s)}.{quote_ident(t)}"
+        for s, t, c in columns
+    ]
+    if branches:
         conn.execute(
             f"create or replace temp table {HIT_VALUES} as "
-            f"with distinct_values as ({values}), {_HITS_AMONG}",
+            f"with distinct_values as ({' union '.join(branches)}), {_HITS_AMONG}",
             {"key": key},
         )
     else:
@@ -107,15 +97,19 @@ def _find_hit_values(
 
 
 def _hit_condition(column: str, plain_hits: bool = True) -> str:
-    """SQL that is true when a text value, or any value inside a JSON text (a quarantined raw
-    row), is a suppressed email or phone (parameter $key). Plain columns are looked up in the
-    values ``_find_hit_values`` collected, which must have covered the column (``false`` when
-    it found none: ``plain_hits``)."""
+    """SQL that is true when a text value, or any top-level value inside a JSON text (a
+    quarantined raw row), is one of the suppressed emails or phones ``_find_hit_values``
+    collected, which must have covered the column; ``false`` when it found none
+    (``plain_hits``)."""
+    if not plain_hits:
+        return "false"
     c = quote_ident(column)
     if column in JSON_COLUMNS:
-        inner = _value_hit("(j.value ->> '$')")
-        return f"(json_valid({c}) and exists (select 1 from json_each({c}) j where {inner}))"
-    return f"{c} in (select v from {HIT_VALUES})" if plain_hits else "false"
+        return (
+            f"(json_valid({c}) and exists (select 1 from json_each({c}) j "
+            f"where (j.value ->> '$') in (select v from {HIT_VALUES})))"
+        )
+    return f"{c} in (select v from {HIT_VALUES})"
 
 
 def _suppresses_identifiers(conn: duckdb.DuckDBPyConnection) -> bool:
@@ -170,6 +164,8 @@ def scrub_identifiers(
         source = sources[name]
         raw_hit, quarantine_hit = hit_in("raw", name), hit_in("quarantine", "rejected_rows")
         staged_hit = hit_in("staging", name)
+        if raw_hit == quarantine_hit == staged_hit == "false":
+            continue
         rows = landed_rows_where(name, raw_hit, quarantine_hit)
         if table_exists(conn, "staging", name) and staged_hit != "false":
             rows += (
