@@ -96,7 +96,10 @@ def test_a_second_run_is_refused_at_once_naming_the_running_one(home, long_night
     assert second.returncode == 2, err
     waited = time.monotonic() - started
     print(f"refused after {waited:.1f}s")
-    assert waited < 5  # a Python start-up and a look at the instance, beside a busy night
+    # Refused while the first still runs (above), not after it: a Python start-up and a look at
+    # the instance. The bound is loose, for a loaded machine (8.9 s seen beside the full suite
+    # on two cores); the night it must not wait for takes far longer.
+    assert waited < 30
     assert run_id in err and "one run at a time" in err
     assert first.poll() is None  # the refusal left the running night alone
     os.killpg(first.pid, signal.SIGKILL)  # how a night ends is another test's business
