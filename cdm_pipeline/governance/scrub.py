@@ -72,10 +72,10 @@ def _find_hit_values(
 ) -> bool:
     """Collect into the temporary table ``_suppressed_values`` every distinct text value of
     ``columns`` (and of the top-level values of the JSON ones) that is a suppressed email or
-    phone. The hashing is what costs, and the same
-    email sits in a dozen columns (raw, staging, person records, mart): each distinct value is
-    hashed once for the whole warehouse, then every column is only looked up in the few hits.
-    Returns whether there is any (most nights: none, and no column needs a second look)."""
+    phone. The same email sits in a dozen columns (raw, staging, person records, mart): each
+    distinct value is tested and hashed once for the whole warehouse, then every column is only
+    looked up in the few hits. Returns whether there is any (most nights: none, and no column
+    needs a second look)."""
     branches = [
         f"select (j.value ->> '$')::varchar as v from {quote_ident(s)}.{quote_ident(t)} x, "
         f"json_each(case when json_valid(x.{quote_ident(c)}) then x.{quote_ident(c)} end) j"
@@ -96,12 +96,12 @@ def _find_hit_values(
     )
 
 
-def _hit_condition(column: str, plain_hits: bool = True) -> str:
+def _hit_condition(column: str, any_hits: bool = True) -> str:
     """SQL that is true when a text value, or any top-level value inside a JSON text (a
     quarantined raw row), is one of the suppressed emails or phones ``_find_hit_values``
     collected, which must have covered the column; ``false`` when it found none
-    (``plain_hits``)."""
-    if not plain_hits:
+    (``any_hits``)."""
+    if not any_hits:
         return "false"
     c = quote_ident(column)
     if column in JSON_COLUMNS:
@@ -149,13 +149,11 @@ def scrub_identifiers(
         if (schema, table) != ("raw", "file_ledger")
         and (schema != "identity" or table in ("person_records", "profiles"))
     ]
-    plain_hits = _find_hit_values(conn, key, columns)
+    any_hits = _find_hit_values(conn, key, columns)
     params = {"key": key}
 
     def hit_in(schema: str, table: str) -> str:
-        wanted = [
-            _hit_condition(c, plain_hits) for s_, t, c in columns if (s_, t) == (schema, table)
-        ]
+        wanted = [_hit_condition(c, any_hits) for s_, t, c in columns if (s_, t) == (schema, table)]
         return " or ".join(w for w in wanted if w != "false") or "false"
 
     landed = {s.name for s in sources.values() if table_exists(conn, "raw", s.name)}
@@ -198,7 +196,7 @@ def scrub_identifiers(
         ):
             continue
         name = f"{quote_ident(schema)}.{quote_ident(table)}"
-        condition = _hit_condition(column, plain_hits)
+        condition = _hit_condition(column, any_hits)
         if condition == "false":
             continue
         if (schema, table) == ("identity", "person_records"):
@@ -222,7 +220,7 @@ def scrub_identifiers(
     if table_exists(conn, "identity", "profiles"):
         columns = [c for _, t, c in _varchar_columns(conn, ("identity",)) if t == "profiles"]
         if columns:
-            hits = [_hit_condition(c, plain_hits) for c in columns]
+            hits = [_hit_condition(c, any_hits) for c in columns]
             hit = " or ".join(h for h in hits if h != "false")
             if hit:
                 touched += forget_profiles(conn, hit, used_params(hit, params), resolve_settings)
@@ -242,10 +240,10 @@ def identifier_hits(conn: duckdb.DuckDBPyConnection) -> list[dict]:
     key = secret_key(conn)
     hits = []
     columns = _varchar_columns(conn, SCANNED_SCHEMAS)
-    plain_hits = _find_hit_values(conn, key, columns)
+    any_hits = _find_hit_values(conn, key, columns)
     for schema, table, column in columns:
         name = f"{quote_ident(schema)}.{quote_ident(table)}"
-        condition = _hit_condition(column, plain_hits)
+        condition = _hit_condition(column, any_hits)
         if condition == "false":
             continue
         (count,) = conn.execute(
