@@ -168,17 +168,21 @@ class ChangedRows:
         schema: str,
         table: str,
         key: str,
-        frame: pl.DataFrame,
+        frame: pl.DataFrame | str,
         stamp: str | None = None,
     ) -> ChangedRows | None:
-        """``stamp``: a column that says when a row was written, left out of the comparison
-        (a row that changes in nothing else keeps its old stamp)."""
+        """``frame``: the new version, or the name of a table that holds it. ``stamp``: a
+        column that says when a row was written, left out of the comparison (a row that changes
+        in nothing else keeps its old stamp)."""
         if not table_exists(conn, schema, table):
             return None
         changes = cls(conn, schema, table, key)
-        conn.register("_new_version", frame.to_arrow())
+        registered = not isinstance(frame, str)
+        new_version = "_new_version" if registered else quote_ident(frame)
+        if registered:
+            conn.register(new_version, frame.to_arrow())
         try:
-            new = conn.execute("describe _new_version").fetchall()
+            new = conn.execute(f"describe {new_version}").fetchall()
             live = conn.execute(f"describe {changes.live}").fetchall()
             if sorted(c[:2] for c in new) != sorted(c[:2] for c in live):
                 return None
@@ -187,17 +191,18 @@ class ChangedRows:
             key_column = quote_ident(key)
             conn.execute(
                 f"create or replace temp table {changes.rows} as select {columns} "
-                f"from _new_version where {key_column} in (select {key_column} from "
-                f"(select {compared} from _new_version except select {compared} "
+                f"from {new_version} where {key_column} in (select {key_column} from "
+                f"(select {compared} from {new_version} except select {compared} "
                 f"from {changes.live}))"
             )
             conn.execute(
                 f"create or replace temp table {changes.gone} as select {key_column} "
                 f"from {changes.live} where {key_column} in (select {key_column} from "
-                f"{changes.rows}) or {key_column} not in (select {key_column} from _new_version)"
+                f"{changes.rows}) or {key_column} not in (select {key_column} from {new_version})"
             )
         finally:
-            conn.unregister("_new_version")
+            if registered:
+                conn.unregister(new_version)
         return changes
 
     def counts(self) -> tuple[int, int]:

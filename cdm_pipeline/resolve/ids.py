@@ -39,19 +39,29 @@ def assign_customer_ids(
     linked = clusters.filter(pl.col("cluster_key").is_not_null()).select(
         "record_key", "cluster_key"
     )
+    carried = previous.filter(pl.col("customer_id").is_not_null()).select(
+        "record_key", "customer_id"
+    )
     overlap = (
-        linked.join(
-            previous.filter(pl.col("customer_id").is_not_null()).select(
-                "record_key", "customer_id"
-            ),
-            on="record_key",
-            how="inner",
-        )
+        linked.join(carried, on="record_key", how="inner")
         .group_by("cluster_key", "customer_id")
         .len("overlap")
     )
+    return assign_from_overlap(
+        linked.group_by("cluster_key").len("record_count"),
+        overlap,
+        carried.select("customer_id").unique(),
+    )
+
+
+def assign_from_overlap(
+    sizes: pl.DataFrame, overlap: pl.DataFrame, previous_ids: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``assign_customer_ids`` from what it counts: ``cluster_key, record_count`` of tonight's
+    linked clusters, ``cluster_key, customer_id, overlap`` (records of each cluster that carried
+    each previous id) and the previous ``customer_id`` values. The warehouse counts these
+    itself (``write_resolution``), without reading every record into memory."""
     inherited = _inherit(overlap)
-    sizes = linked.group_by("cluster_key").len("record_count")
     assignment = sizes.join(inherited, on="cluster_key", how="left")
     fresh = assignment.filter(pl.col("customer_id").is_null())
     assignment = pl.concat(
@@ -97,10 +107,7 @@ def assign_customer_ids(
     )
     # Ids whose records all disappeared (erased or purged) are closed, not silently dropped.
     retired = (
-        previous.select("customer_id")
-        .drop_nulls()
-        .unique()
-        .join(assignment, on="customer_id", how="anti")
+        previous_ids.join(assignment, on="customer_id", how="anti")
         .join(merged, on="customer_id", how="anti")
         .select(
             event=pl.lit("retired"),

@@ -15,7 +15,7 @@ import polars as pl
 
 from cdm_pipeline.resolve.comparisons import default_comparisons
 from cdm_pipeline.resolve.engine import Resolution, link
-from cdm_pipeline.resolve.ids import assign_customer_ids
+from cdm_pipeline.resolve.ids import assign_from_overlap
 from cdm_pipeline.resolve.incremental import ResolverState, model_fingerprint, plan_incremental
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS
 from cdm_pipeline.resolve.scoring import ModelParameters
@@ -37,7 +37,6 @@ PROBABILITY_BINS = [i / 10 for i in range(11)]
 class Written:
     """What one resolution wrote, for its checks and metadata."""
 
-    xref: pl.DataFrame
     history: pl.DataFrame
     pairs_written: int
     weight_bins: list[pl.DataFrame]
@@ -85,29 +84,19 @@ def write_resolution(
             "profile_id", "cluster", "first_record_key", "link_decision"
         )
         result.membership = result.membership.clear()
-        records = conn.sql(
-            "select record_key, source, source_record_id from identity.person_records"
-        ).pl()
-        previous = (
-            conn.sql("select record_key, customer_id from mart.customer_xref").pl()
-            if table_exists(conn, "mart", "customer_xref")
-            else pl.DataFrame(schema={"record_key": pl.String, "customer_id": pl.String})
-        )
         last_histogram = _last_histogram(conn)
-        assignment, history = assign_customer_ids(result.clusters, previous)
-        xref = _xref(records, result, assignment, now)
-        record_count = records.height
-        del records, previous, assignment
+        history, record_count = _xref_tonight(conn, result, now)
         result.clusters = result.clusters.clear()
         changed_xref = (
             None
             if full
             else ChangedRows.of(
-                conn, "mart", "customer_xref", "record_key", xref, stamp="resolved_at"
+                conn, "mart", "customer_xref", "record_key", XREF_TONIGHT, stamp="resolved_at"
             )
         )
         if changed_xref is None:
-            staged_xref.append(xref)
+            staged_xref.create_as(f"select * from {XREF_TONIGHT}")
+        conn.execute(f"drop table {XREF_TONIGHT}")
         pieces = _pair_pieces(result, settings["floor_weight"], run_id)
         written, weight_bins = 0, []
         if full:
@@ -167,7 +156,7 @@ def write_resolution(
             for event in ("created", "merged", "split"):
                 n = history.filter(pl.col("event") == event).height
                 audit(conn, run_id, event, "identity.customer_id_history", n)
-    return Written(xref, history, written, weight_bins, histogram, last_histogram)
+    return Written(history, written, weight_bins, histogram, last_histogram)
 
 
 def unexplained_ids(conn: duckdb.DuckDBPyConnection) -> int:
@@ -185,43 +174,130 @@ def unexplained_ids(conn: duckdb.DuckDBPyConnection) -> int:
     ).fetchall()[0][0]
 
 
-def cluster_sizes(xref: pl.DataFrame) -> pl.DataFrame:
-    """``customer_id, records, sources`` of every linked customer."""
-    return (
-        xref.filter(pl.col("customer_id").is_not_null())
-        .group_by("customer_id")
-        .agg(pl.len().alias("records"), pl.col("source").n_unique().alias("sources"))
+@dataclass
+class XrefSummary:
+    """What the resolution's checks and metadata read of ``mart.customer_xref`` as stored."""
+
+    records: int
+    unlinked: int
+    duplicate_keys: int
+    customers: int
+    largest: int
+    multi_source_share: float
+    oversized: list[str]  # customer ids over the size limit, smallest first
+    size_counts: list[tuple[int, int]]  # (records per customer, customers)
+    link_methods: list[tuple[str, int]]  # most used first
+
+
+def xref_summary(conn: duckdb.DuckDBPyConnection, limit: int) -> XrefSummary:
+    """Counted by DuckDB from the stored table (``limit``: the largest customer allowed)."""
+    records, unlinked, duplicates = conn.execute(
+        "select count(*), count(*) filter (where customer_id is null), "
+        "count(*) - count(distinct record_key) from mart.customer_xref"
+    ).fetchall()[0]
+    conn.execute(
+        "create or replace temp table _customer_sizes as select customer_id, count(*) as records, "
+        "count(distinct source) as sources from mart.customer_xref "
+        "where customer_id is not null group by all"
+    )
+    customers, largest, share = conn.execute(
+        "select count(*), coalesce(max(records), 0), coalesce(avg((sources >= 2)::int), 0) "
+        "from _customer_sizes"
+    ).fetchall()[0]
+    oversized = [
+        c
+        for (c,) in conn.execute(
+            "select customer_id from _customer_sizes where records > ? order by customer_id",
+            [limit],
+        ).fetchall()
+    ]
+    size_counts = conn.execute(
+        "select records, count(*) from _customer_sizes group by all order by records"
+    ).fetchall()
+    conn.execute("drop table _customer_sizes")
+    methods = conn.execute(
+        "select link_method, count(*) as n from mart.customer_xref group by all "
+        "order by n desc, link_method"
+    ).fetchall()
+    return XrefSummary(
+        records,
+        unlinked,
+        duplicates,
+        customers,
+        largest,
+        float(share),
+        oversized,
+        size_counts,
+        methods,
     )
 
 
-def _xref(
-    records: pl.DataFrame, result: Resolution, assignment: pl.DataFrame, now: datetime
-) -> pl.DataFrame:
-    sized = (
-        result.clusters.join(assignment, on="cluster_key", how="left")
-        .join(result.profiles.select("profile_id", "link_decision"), on="profile_id", how="left")
-        .with_columns(cluster_records=pl.len().over("cluster_key"))
-    )
-    method = (
-        pl.when(pl.col("profile_id").is_null())
-        .then(pl.lit("unlinked: no usable identifier"))
-        .when(pl.col("cluster_key").is_null())
-        .then(pl.lit("unlinked: identifier shared by several customers"))
-        .when(pl.col("link_decision").is_not_null())
-        .then(pl.concat_str([pl.lit("matched: "), pl.col("link_decision")]))
-        .when(pl.col("cluster_records") > 1)
-        .then(pl.lit("identical identity"))
-        .otherwise(pl.lit("new customer: no match"))
-    )
-    return (
-        records.select("record_key", "source", "source_record_id")
-        .join(
-            sized.select("record_key", "customer_id", "profile_id", link_method=method),
-            on="record_key",
-            how="left",
+XREF_TONIGHT = "_xref_tonight"
+# Tonight's cross-reference, one row per person record, from the resolution's clusters
+# (registered as ``_clusters``), their customer ids (``_assignment``) and each profile's link
+# decision (``_decisions``).
+_XREF_QUERY = f"""
+create or replace temp table {XREF_TONIGHT} as
+with sized as (
+    select c.record_key, a.customer_id, c.profile_id, c.cluster_key, d.link_decision,
+        count(*) over (partition by c.cluster_key) as cluster_records
+    from _clusters c
+    left join _assignment a using (cluster_key)
+    left join _decisions d using (profile_id)
+)
+select r.record_key, r.source, r.source_record_id, s.customer_id, s.profile_id,
+    case
+        when s.profile_id is null then 'unlinked: no usable identifier'
+        when s.cluster_key is null then 'unlinked: identifier shared by several customers'
+        when s.link_decision is not null then 'matched: ' || s.link_decision
+        when s.cluster_records > 1 then 'identical identity'
+        else 'new customer: no match'
+    end as link_method,
+    $now::timestamp as resolved_at
+from identity.person_records r left join sized s using (record_key)
+"""
+
+
+def _xref_tonight(
+    conn: duckdb.DuckDBPyConnection, result: Resolution, now: datetime
+) -> tuple[pl.DataFrame, int]:
+    """Build ``XREF_TONIGHT`` in DuckDB and return the customer id history and the records.
+    The previous ids are counted per cluster where they are stored (``assign_from_overlap``):
+    every record's key and id never come into memory."""
+    conn.register("_clusters", result.clusters.to_arrow())
+    try:
+        sizes = conn.sql(
+            "select cluster_key, count(*)::uinteger as record_count from _clusters "
+            "where cluster_key is not null group by all"
+        ).pl()
+        if table_exists(conn, "mart", "customer_xref"):
+            carried = (
+                "from _clusters c join mart.customer_xref x using (record_key) "
+                "where c.cluster_key is not null and x.customer_id is not null"
+            )
+            overlap = conn.sql(
+                "select c.cluster_key, x.customer_id, count(*)::uinteger as overlap "
+                f"{carried} group by all"
+            ).pl()
+            previous_ids = conn.sql(
+                "select distinct customer_id from mart.customer_xref where customer_id is not null"
+            ).pl()
+        else:
+            overlap = pl.DataFrame(
+                schema={"cluster_key": pl.String, "customer_id": pl.String, "overlap": pl.UInt32}
+            )
+            previous_ids = pl.DataFrame(schema={"customer_id": pl.String})
+        assignment, history = assign_from_overlap(sizes, overlap, previous_ids)
+        conn.register("_assignment", assignment.to_arrow())
+        conn.register(
+            "_decisions", result.profiles.select("profile_id", "link_decision").to_arrow()
         )
-        .with_columns(resolved_at=pl.lit(now))
-    )
+        conn.execute(_XREF_QUERY, {"now": now})
+    finally:
+        for name in ("_clusters", "_assignment", "_decisions"):
+            conn.unregister(name)
+    (records,) = conn.execute(f"select count(*) from {XREF_TONIGHT}").fetchall()[0]
+    return history, records
 
 
 def _pairs_table(

@@ -31,11 +31,11 @@ from cdm_pipeline.resolve.overrides import read_overrides
 from cdm_pipeline.resolve.shards import clear_stale_work, compare_shard, read_plan, write_plan
 from cdm_pipeline.resolve.store import (
     PROBABILITY_BINS,
-    cluster_sizes,
     load_state,
     records_to_resolve,
     unexplained_ids,
     write_resolution,
+    xref_summary,
 )
 
 XREF_KEYS_UNIQUE_CHECK = "xref_keys_unique"
@@ -262,9 +262,11 @@ def resolve_assets() -> dg.AssetsDefinition:
         del plan
         with warehouse.get_connection() as conn:
             written = write_resolution(conn, result, settings, retrain, run_id, now)
-        xref, history, histogram = written.xref, written.history, written.histogram
+        history, histogram = written.history, written.histogram
+        limit = quality["max_cluster_size"]
         with warehouse.get_connection() as conn:  # fresh connection: see validate/assets.py
             unexplained = unexplained_ids(conn)
+            xref = xref_summary(conn, limit)
             shown = {
                 key: table_metadata(conn, table)
                 for key, table in (
@@ -273,12 +275,6 @@ def resolve_assets() -> dg.AssetsDefinition:
                     (CUSTOMER_XREF, "mart.customer_xref"),
                 )
             }
-        sizes = cluster_sizes(xref)
-        limit = quality["max_cluster_size"]
-        largest = int(sizes["records"].max() or 0)
-        oversized = sizes.filter(pl.col("records") > limit)
-        multi_share = float((sizes["sources"] >= 2).mean() or 0.0)
-        duplicate_keys = xref.height - xref["record_key"].n_unique()
         last_histogram = written.last_histogram
         drift = total_variation(histogram, last_histogram) if last_histogram else 0.0
         shutil.rmtree(workdir, ignore_errors=True)  # kept on failure, for a look
@@ -318,20 +314,18 @@ def resolve_assets() -> dg.AssetsDefinition:
                 **shown[ID_HISTORY],
             },
         )
-        size_counts = sizes.group_by("records").len().sort("records")
-        methods = xref.group_by("link_method").len().sort("len", descending=True)
         yield dg.MaterializeResult(
             asset_key=CUSTOMER_XREF,
             metadata={
-                "records": xref.height,
-                "customers": sizes.height,
-                "unlinked_records": xref.filter(pl.col("customer_id").is_null()).height,
-                "largest_cluster": largest,
+                "records": xref.records,
+                "customers": xref.customers,
+                "unlinked_records": xref.unlinked,
+                "largest_cluster": xref.largest,
                 "cluster_size_distribution": dg.MetadataValue.md(
-                    _bars(size_counts["len"].to_list(), size_counts["records"].cast(str).to_list())
+                    _bars([n for _, n in xref.size_counts], [str(s) for s, _ in xref.size_counts])
                 ),
                 "link_methods": dg.MetadataValue.md(
-                    _bars(methods["len"].to_list(), methods["link_method"].to_list())
+                    _bars([n for _, n in xref.link_methods], [m for m, _ in xref.link_methods])
                 ),
                 **shown[CUSTOMER_XREF],
                 **{
@@ -342,28 +336,28 @@ def resolve_assets() -> dg.AssetsDefinition:
         yield dg.AssetCheckResult(
             check_name=XREF_KEYS_UNIQUE_CHECK,
             asset_key=CUSTOMER_XREF,
-            passed=duplicate_keys == 0,
+            passed=xref.duplicate_keys == 0,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"duplicate_record_keys": duplicate_keys},
+            metadata={"duplicate_record_keys": xref.duplicate_keys},
         )
         yield dg.AssetCheckResult(
             check_name=CLUSTER_SIZE_CHECK,
             asset_key=CUSTOMER_XREF,
-            passed=oversized.height == 0,
+            passed=not xref.oversized,
             severity=dg.AssetCheckSeverity.ERROR,
             metadata={
-                "largest_cluster": largest,
+                "largest_cluster": xref.largest,
                 "limit": limit,
-                "oversized_customers": oversized.height,
-                "examples": dg.MetadataValue.json(oversized["customer_id"].head(5).to_list()),
+                "oversized_customers": len(xref.oversized),
+                "examples": dg.MetadataValue.json(xref.oversized[:5]),
             },
         )
         yield dg.AssetCheckResult(
             check_name=MULTI_SOURCE_SHARE_CHECK,
             asset_key=CUSTOMER_XREF,
-            passed=sizes.height == 0 or multi_share > 0,
+            passed=xref.customers == 0 or xref.multi_source_share > 0,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"share_multi_source": round(multi_share, 4)},
+            metadata={"share_multi_source": round(xref.multi_source_share, 4)},
         )
         yield dg.AssetCheckResult(
             check_name=HISTORY_COVERS_IDS_CHECK,
