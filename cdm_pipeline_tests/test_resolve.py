@@ -439,3 +439,40 @@ def test_steward_overrides_are_honoured():
         .iter_rows()
     )
     assert steered["crm:1"] == steered["crm:3"] != steered["crm:2"]
+
+
+def test_match_pairs_keep_the_refusals_that_split_a_cluster_and_drop_the_rest_under_the_floor():
+    """Under the floor weight a pair is kept only when it decided something: a link, a
+    steward's word, or a cannot-link between two profiles that match edges connect."""
+    from cdm_pipeline.resolve.store import _pairs_table
+
+    scored = pl.DataFrame(
+        {
+            "id_l": [1, 1, 3, 5, 7, 9],
+            "id_r": [2, 3, 4, 6, 8, 10],
+            "match_weight": [12.0, -30.0, -30.0, -30.0, -2.0, -8.0],
+            "linked": [True, False, False, False, False, False],
+            "cannot_link": [False, True, True, True, False, True],
+            "must_link": [False] * 6,
+            "steward_cannot_link": [False, False, False, True, False, False],
+        }
+    )
+    profiles = pl.DataFrame(
+        {
+            "profile_id": list(range(1, 11)),
+            "first_record_key": [f"crm:{i}" for i in range(1, 11)],
+            # 1-2-3 one component of match edges; 4, 5, 6, 7, 8 each alone; 9 and 10 together
+            "component": [1, 1, 1, 4, 5, 6, 7, 8, 9, 9],
+        }
+    )
+    kept = _pairs_table(scored, profiles, 0.0, "run")
+    assert sorted(kept.select("profile_id_l", "profile_id_r").rows()) == [
+        (1, 2),  # linked
+        (1, 3),  # a refusal inside one component
+        (5, 6),  # a steward's cannot-link
+        (9, 10),  # a refusal inside one component
+    ]
+    assert kept.filter(pl.col("profile_id_l") == 1)["example_record_key_r"].sort().to_list() == [
+        "crm:2",
+        "crm:3",
+    ]

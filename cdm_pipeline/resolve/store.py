@@ -81,7 +81,7 @@ def write_resolution(
             staged_profiles.append(profiles)
         del profiles
         result.profiles = result.profiles.select(
-            "profile_id", "cluster", "first_record_key", "link_decision"
+            "profile_id", "cluster", "component", "first_record_key", "link_decision"
         )
         result.membership = result.membership.clear()
         last_histogram = _last_histogram(conn)
@@ -301,17 +301,41 @@ def _xref_tonight(
 
 
 def _pairs_table(
-    scored: pl.DataFrame, first_keys: pl.DataFrame, floor: float, run_id: str
+    scored: pl.DataFrame, profiles: pl.DataFrame, floor: float, run_id: str
 ) -> pl.DataFrame:
-    """The scored pairs match_pairs keeps, each end named by an example record key."""
-    kept = scored.filter(
-        (pl.col("match_weight") >= floor)
-        | pl.col("linked")
-        | pl.col("cannot_link")
-        | pl.col("must_link")
+    """The scored pairs match_pairs keeps, each end named by an example record key: those at
+    or over the floor weight, the links, a steward's, and the refusals that split a cluster
+    (a cannot-link between two profiles that match edges connect). A cannot-link between
+    profiles no match edge connects changed nothing: under the floor it is not kept (most
+    scored pairs are such: two people who share a surname and a postcode)."""
+    components = profiles.select("profile_id", "component")
+    refusal = pl.col("cannot_link") & (
+        pl.col("component_l").is_not_null() & (pl.col("component_l") == pl.col("component_r"))
+    )
+    kept = (
+        scored.join(
+            components.rename({"profile_id": "id_l", "component": "component_l"}),
+            on="id_l",
+            how="left",
+        )
+        .join(
+            components.rename({"profile_id": "id_r", "component": "component_r"}),
+            on="id_r",
+            how="left",
+        )
+        .filter(
+            (pl.col("match_weight") >= floor)
+            | pl.col("linked")
+            | pl.col("must_link")
+            | pl.col("steward_cannot_link")
+            | refusal
+        )
+        .drop("component_l", "component_r")
     )
     named = pl.concat([kept["id_l"], kept["id_r"]]).unique().implode()
-    keys = first_keys.filter(pl.col("profile_id").is_in(named))
+    keys = profiles.select("profile_id", "first_record_key").filter(
+        pl.col("profile_id").is_in(named)
+    )
     return (
         kept.join(
             keys.rename({"profile_id": "id_l", "first_record_key": "example_record_key_l"}),
@@ -330,9 +354,9 @@ def _pairs_table(
 
 def _pair_pieces(result: Resolution, floor: float, run_id: str) -> Iterator[pl.DataFrame]:
     """The rows match_pairs gets from this run, a piece of scored pairs at a time."""
-    first_keys = result.profiles.select("profile_id", "first_record_key")
+    profiles = result.profiles.select("profile_id", "first_record_key", "component")
     for scored in result.scored_pairs():
-        yield _pairs_table(scored, first_keys, floor, run_id)
+        yield _pairs_table(scored, profiles, floor, run_id)
 
 
 def _replace_incremental_pairs(

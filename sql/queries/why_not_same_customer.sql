@@ -26,7 +26,7 @@ final as (
     select
         records.customer_l,
         records.customer_r,
-        coalesce(pair.decision, 'never compared: no blocking rule paired them') as decision,
+        coalesce(pair.decision, 'no pair kept: never compared, or far from a match (under resolve.floor_weight)') as decision,
         coalesce(pair.linked, false) as linked,
         round(pair.match_probability, 4) as match_probability,
         (
