@@ -341,3 +341,48 @@ def test_the_dask_job_gives_the_single_process_customers(
         single_process_outcome,
         {"execution": {"config": {"cluster": cluster}}},
     )
+
+
+def test_a_changed_order_rebuilds_its_customers_row_on_a_night_that_keeps_the_others(
+    tmp_path, demo_data
+):
+    """An order landed again as cancelled changes no person record, so its customer's golden
+    record is kept; the customer's order count still follows, while the customers nothing
+    touched keep the row an earlier night built."""
+    landing = tmp_path / "landing"
+    shutil.copytree(demo_data / "landing", landing)
+    settings = make_settings(tmp_path / "wh", landing)
+    assert run_pipeline(settings).success
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        order_id, customer_id, count, refreshed = conn.execute(
+            "select o.order_id, c.customer_id, c.order_count, c.refreshed_at "
+            "from mart.orders o join mart.customers c using (customer_id) "
+            "where o.status = 'delivered' order by o.order_id limit 1"
+        ).fetchall()[0]
+        (untouched,) = conn.execute(
+            "select count(*) from mart.customers where refreshed_at = ?", [refreshed]
+        ).fetchall()[0]
+    landed = pl.concat(pl.read_parquet(f) for f in sorted((landing / "orders").glob("*.parquet")))
+    again = landed.filter(pl.col("order_id") == order_id).head(1)
+    again.with_columns(status=pl.lit("cancelled")).write_parquet(
+        landing / "orders" / "orders_zz_status_change.parquet"
+    )
+
+    night = run_pipeline(settings)
+    assert night.success
+    (built,) = [
+        e.materialization.metadata
+        for e in night.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["mart", "customers"])
+    ]
+    assert built["customers_chosen_for_tonight"].value == 0  # no person record changed
+    assert 0 < built["customer_rows_built"].value < built["customers"].value
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        (now_count,) = conn.execute(
+            "select order_count from mart.customers where customer_id = ?", [customer_id]
+        ).fetchall()[0]
+        (kept,) = conn.execute(
+            "select count(*) from mart.customers where refreshed_at = ?", [refreshed]
+        ).fetchall()[0]
+    assert now_count == count - 1
+    assert kept >= untouched - built["customer_rows_built"].value > 0

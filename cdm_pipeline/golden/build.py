@@ -216,19 +216,94 @@ def build_customer_tables(
     sources: dict[str, SourceSpec],
     currency_rates: dict,
     golden_table: str,
-) -> dict[str, int]:
+) -> tuple[dict[str, int], int]:
     """The fact tables, ``governance.consent_ledger`` and ``mart.customers`` (from the golden
     records ``build_golden`` staged in ``golden_table``, read by ``sql/mart/customers.sql`` as the
-    view ``golden``); call inside the transaction that commits them. Returns each fact table's
-    rows."""
+    view ``golden``); call inside the transaction that commits them, after ``build_golden``.
+    Returns each fact table's rows and how many customers' rows were built.
+
+    A night that kept some golden records builds ``mart.customers`` rows only for the customers
+    whose row can have changed (``_touched_customers``); the others keep theirs, built by an
+    earlier night from the same inputs."""
+    before = _fact_digests(conn)
     fact_rows = build_facts(conn, sources, currency_rates)
     conn.execute(
         f"create or replace table governance.consent_ledger as {sql_text('governance/consent_ledger')}"
     )
+    customers = sql_text("mart/customers")
     conn.execute(f"create or replace temp view golden as select * from {golden_table}")
-    conn.execute(f"create or replace table mart.customers as {sql_text('mart/customers')}")
+    if before is not None and _same_columns(conn, customers):
+        _touched_customers(conn, golden_table, before)
+        conn.execute(
+            f"create or replace temp view golden as select * from {golden_table} "
+            "where customer_id in (select customer_id from _touched)"
+        )
+        conn.execute(
+            "delete from mart.customers where customer_id in (select customer_id from _touched)"
+        )
+        conn.execute(f"insert into mart.customers by name {customers}")
+        (built,) = conn.execute("select count(*) from _touched").fetchall()[0]
+        conn.execute("drop table _touched")
+    else:
+        conn.execute(f"create or replace table mart.customers as {customers}")
+        (built,) = conn.execute("select count(*) from mart.customers").fetchall()[0]
     conn.execute("drop view golden")
-    return fact_rows
+    return fact_rows, built
+
+
+# What a mart.customers row is built from besides its golden record and source records.
+_CUSTOMER_INPUTS = (
+    "mart.orders",
+    "mart.interactions",
+    "mart.survey_responses",
+    "governance.consent_ledger",
+)
+
+
+def _fact_digests(conn: duckdb.DuckDBPyConnection) -> str | None:
+    """``_facts_before``: per customer and input table, a digest of its rows, taken before the
+    facts are rebuilt; None when there is no mart yet, or no golden record was kept tonight
+    (every row is built anyway)."""
+    kept = conn.execute("select count(*) from _golden_kept").fetchall()[0][0]
+    if not kept or not all(
+        table_exists(conn, *name.split(".")) for name in ("mart.customers", *_CUSTOMER_INPUTS)
+    ):
+        return None
+    conn.execute(f"create or replace temp table _facts_before as {_DIGESTS}")
+    return "_facts_before"
+
+
+_DIGESTS = " union all ".join(
+    f"select '{name}' as input, customer_id, count(*) as n, bit_xor(hash(t)) as digest "
+    f"from {name} t where customer_id is not null group by all"
+    for name in _CUSTOMER_INPUTS
+)
+
+
+def _same_columns(conn: duckdb.DuckDBPyConnection, query: str) -> bool:
+    """Whether the stored mart.customers has the columns the query makes (a newer version of
+    the table is built whole)."""
+    made = conn.execute(f"describe {query}").fetchall()
+    stored = conn.execute("describe mart.customers").fetchall()
+    return sorted(c[:2] for c in made) == sorted(c[:2] for c in stored)
+
+
+def _touched_customers(conn: duckdb.DuckDBPyConnection, golden_table: str, before: str) -> None:
+    """``_touched``: the customers whose mart.customers row is built tonight: those whose golden
+    record was chosen again (``_golden_todo``: new customers, changed records), those whose
+    orders, interactions, survey answers or consent states changed, those no longer in the
+    golden records (deleted), and rows built in an earlier calendar year (the age band counts
+    years from the birth year)."""
+    conn.execute(
+        "create or replace temp table _touched as "
+        "select customer_id from _golden_todo "
+        f"union select customer_id from (select * from {before} except select * from ({_DIGESTS})) "
+        f"union select customer_id from (select * from ({_DIGESTS}) except select * from {before}) "
+        "union select customer_id from mart.customers "
+        f"where customer_id not in (select customer_id from {golden_table}) "
+        "or year(refreshed_at) <> year(current_timestamp)"
+    )
+    conn.execute(f"drop table {before}")
 
 
 def mart_problems(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -5,10 +5,14 @@
 --                last contact, preferred contact channel, open issues
 --   attitudinal  latest NPS and its category, average CSAT, latest survey comment
 --   consent      state per purpose and whether email / SMS contact is allowed now
--- Reads the survivorship result `golden` (registered by the asset) and the mart facts.
+-- Reads the survivorship result `golden` (registered by the asset) and the mart facts, for the
+-- customers `golden` holds (a night that changed few customers registers only theirs).
 with
 golden as (select * from golden),
-xref as (select * from mart.customer_xref where customer_id is not null),
+xref as (
+    select * from mart.customer_xref
+    where customer_id in (select customer_id from golden)
+),
 records as (
     select
         xref.customer_id,
@@ -28,7 +32,7 @@ orders as (
         min(ordered_at) as first_order_at,
         max(ordered_at) as last_order_at,
     from mart.orders
-    where customer_id is not null
+    where customer_id in (select customer_id from golden)
     group by 1
 ),
 interactions as (
@@ -43,7 +47,7 @@ interactions as (
         count(*) filter (where is_open) as open_issues,
         round(avg(csat), 2) as average_csat,
     from mart.interactions
-    where customer_id is not null
+    where customer_id in (select customer_id from golden)
     group by 1
 ),
 -- The channel used most; a tie goes to the one used last, then by name (mode() breaks ties
@@ -53,7 +57,7 @@ preferred_channel as (
     from (
         select customer_id, channel, count(*) as uses, max(started_at) as last_used
         from mart.interactions
-        where customer_id is not null and channel is not null
+        where customer_id in (select customer_id from golden) and channel is not null
         group by all
     )
     qualify row_number() over (
@@ -68,7 +72,7 @@ surveys as (
         arg_max(comment, submitted_at) as latest_survey_comment,
         max(submitted_at) as latest_survey_at,
     from mart.survey_responses
-    where customer_id is not null
+    where customer_id in (select customer_id from golden)
     group by 1
 ),
 consent as (
@@ -79,6 +83,7 @@ consent as (
         max(state) filter (where purpose = 'analytics') as analytics_consent,
         max(state) filter (where purpose = 'third_party_sharing') as third_party_sharing_consent,
     from governance.consent_ledger
+    where customer_id in (select customer_id from golden)
     group by 1
 ),
 final as (

@@ -154,7 +154,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
                     golden.swap(NOT_KEPT if in_place else None)
                     remember_golden_inputs(conn)
                     rates = config["currency_rates_to_usd"]
-                    fact_rows = build_customer_tables(conn, sources, rates, GOLDEN_RECORDS)
+                    fact_rows, built = build_customer_tables(conn, sources, rates, GOLDEN_RECORDS)
                     lineage_rows = row_count(conn, "mart.customer_attribute_lineage")
                     problems = _precommit_problems(conn)
                     if any(problems.values()):
@@ -201,6 +201,7 @@ def customer_360_assets(sources: dict[str, SourceSpec]) -> dg.AssetsDefinition:
             metadata={
                 "customers": customers,
                 "customers_chosen_for_tonight": chosen,
+                "customer_rows_built": built,
                 "rules": dg.MetadataValue.json(config["survivorship"]),
                 **shown[CUSTOMERS],
             },
