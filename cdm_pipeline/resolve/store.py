@@ -308,22 +308,24 @@ def _pairs_table(
     (a cannot-link between two profiles that match edges connect). A cannot-link between
     profiles no match edge connects changed nothing: under the floor it is not kept (most
     scored pairs are such: two people who share a surname and a postcode)."""
-    components = profiles.select("profile_id", "component")
     refusal = pl.col("cannot_link") & (
         pl.col("component_l").is_not_null() & (pl.col("component_l") == pl.col("component_r"))
     )
-    kept = (
-        scored.join(
-            components.rename({"profile_id": "id_l", "component": "component_l"}),
-            on="id_l",
+    ends = profiles.select("profile_id", "component", "first_record_key")
+    for side in ("l", "r"):
+        scored = scored.join(
+            ends.rename(
+                {
+                    "profile_id": f"id_{side}",
+                    "component": f"component_{side}",
+                    "first_record_key": f"example_record_key_{side}",
+                }
+            ),
+            on=f"id_{side}",
             how="left",
         )
-        .join(
-            components.rename({"profile_id": "id_r", "component": "component_r"}),
-            on="id_r",
-            how="left",
-        )
-        .filter(
+    return (
+        scored.filter(
             (pl.col("match_weight") >= floor)
             | pl.col("linked")
             | pl.col("must_link")
@@ -331,22 +333,6 @@ def _pairs_table(
             | refusal
         )
         .drop("component_l", "component_r")
-    )
-    named = pl.concat([kept["id_l"], kept["id_r"]]).unique().implode()
-    keys = profiles.select("profile_id", "first_record_key").filter(
-        pl.col("profile_id").is_in(named)
-    )
-    return (
-        kept.join(
-            keys.rename({"profile_id": "id_l", "first_record_key": "example_record_key_l"}),
-            on="id_l",
-            how="left",
-        )
-        .join(
-            keys.rename({"profile_id": "id_r", "first_record_key": "example_record_key_r"}),
-            on="id_r",
-            how="left",
-        )
         .rename({"id_l": "profile_id_l", "id_r": "profile_id_r"})
         .with_columns(run_id=pl.lit(run_id))
     )
