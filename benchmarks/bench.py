@@ -70,8 +70,10 @@ class PeakRss:
 
     CHILDREN_EVERY = 10  # samples
 
-    def __init__(self) -> None:
-        self.process = psutil.Process(os.getpid())
+    def __init__(self, root: psutil.Process | None = None) -> None:
+        """``root``: measure that process and its children instead of this one (a ``cdm run``
+        started as a subprocess)."""
+        self.process = root or psutil.Process(os.getpid())
         self.children: list[psutil.Process] = []
         self.start = self.peak = self._rss(look_for_children=True)
         self.samples: list[tuple[float, int]] = []
@@ -79,9 +81,12 @@ class PeakRss:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _rss(self, look_for_children: bool) -> int:
-        if look_for_children:
-            self.children = self.process.children(recursive=True)
-        total = self.process.memory_info().rss
+        try:
+            if look_for_children:
+                self.children = self.process.children(recursive=True)
+            total = self.process.memory_info().rss
+        except psutil.Error:  # the measured process has ended
+            return 0
         for child in self.children:
             try:
                 total += child.memory_info().rss
