@@ -160,7 +160,7 @@ def published_warehouse_asset(upstream: list[dg.AssetKey]) -> dg.AssetsDefinitio
             drafted = table_counts(conn, COUNTED)
         started = time.perf_counter()
         target = Path(warehouse.database)
-        publish(target, rewrite=deleted > 0)
+        publish(target, deleted > 0, warehouse.connection_config.get("memory_limit"))
         with duckdb.connect(str(target), read_only=True) as conn:
             published = table_counts(conn, COUNTED)
         analyst = Path(pipeline.exports_dir) / "analyst.duckdb"
