@@ -226,26 +226,33 @@ def copy_into_fresh_file(
     and took longer than under 2 GB (``docs/benchmarks.md``). Only rows are copied: a deleted
     row, and the free blocks of ``source``, never reach ``fresh``."""
     workers = workers or min(os.cpu_count() or 1, 4)
-    with duckdb.connect(config={"memory_limit": memory_limit} if memory_limit else {}) as conn:
-        conn.execute("attach ? as night (read_only)", [str(source)])
-        conn.execute("attach ? as fresh", [str(fresh)])
-        conn.execute("copy from database night to fresh (schema)")
-        tables = conn.execute(
-            "select schema_name, table_name from duckdb_tables() "
-            "where database_name = 'night' order by estimated_size desc"
-        ).fetchall()
+    spill = Path(f"{fresh}.tmp")  # beside the files, not in the working directory
+    config = {"temp_directory": str(spill)} | (
+        {"memory_limit": memory_limit} if memory_limit else {}
+    )
+    try:
+        with duckdb.connect(config=config) as conn:
+            conn.execute("attach ? as night (read_only)", [str(source)])
+            conn.execute("attach ? as fresh", [str(fresh)])
+            conn.execute("copy from database night to fresh (schema)")
+            tables = conn.execute(
+                "select schema_name, table_name from duckdb_tables() "
+                "where database_name = 'night' order by estimated_size desc"
+            ).fetchall()
 
-        def copy_rows(table: tuple[str, str]) -> None:
-            name = ".".join(quote_ident(part) for part in table)
-            with conn.cursor() as cursor:
-                cursor.execute(f"insert into fresh.{name} select * from night.{name}")
+            def copy_rows(table: tuple[str, str]) -> None:
+                name = ".".join(quote_ident(part) for part in table)
+                with conn.cursor() as cursor:
+                    cursor.execute(f"insert into fresh.{name} select * from night.{name}")
 
-        with ThreadPoolExecutor(workers) as pool:
-            for _ in pool.map(copy_rows, tables):  # raises the first table's error
-                pass
-        conn.execute("checkpoint fresh")
-        conn.execute("detach night")
-        conn.execute("detach fresh")
+            with ThreadPoolExecutor(workers) as pool:
+                for _ in pool.map(copy_rows, tables):  # raises the first table's error
+                    pass
+            conn.execute("checkpoint fresh")
+            conn.execute("detach night")
+            conn.execute("detach fresh")
+    finally:  # it holds copied rows, never a deleted one
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def _checkpointed(path: Path) -> None:

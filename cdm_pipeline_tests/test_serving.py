@@ -179,7 +179,9 @@ def test_the_fresh_copy_holds_every_row_in_order_and_no_deleted_byte(tmp_path):
         conn.execute("checkpoint")
     assert b"person123457@example.org" in source.read_bytes()  # the reason for the copy
 
-    copy_into_fresh_file(source, fresh, workers=2)
+    copy_into_fresh_file(source, fresh, workers=2, memory_limit="1GB")
+
+    assert not Path(f"{fresh}.tmp").exists()  # where it may spill, emptied
 
     with (
         duckdb.connect(str(source), read_only=True) as before,
