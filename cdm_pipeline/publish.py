@@ -221,10 +221,11 @@ def copy_into_fresh_file(
 ) -> None:
     """What ``copy from database`` does (the schema, then every table's rows), with the tables
     copied ``workers`` at a time, largest first, under a memory limit. DuckDB compresses a small
-    table's new row groups on one core, so the one-statement copy left the other idle; and with
-    DuckDB's default limit (80 % of the machine) the copy of a 1M-people warehouse held 5.4 GB
-    and took longer than under 2 GB (``docs/benchmarks.md``). Only rows are copied: a deleted
-    row, and the free blocks of ``source``, never reach ``fresh``."""
+    table's new row groups on one core, so the one-statement copy left the other idle; under
+    DuckDB's default limit (80 % of the machine) it held 5.4 GB for a 1M-people warehouse, 3.9 GB
+    under the night's 4 GB (``benchmarks/publish_cost.py``: 0.82 of its time at 100k people,
+    0.93 at 1M). Only rows are copied: a deleted row, and the free blocks of ``source``, never
+    reach ``fresh``."""
     workers = workers or min(os.cpu_count() or 1, 4)
     spill = Path(f"{fresh}.tmp")  # beside the files, not in the working directory
     config = {"temp_directory": str(spill)} | (
