@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -52,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import run_pipeline, splink_frame, timed  # noqa: E402
 
-from cdm_pipeline.defs.resources import DUCKDB_MEMORY_LIMIT  # noqa: E402
+from cdm_pipeline.defs.resources import duckdb_memory_limit  # noqa: E402
 from cdm_pipeline.demo.datasets import DATASETS, DEVELOPMENT, REPORT, Dataset, build  # noqa: E402
 from cdm_pipeline.evaluation import accuracy, evaluate_warehouse, read_truth  # noqa: E402
 
@@ -119,7 +118,7 @@ def run_splink(
         comparisons, rules, deterministic, training = _febrl_recipe(present)
     else:
         comparisons, rules, deterministic, training = _person_recipe(present, frame.height)
-    limit = os.environ.get("CDM_DUCKDB_MEMORY_LIMIT", DUCKDB_MEMORY_LIMIT)
+    limit = duckdb_memory_limit()
     figures["duckdb_memory_limit"] = limit
     with timed("splink_run", figures):
         db_api = DuckDBAPI(duckdb.connect(config={"memory_limit": limit}))

@@ -14,7 +14,6 @@ peak RSS of each (this process, above its start).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import PeakRss  # noqa: E402
 
-from cdm_pipeline.defs.resources import DUCKDB_MEMORY_LIMIT  # noqa: E402
+from cdm_pipeline.defs.resources import duckdb_memory_limit  # noqa: E402
 from cdm_pipeline.publish import copy_into_fresh_file  # noqa: E402
 
 
@@ -62,7 +61,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cdm-publish-"))
     warehouse = args.warehouse or build(args.records, workdir, args.parallel)
     size = warehouse.stat().st_size
-    limit = os.environ.get("CDM_DUCKDB_MEMORY_LIMIT", DUCKDB_MEMORY_LIMIT)
+    limit = duckdb_memory_limit()
     ways = {
         "publish": lambda night, fresh: copy_into_fresh_file(night, fresh, memory_limit=limit),
         "copy from database": one_statement_copy,

@@ -247,8 +247,7 @@ def copy_into_fresh_file(
                     cursor.execute(f"insert into fresh.{name} select * from night.{name}")
 
             with ThreadPoolExecutor(workers) as pool:
-                for _ in pool.map(copy_rows, tables):  # raises the first table's error
-                    pass
+                list(pool.map(copy_rows, tables))  # raises the first table's error
             conn.execute("checkpoint fresh")
             conn.execute("detach night")
             conn.execute("detach fresh")

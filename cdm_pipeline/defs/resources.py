@@ -41,6 +41,11 @@ DUCKDB_TAGS = {"cdm/duckdb": "file"}
 DUCKDB_MEMORY_LIMIT = "4GB"
 
 
+def duckdb_memory_limit() -> str:
+    """The limit every DuckDB of the night runs under (and the benchmarks' comparators)."""
+    return os.environ.get("CDM_DUCKDB_MEMORY_LIMIT", DUCKDB_MEMORY_LIMIT)
+
+
 _QUOTED_VALUE = re.compile(r"'[^']*'|\"(?![A-Za-z_][A-Za-z0-9_.]{0,63}\")[^\"]*\"")
 
 
@@ -202,9 +207,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
     return {
         "warehouse": WarehouseResource(
             database=str(settings.warehouse_path),
-            connection_config={
-                "memory_limit": os.environ.get("CDM_DUCKDB_MEMORY_LIMIT", DUCKDB_MEMORY_LIMIT)
-            },
+            connection_config={"memory_limit": duckdb_memory_limit()},
         ),
         "pipeline": PipelineResource(
             landing_dir=str(settings.landing_dir),
