@@ -82,27 +82,32 @@ def choose_lazy(candidates: pl.LazyFrame, attribute: Attribute, rules: list[str]
         rule=pl.lit("only value"),
         candidates=pl.lit(1, dtype=pl.UInt32),
     )
-    valid = valid.filter(~alone)
-    ranked = valid.with_columns(
-        frequency=pl.len().over("customer_id", *columns),
-        completeness=pl.sum_horizontal(pl.col(c).is_not_null().cast(pl.Int32) for c in columns),
+    derived = {
+        "frequency": pl.len().over("customer_id", *columns),
+        "completeness": pl.sum_horizontal(pl.col(c).is_not_null().cast(pl.Int32) for c in columns),
+    }
+    ranked = valid.filter(~alone).with_columns(
+        derived[RULES[r][0]].alias(RULES[r][0]) for r in rules if RULES[r][0] in derived
     )
-    order = [RULES[r][0] for r in rules] + ["record_key"]
-    descending = [RULES[r][1] for r in rules] + [False]
-    # Each distinct value is represented by its best record; values then compete with each other.
+    # Sorted by customer, then by the rules: a value's first row is its best record, and each
+    # customer's values follow in the order they rank (the winner first, then the runner-up).
+    order = ["customer_id", *[RULES[r][0] for r in rules], "record_key"]
+    descending = [False, *[RULES[r][1] for r in rules], False]
     best_per_value = (
         ranked.sort(order, descending=descending, nulls_last=True)
-        .group_by("customer_id", *columns, maintain_order=True)
-        .first()
-        .with_columns(
-            rank=pl.int_range(pl.len()).over("customer_id"), candidates=pl.len().over("customer_id")
-        )
+        .filter(pl.struct("customer_id", *columns).is_first_distinct())
+        .with_columns(winner=pl.col("customer_id").is_first_distinct())
     )
-    winner = best_per_value.filter(pl.col("rank") == 0)
-    runner_up = best_per_value.filter(pl.col("rank") == 1).select(
+    others = best_per_value.filter(~pl.col("winner"))
+    runner_up = others.filter(pl.col("customer_id").is_first_distinct()).select(
         "customer_id", *[pl.col(RULES[r][0]).alias(f"_{r}") for r in rules]
     )
-    decided = winner.join(runner_up, on="customer_id", how="left")
+    counts = best_per_value.group_by("customer_id").agg(candidates=pl.len())
+    decided = (
+        best_per_value.filter(pl.col("winner"))
+        .join(runner_up, on="customer_id", how="left", maintain_order="left")
+        .join(counts, on="customer_id", how="left", maintain_order="left")
+    )
     rule = pl.lit("record key (tie)")
     for r in reversed(rules):
         column = RULES[r][0]
