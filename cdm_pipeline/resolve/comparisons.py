@@ -28,17 +28,17 @@ DIFFERENT = 0
 
 
 def _pair_scores(left: pl.Series, right: pl.Series, scorer, name: str) -> pl.Series:
-    """Score each (left, right) with a rapidfuzz scorer; null where either is missing or both
-    are equal (the exact level needs no score). Every pair is scored where it stands: finding
-    the distinct pairs and joining their scores back by text cost more than scoring repeats."""
-    scored = (left.is_not_null() & right.is_not_null() & (left != right)).fill_null(False)
-    out = pl.Series(name, [None] * left.len(), dtype=pl.Float64)
-    if not scored.any():
-        return out
-    scores = process.cpdist(
-        left.filter(scored).to_list(), right.filter(scored).to_list(), scorer=scorer, workers=-1
-    )
-    return out.scatter(scored.arg_true(), pl.Series(scores, dtype=pl.Float64))
+    """Score each (left, right) with a rapidfuzz scorer, computing each distinct pair once."""
+    pairs = pl.DataFrame({"a": left, "b": right})
+    todo = pairs.filter(
+        pl.col("a").is_not_null() & pl.col("b").is_not_null() & (pl.col("a") != pl.col("b"))
+    ).unique()
+    if todo.height:
+        scores = process.cpdist(todo["a"].to_list(), todo["b"].to_list(), scorer=scorer, workers=-1)
+    else:
+        scores = np.array([], dtype=np.float64)
+    todo = todo.with_columns(score=pl.Series(scores, dtype=pl.Float64))
+    return pairs.join(todo, on=["a", "b"], how="left", maintain_order="left")["score"].alias(name)
 
 
 class HouseholdSharing(Enum):
