@@ -54,11 +54,7 @@ DEFAULTS: dict[str, Any] = {
             {"keys": ["first_name_key:3", "last_name_key:4"], "max_block_size": 500},
             ["birth_date"],
             ["postal_code"],
-            {
-                "keys": ["last_name_key", "first_name_key"],
-                "max_block_size": 50,
-                "max_pairs_per_record": 1,
-            },
+            {"keys": ["last_name_key", "first_name_key"], "max_block_size": 50},
         ],
     },
     "survivorship": {
