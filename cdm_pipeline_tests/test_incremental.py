@@ -239,6 +239,38 @@ def test_the_nightly_job_resolves_incrementally_and_agrees_with_a_full_rebuild(
     assert tables["incremental"]["xref"]["customer_id"].n_unique() > 100
 
 
+def test_the_blocking_report_counts_the_links_each_rule_found(person_records, tmp_path):
+    """identity.blocking_report's linked_pairs, counted while the pairs are written, is per rule
+    what identity.match_pairs holds as linked and first proposed by that rule."""
+    from datetime import datetime
+
+    from cdm_pipeline.resolve.store import write_resolution
+    from cdm_pipeline.warehouse import ensure_schemas, sql_text
+
+    settings = DEFAULTS["resolve"]
+    records = person_records.select("record_key", *MATCH_FIELDS, *DERIVED_KEYS)
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        ensure_schemas(conn)
+        conn.execute(sql_text("warehouse/fixed_tables"))
+        conn.register("person_records", person_records.to_arrow())
+        conn.execute("create table identity.person_records as select * from person_records")
+        write_resolution(conn, resolve(records, settings), settings, True, "r1", datetime.now())
+        reported = dict(
+            conn.execute(
+                "select row_number() over (order by rowid) - 1, linked_pairs "
+                "from identity.blocking_report"
+            ).fetchall()
+        )
+        held = dict(
+            conn.execute(
+                "select blocking_rule, count(*) from identity.match_pairs where linked group by all"
+            ).fetchall()
+        )
+    assert len(reported) == len(settings["blocking_rules"])
+    assert {rule: n for rule, n in reported.items() if n} == held
+    assert held[0] > 100  # the email rule links the most
+
+
 def _outcome(warehouse) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Customers and scored pairs, to compare two runs by."""
     with duckdb.connect(str(warehouse), read_only=True) as conn:

@@ -68,6 +68,7 @@ class RuleReport:
     skipped_blocks: int  # blocks over the size limit, left out
     rule_pairs: int = 0  # pairs the rule makes over every profile (from key frequencies)
     over_budget: bool = False  # left out whole: more pairs than the budget allows
+    linked_pairs: int = 0  # ... of its new pairs, those linked (filled when written)
 
 
 def block_keys(profiles: pl.DataFrame, rules: list[BlockingRule]) -> pl.DataFrame:

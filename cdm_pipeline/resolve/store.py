@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from cdm_pipeline.resolve.blocking import RuleReport
 from cdm_pipeline.resolve.comparisons import default_comparisons
 from cdm_pipeline.resolve.engine import Resolution, link
 from cdm_pipeline.resolve.ids import assign_from_overlap
@@ -98,12 +99,13 @@ def write_resolution(
             staged_xref.create_as(f"select * from {XREF_TONIGHT}")
         conn.execute(f"drop table {XREF_TONIGHT}")
         pieces = _pair_pieces(result, settings["floor_weight"], run_id)
-        written, weight_bins = 0, []
+        written, weight_bins, linked = 0, [], []
         if full:
             for pairs in pieces:
                 staged_pairs.append(pairs)
                 written += pairs.height
                 weight_bins.append(weight_bins_of(pairs))
+                linked.append(_linked_by_rule(pairs))
         with transaction(conn):
             if full:
                 staged_pairs.swap()
@@ -111,6 +113,8 @@ def write_resolution(
                 for pairs in _replace_incremental_pairs(conn, result, pieces):
                     written += pairs.height
                     weight_bins.append(weight_bins_of(pairs))
+                    linked.append(_linked_by_rule(pairs))
+            result.blocking = _with_linked_pairs(result.blocking, linked)
             for changed, staged in (
                 (changed_profiles, staged_profiles),
                 (changed_xref, staged_xref),
@@ -336,6 +340,20 @@ def _pairs_table(
         .rename({"id_l": "profile_id_l", "id_r": "profile_id_r"})
         .with_columns(run_id=pl.lit(run_id))
     )
+
+
+def _linked_by_rule(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Linked pairs per blocking rule (the first rule that proposed each pair)."""
+    return pairs.filter(pl.col("linked")).group_by("blocking_rule").agg(linked=pl.len())
+
+
+def _with_linked_pairs(reports: list[RuleReport], linked: list[pl.DataFrame]) -> list[RuleReport]:
+    """Each rule's report with the count of its new pairs tonight's resolution linked: what
+    the rule found for what it cost (a rule whose pairs never link only costs comparisons)."""
+    if not linked:
+        return reports
+    counts = dict(pl.concat(linked).group_by("blocking_rule").agg(pl.sum("linked")).iter_rows())
+    return [replace(r, linked_pairs=int(counts.get(n, 0))) for n, r in enumerate(reports)]
 
 
 def _pair_pieces(result: Resolution, floor: float, run_id: str) -> Iterator[pl.DataFrame]:

@@ -285,12 +285,12 @@ def resolve_assets() -> dg.AssetsDefinition:
                 "pairs_scored": result.stats["candidate_pairs"],
                 "mode": result.mode,
                 "blocking": dg.MetadataValue.md(
-                    "| rule | pairs made over all profiles | pairs tonight | new | skipped blocks "
-                    "|\n|---|---|---|---|---|\n"
+                    "| rule | pairs made over all profiles | pairs tonight | new | new and linked "
+                    "| skipped blocks |\n|---|---|---|---|---|---|\n"
                     + "\n".join(
                         f"| {r.rule} | {r.rule_pairs}"
                         f"{' (over budget: left out)' if r.over_budget else ''} | {r.pairs} "
-                        f"| {r.new_pairs} | {r.skipped_blocks} |"
+                        f"| {r.new_pairs} | {r.linked_pairs} | {r.skipped_blocks} |"
                         for r in result.blocking
                     )
                 ),
