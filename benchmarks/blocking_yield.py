@@ -32,18 +32,9 @@ from bench import run_pipeline  # noqa: E402
 from cdm_pipeline.demo.datasets import build  # noqa: E402
 from cdm_pipeline.evaluation import evaluate_warehouse, read_truth  # noqa: E402
 
-# match_pairs names a pair's rule by its position in the night's blocking report (one night)
 RULE_YIELD = """
-select r.rule, r.rule_pairs, r.new_pairs, r.over_budget,
-       coalesce(m.linked, 0) as linked
-from (
-    select row_number() over (order by rowid) - 1 as number, * from identity.blocking_report
-) r
-left join (
-    select blocking_rule as number, count(*) filter (where linked) as linked
-    from identity.match_pairs group by all
-) m using (number)
-order by r.number
+select rule, rule_pairs, new_pairs, over_budget, linked_pairs
+from identity.blocking_report order by rowid
 """
 
 
