@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "floor_weight": 0.0,
         "max_block_size": 5000,
         "max_pairs_per_record": 5,
+        "yield_gate": {"min_new_pairs": 250_000, "sample_pairs": 50_000, "min_links_per_10k": 1.0},
         "em_iterations": 25,
         "retrain_growth": 0.25,
         "shards": 4,

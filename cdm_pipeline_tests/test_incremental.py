@@ -418,3 +418,65 @@ def test_a_changed_order_rebuilds_its_customers_row_on_a_night_that_keeps_the_ot
         ).fetchall()[0]
     assert now_count == count - 1
     assert kept >= untouched - built["customer_rows_built"].value > 0
+
+
+# A yield gate small enough to judge the demo's rules: a rule with more than 300 new pairs is
+# compared on 200 of them first, and in full only if 1 % of those link.
+GATED = {
+    **DEFAULTS["resolve"],
+    "yield_gate": {"min_new_pairs": 300, "sample_pairs": 200, "min_links_per_10k": 100.0},
+}
+
+
+def test_the_yield_gate_leaves_out_a_rule_whose_sample_links_too_few(person_records, tmp_path):
+    """Each rule with many new pairs is judged by its sample: one that links enough has all its
+    new pairs compared, one that does not none but its sample, and is written into the model.
+    The sharded path (plan files, shards, link from level files) decides as the in-memory one."""
+    from cdm_pipeline.resolve.shards import compare_shard, read_plan, write_plan
+
+    records = person_records.select("record_key", *MATCH_FIELDS, *DERIVED_KEYS)
+    gated = resolve(records, GATED)
+    sampled = [(n, r) for n, r in enumerate(gated.blocking) if r.sampled_pairs]
+    kept = [(n, r) for n, r in sampled if not r.low_yield]
+    left_out = [(n, r) for n, r in sampled if r.low_yield]
+    assert kept and left_out
+    for _, r in sampled:
+        assert r.new_pairs > 300 and r.sampled_pairs == 200
+        assert r.low_yield == (r.sampled_links * 10_000 < 100.0 * r.sampled_pairs)
+    assert gated.params.low_yield_rules == [r.rule for _, r in left_out]
+    scored = dict(gated.pairs.group_by("blocking_rule").len().iter_rows())
+    for n, r in kept:
+        assert scored[n] == r.new_pairs
+    for n, _ in left_out:
+        assert n not in scored
+    # Ungated, the left-out rules' pairs are scored: the gate is what left them out.
+    ungated = resolve(records, {**GATED, "yield_gate": {"min_new_pairs": 0}})
+    every = dict(ungated.pairs.group_by("blocking_rule").len().iter_rows())
+    assert all(every[n] == r.new_pairs for n, r in left_out)
+    assert ungated.params.low_yield_rules == []
+
+    plan = engine.plan_full(records, GATED)
+    shards = write_plan(plan, tmp_path / "work", 3)
+    for shard in shards:
+        compare_shard(shard)
+    read, level_files = read_plan(tmp_path / "work")
+    sharded = engine.link(read, level_files, GATED, spill=tmp_path / "work")
+    assert sharded.blocking == gated.blocking
+    _same_resolution(sharded, gated)
+
+
+def test_nights_scored_by_a_gated_model_leave_out_the_same_rules(person_records):
+    """An incremental night with a model whose gate left rules out proposes none of their
+    pairs, and still equals a full rebuild with that model."""
+    records = person_records.select("record_key", *MATCH_FIELDS, *DERIVED_KEYS)
+    held_back = pl.col("record_key").hash(5) % 100 < 3
+    state = _state(records.filter(~held_back), GATED)
+    assert state.model.low_yield_rules
+    incremental = resolve_incremental(records, GATED, state)
+    full = resolve(records, GATED, model=state.model)
+    _same_resolution(incremental, full)
+    assert incremental.stats["new_profiles"] > 0
+    for night in (incremental, full):
+        left_out = [r for r in night.blocking if r.low_yield]
+        assert [r.rule for r in left_out] == state.model.low_yield_rules
+        assert all(r.pairs == 0 and r.sampled_pairs == 0 for r in left_out)

@@ -69,6 +69,9 @@ class RuleReport:
     rule_pairs: int = 0  # pairs the rule makes over every profile (from key frequencies)
     over_budget: bool = False  # left out whole: more pairs than the budget allows
     linked_pairs: int = 0  # ... of its new pairs, those linked (filled when written)
+    sampled_pairs: int = 0  # of its new pairs, those compared first to judge its yield
+    sampled_links: int = 0  # ... of which the model linked
+    low_yield: bool = False  # left out: its sample linked too few (``yield_gate``)
 
 
 def block_keys(profiles: pl.DataFrame, rules: list[BlockingRule]) -> pl.DataFrame:
@@ -96,6 +99,7 @@ def candidate_pairs(
     within: pl.Series | None = None,
     blocks: pl.DataFrame | None = None,
     max_pairs_per_record: float | None = None,
+    low_yield: frozenset[str] = frozenset(),
 ) -> tuple[pl.DataFrame, list[RuleReport]]:
     """Union of every rule's pairs (``id_l < id_r``), without duplicates, and a report per rule.
 
@@ -107,7 +111,8 @@ def candidate_pairs(
     of pairs among a million). Sizes are always counted over all ``profiles``; ``focus`` keeps
     only pairs with at least one end in it (tonight's new profiles) and ``within`` only pairs
     with both ends in it, so that an incremental run proposes exactly the pairs a full run
-    would. ``blocks`` is ``block_keys(profiles, rules)`` if known.
+    would. ``blocks`` is ``block_keys(profiles, rules)`` if known. Rules named in ``low_yield``
+    (the model's ``low_yield_rules``) are left out and reported so.
     """
     if blocks is None:
         blocks = block_keys(profiles, rules)
@@ -126,8 +131,8 @@ def candidate_pairs(
             over = rule_pairs > rule.max_pairs_per_record * max(ids.len(), 1)
         else:
             over = rule_pairs > budget
-        if over:
-            reports.append((rule.name, 0, 0, rule_pairs, True))
+        if over or rule.name in low_yield:
+            reports.append((rule.name, 0, 0, rule_pairs, over))
             continue
         pool = (
             keyed if within is None else keyed.filter(pl.col("profile_id").is_in(within.implode()))
@@ -167,7 +172,15 @@ def candidate_pairs(
         blocking_rule="rule",
     )
     return found, [
-        RuleReport(name, made, new.get(number, 0), skipped, rule_pairs, over)
+        RuleReport(
+            name,
+            made,
+            new.get(number, 0),
+            skipped,
+            rule_pairs,
+            over,
+            low_yield=not over and name in low_yield,
+        )
         for number, (name, made, skipped, rule_pairs, over) in enumerate(reports)
     ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -31,6 +31,13 @@ from cdm_pipeline.resolve.decisions import (
 from cdm_pipeline.resolve.profiles import DERIVED_KEYS, MATCH_FIELDS, build_profiles
 from cdm_pipeline.resolve.scoring import ModelParameters
 from cdm_pipeline.resolve.training import estimate_u, level_patterns, train_model
+from cdm_pipeline.resolve.yield_gate import (
+    YieldGate,
+    pattern_weights,
+    sample_links,
+    sample_rules,
+    weighted,
+)
 
 
 @dataclass
@@ -80,6 +87,9 @@ class ResolvePlan:
     # in ``profiles``' order; their identity columns are in ``profiles``.
     kept: pl.DataFrame | None = None
     outside: pl.DataFrame | None = None  # incremental: scored pairs of new x untouched profiles
+    # Pairs of rules under the yield gate beyond their samples: compared only if a sample links
+    # enough (``yield_gate``).
+    set_aside: pl.DataFrame | None = None
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -103,7 +113,8 @@ def resolve(
 def plan_full(
     records: pl.DataFrame, settings: dict, model: ModelParameters | None = None
 ) -> ResolvePlan:
-    """Every profile, every candidate pair."""
+    """Every profile, every candidate pair. Learning a model, a rule with many new pairs is
+    planned as a sample (``yield_gate``); with one, the rules it found of low yield are left out."""
     records, unresolvable = split_resolvable(records)
     profiles, membership = build_profiles(records)
     pairs, report = candidate_pairs(
@@ -111,9 +122,21 @@ def plan_full(
         blocking_rules(settings),
         settings["max_block_size"],
         max_pairs_per_record=settings.get("max_pairs_per_record"),
+        low_yield=frozenset(model.low_yield_rules) if model else frozenset(),
     )
+    set_aside = None
+    if model is None:
+        pairs, set_aside, report = sample_rules(pairs, report, YieldGate.from_settings(settings))
     return ResolvePlan(
-        "full", profiles, membership, unresolvable, pairs, report, model, profiles["profile_id"]
+        "full",
+        profiles,
+        membership,
+        unresolvable,
+        pairs,
+        report,
+        model,
+        profiles["profile_id"],
+        set_aside=set_aside,
     )
 
 
@@ -132,8 +155,14 @@ def link(
     scored pair, which is what lets ten million records resolve on one machine."""
     comparisons = comparisons or default_comparisons()
     pieces = _level_pieces(levels, comparisons)
+    weights = {} if plan.model else pattern_weights(plan.report)
     model = plan.model or train(
-        level_patterns(pl.concat([level_patterns(p, comparisons) for p in pieces()]), comparisons),
+        weighted(
+            level_patterns(
+                pl.concat([level_patterns(p, comparisons) for p in pieces()]), comparisons
+            ),
+            weights,
+        ),
         plan.profiles,
         comparisons,
         settings,
@@ -156,10 +185,20 @@ def link(
         return files[-1]
 
     schema = None
+    samples: list[pl.DataFrame] = []
     for piece in pieces():
         scored = score(piece, plan.profiles, comparisons, model, settings, steward)
-        graph.add(scored, keep(scored))
         schema = scored.schema
+        if weights:  # a sampled rule's pairs wait for the gate's decision
+            sampled = pl.col("blocking_rule").is_in(list(weights))
+            samples.append(scored.filter(sampled))
+            scored = scored.filter(~sampled)
+        graph.add(scored, keep(scored))
+    if weights:
+        plan.report = _through_yield_gate(
+            plan, samples, model, settings, steward, comparisons, lambda s: graph.add(s, keep(s))
+        )
+        del samples
     extra = _unproposed(steward, graph, schema, settings)
     if extra.height:
         graph.add(extra, keep(extra))
@@ -211,6 +250,39 @@ def link(
     )
     result.stats.update(plan.stats)
     return result
+
+
+def _through_yield_gate(
+    plan: ResolvePlan,
+    samples: list[pl.DataFrame],
+    model: ModelParameters,
+    settings: dict,
+    steward: pl.DataFrame,
+    comparisons: list[Comparison],
+    add: Callable[[pl.DataFrame], None],
+) -> list[RuleReport]:
+    """Judge each sampled rule by its scored sample: one that links enough has its sample and its
+    set-aside pairs compared, scored and ``add``-ed; one that does not is left out whole and
+    written into the model. Returns the report with each decision."""
+    gate = YieldGate.from_settings(settings)
+    scored_samples = pl.concat(samples)
+    links = sample_links(scored_samples, [n for n, r in enumerate(plan.report) if r.sampled_pairs])
+    report = list(plan.report)
+    for number, rule in enumerate(report):
+        if not rule.sampled_pairs:
+            continue
+        found = links.get(number, 0)
+        passes = gate is not None and gate.passes(found, rule.sampled_pairs)
+        report[number] = replace(rule, sampled_links=found, low_yield=not passes)
+        if not passes:
+            model.low_yield_rules.append(rule.rule)
+            continue
+        add(scored_samples.filter(pl.col("blocking_rule") == number))
+        rest = plan.set_aside.filter(pl.col("blocking_rule") == number).sort("id_l", "id_r")
+        for start in range(0, rest.height, LINK_PIECE_PAIRS):
+            levels = compare_pairs(rest.slice(start, LINK_PIECE_PAIRS), plan.profiles, comparisons)
+            add(score(levels, plan.profiles, comparisons, model, settings, steward))
+    return report
 
 
 def _level_pieces(

@@ -104,8 +104,15 @@ def plan_incremental(
 
     # New profiles against everyone: which existing components do they reach?
     budget = settings.get("max_pairs_per_record")
+    low_yield = frozenset(state.model.low_yield_rules)
     probe, _ = candidate_pairs(
-        profiles, rules, limit, focus=new_ids, blocks=blocks, max_pairs_per_record=budget
+        profiles,
+        rules,
+        limit,
+        focus=new_ids,
+        blocks=blocks,
+        max_pairs_per_record=budget,
+        low_yield=low_yield,
     )
     probe = score(
         compare_pairs(probe, profiles, comparisons),
@@ -139,7 +146,13 @@ def plan_incremental(
     ).sort()
     in_plan = pl.col("profile_id").is_in(refreshed.implode())
     pairs, report = candidate_pairs(
-        profiles, rules, limit, within=refreshed, blocks=blocks, max_pairs_per_record=budget
+        profiles,
+        rules,
+        limit,
+        within=refreshed,
+        blocks=blocks,
+        max_pairs_per_record=budget,
+        low_yield=low_yield,
     )
     # Pairs of a new profile with an untouched one are no match edges (else the untouched one's
     # component would be affected); they are kept for match_pairs all the same.

@@ -57,6 +57,9 @@ class ModelParameters:
     # record scored tonight weighs the same as it would in a full rebuild with this model.
     tf_shares: dict[str, pl.DataFrame] = field(default_factory=dict)
     tf_people: dict[str, int] = field(default_factory=dict)
+    # Blocking rules the yield gate left out when this model was learnt: nights scored by it
+    # leave them out too (``yield_gate``).
+    low_yield_rules: list[str] = field(default_factory=list)
 
     def with_term_frequencies(
         self, profiles: pl.DataFrame, comparisons: list[Comparison]
@@ -96,6 +99,7 @@ class ModelParameters:
                 "em_iterations": self.em_iterations,
                 "em_converged": self.em_converged,
                 "tf_people": self.tf_people,
+                "low_yield_rules": self.low_yield_rules,
             }
         )
 
@@ -133,6 +137,7 @@ class ModelParameters:
             twin_share=data.get("twin_share", 0.0),
             tf_shares={name: shares.get(name, _no_values()) for name in data["tf_people"]},
             tf_people=data["tf_people"],
+            low_yield_rules=data.get("low_yield_rules", []),
         )
 
     def weight(self, comparison: str, level: int) -> float:

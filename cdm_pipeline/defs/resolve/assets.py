@@ -286,11 +286,13 @@ def resolve_assets() -> dg.AssetsDefinition:
                 "mode": result.mode,
                 "blocking": dg.MetadataValue.md(
                     "| rule | pairs made over all profiles | pairs tonight | new | new and linked "
-                    "| skipped blocks |\n|---|---|---|---|---|---|\n"
+                    "| sampled: linked of compared | skipped blocks |\n"
+                    "|---|---|---|---|---|---|---|\n"
                     + "\n".join(
                         f"| {r.rule} | {r.rule_pairs}"
                         f"{' (over budget: left out)' if r.over_budget else ''} | {r.pairs} "
-                        f"| {r.new_pairs} | {r.linked_pairs} | {r.skipped_blocks} |"
+                        f"| {r.new_pairs} | {r.linked_pairs} | {_sample_cell(r)} "
+                        f"| {r.skipped_blocks} |"
                         for r in result.blocking
                     )
                 ),
@@ -375,6 +377,14 @@ def resolve_assets() -> dg.AssetsDefinition:
         )
 
     return _resolve
+
+
+def _sample_cell(report) -> str:
+    """The yield gate's verdict on a rule (``resolve.yield_gate``)."""
+    if report.sampled_pairs:
+        verdict = "low yield: left out" if report.low_yield else "compared in full"
+        return f"{report.sampled_links} of {report.sampled_pairs} ({verdict})"
+    return "low yield: left out by the model" if report.low_yield else ""
 
 
 def _weight_bars(pieces: list[pl.DataFrame], width: float = 5.0) -> str:
