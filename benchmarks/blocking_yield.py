@@ -33,7 +33,8 @@ from cdm_pipeline.demo.datasets import build  # noqa: E402
 from cdm_pipeline.evaluation import evaluate_warehouse, read_truth  # noqa: E402
 
 RULE_YIELD = """
-select rule, rule_pairs, new_pairs, over_budget, linked_pairs
+select rule, rule_pairs, new_pairs, over_budget, linked_pairs, sampled_pairs, sampled_links,
+    low_yield
 from identity.blocking_report order by rowid
 """
 
@@ -52,14 +53,22 @@ def measure(name: str, records: int, workdir: Path) -> None:
         f"{figures['ours']['seconds']} s; pairwise P / R / F1 {found.pairwise_precision:.4f} / "
         f"{found.pairwise_recall:.4f} / {found.pairwise_f1:.4f}\n"
     )
-    print("| rule | pairs per profile | new pairs | linked | links per 10k new pairs |")
-    print("|---|---|---|---|---|")
-    for rule, rule_pairs, new_pairs, over_budget, linked in rules:
+    print(
+        "| rule | pairs per profile | new pairs | linked | links per 10k new pairs "
+        "| yield gate: sample linked |"
+    )
+    print("|---|---|---|---|---|---|")
+    for rule, rule_pairs, new_pairs, over_budget, linked, sampled, sample_links, low in rules:
         per_profile = f"{rule_pairs / max(profiles, 1):.3f}" + (
             " (over budget)" if over_budget else ""
         )
-        rate = f"{linked / new_pairs * 10_000:.1f}" if new_pairs else "-"
-        print(f"| {rule} | {per_profile} | {new_pairs:,} | {linked:,} | {rate} |", flush=True)
+        rate = f"{linked / new_pairs * 10_000:.1f}" if new_pairs and not low else "-"
+        gate = f"{sample_links:,} of {sampled:,}" if sampled else ""
+        gate += " (low yield: left out)" if low else ""
+        print(
+            f"| {rule} | {per_profile} | {new_pairs:,} | {linked:,} | {rate} | {gate} |",
+            flush=True,
+        )
 
 
 def main() -> int:

@@ -279,8 +279,9 @@ def _through_yield_gate(
             continue
         add(scored_samples.filter(pl.col("blocking_rule") == number))
         rest = plan.set_aside.filter(pl.col("blocking_rule") == number).sort("id_l", "id_r")
-        for start in range(0, rest.height, LINK_PIECE_PAIRS):
-            levels = compare_pairs(rest.slice(start, LINK_PIECE_PAIRS), plan.profiles, comparisons)
+        for start in range(0, rest.height, GATED_PIECE_PAIRS):
+            piece = rest.slice(start, GATED_PIECE_PAIRS)
+            levels = compare_pairs(piece, plan.profiles, comparisons)
             add(score(levels, plan.profiles, comparisons, model, settings, steward))
     return report
 
@@ -309,6 +310,9 @@ def _level_pieces(
 
 # Pairs scored at a time from a shard's level file: a piece, scored, is ~130 bytes a pair.
 LINK_PIECE_PAIRS = 2_000_000
+# Set-aside pairs compared at a time in the link step, beside every profile held in memory:
+# smaller than a shard's pieces, as the joined text of both sides is held too.
+GATED_PIECE_PAIRS = 500_000
 
 
 def _file_pieces(path: Path) -> Iterator[pl.DataFrame]:
