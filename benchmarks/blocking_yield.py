@@ -10,8 +10,10 @@ compared because of it), and how many of those ended linked; with the night's wa
 pairwise F1. A rule whose new pairs almost never link costs comparisons and finds nothing; the
 same rule may find thousands of links in another profile (the full name alone: 4 links of 2.2M
 new pairs in ``clean`` at a million records, 5,631 of 1.52M in ``demo``, 2026-12-03), which is
-why no fixed budget can tell the two apart. Which datasets to read it on is the caller's choice:
-tune on the development sets only (``cdm_pipeline.demo.datasets``).
+why no fixed budget can tell the two apart and the yield gate (``resolve.yield_gate``) judges a
+rule with many new pairs by a scored sample instead: its verdicts are the last column. Which
+datasets to read it on is the caller's choice: tune on the development sets only
+(``cdm_pipeline.demo.datasets``).
 """
 
 from __future__ import annotations
