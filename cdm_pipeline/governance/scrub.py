@@ -47,6 +47,12 @@ JSON_COLUMNS = ("raw_row", "_extra")
 
 HIT_VALUES = "_suppressed_values"
 
+# Tested on every value of every column before the distinct (the search's largest cost): true for
+# anything that may be an email (an '@') or a phone (seven characters or more, the first a digit,
+# '+', '(' or a space: ASCII 32-57). Cheaper than the pattern, which is tested on the distinct
+# values only.
+_MAY_BE_IDENTIFIER = "contains(v, '@') or (length(v) >= 7 and ascii(v) between 32 and 57)"
+
 # The distinct values' candidate fingerprints, joined to the suppression list in one hash join.
 # Cheap shape tests first (an '@', or only phone characters, the pattern's minimum length tested
 # before the pattern), hashing only what passes. A phone is compared by its digits and by its
@@ -76,17 +82,19 @@ def _find_hit_values(
     distinct value is tested and hashed once for the whole warehouse, then every column is only
     looked up in the few hits. Returns whether there is any (most nights: none, and no column
     needs a second look)."""
-    branches = [
+    values = [
         f"select (j.value ->> '$')::varchar as v from {quote_ident(s)}.{quote_ident(t)} x, "
         f"json_each(case when json_valid(x.{quote_ident(c)}) then x.{quote_ident(c)} end) j"
         if c in JSON_COLUMNS
         else f"select {quote_ident(c)}::varchar as v from {quote_ident(s)}.{quote_ident(t)}"
         for s, t, c in columns
     ]
+    branches = [f"select v from ({v}) where {_MAY_BE_IDENTIFIER}" for v in values]
     if branches:
+        # Materialised: both kinds read it, and inlined it would scan every column twice.
         conn.execute(
             f"create or replace temp table {HIT_VALUES} as "
-            f"with distinct_values as ({' union '.join(branches)}), {_HITS_AMONG}",
+            f"with distinct_values as materialized ({' union '.join(branches)}), {_HITS_AMONG}",
             {"key": key},
         )
     else:
