@@ -27,23 +27,16 @@ sys.path.insert(0, str(ROOT))
 
 from cdm_pipeline.governance import scrub  # noqa: E402
 from cdm_pipeline.governance.keys import secret_key  # noqa: E402
-from cdm_pipeline.warehouse import quote_ident  # noqa: E402
 
 
 def earlier_search(
     conn: duckdb.DuckDBPyConnection, key: str, columns: list[tuple[str, str, str]]
 ) -> None:
     """The search before f2145f1, into the same temporary table."""
-    branches = [
-        f"select (j.value ->> '$')::varchar as v from {quote_ident(s)}.{quote_ident(t)} x, "
-        f"json_each(case when json_valid(x.{quote_ident(c)}) then x.{quote_ident(c)} end) j"
-        if c in scrub.JSON_COLUMNS
-        else f"select {quote_ident(c)}::varchar as v from {quote_ident(s)}.{quote_ident(t)}"
-        for s, t, c in columns
-    ]
     conn.execute(
         f"create or replace temp table {scrub.HIT_VALUES} as "
-        f"with distinct_values as ({' union '.join(branches)}), {scrub._HITS_AMONG}",
+        f"with distinct_values as ({' union '.join(scrub.column_values(columns))}), "
+        f"{scrub._HITS_AMONG}",
         {"key": key},
     )
 

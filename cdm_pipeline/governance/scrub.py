@@ -73,6 +73,18 @@ semi join governance.suppression_list s using (fingerprint, kind)
 """
 
 
+def column_values(columns: list[tuple[str, str, str]]) -> list[str]:
+    """One ``select ... as v`` per column: its values as text, or the top-level values of a JSON
+    one."""
+    return [
+        f"select (j.value ->> '$')::varchar as v from {quote_ident(s)}.{quote_ident(t)} x, "
+        f"json_each(case when json_valid(x.{quote_ident(c)}) then x.{quote_ident(c)} end) j"
+        if c in JSON_COLUMNS
+        else f"select {quote_ident(c)}::varchar as v from {quote_ident(s)}.{quote_ident(t)}"
+        for s, t, c in columns
+    ]
+
+
 def _find_hit_values(
     conn: duckdb.DuckDBPyConnection, key: str, columns: list[tuple[str, str, str]]
 ) -> bool:
@@ -82,14 +94,7 @@ def _find_hit_values(
     distinct value is tested and hashed once for the whole warehouse, then every column is only
     looked up in the few hits. Returns whether there is any (most nights: none, and no column
     needs a second look)."""
-    values = [
-        f"select (j.value ->> '$')::varchar as v from {quote_ident(s)}.{quote_ident(t)} x, "
-        f"json_each(case when json_valid(x.{quote_ident(c)}) then x.{quote_ident(c)} end) j"
-        if c in JSON_COLUMNS
-        else f"select {quote_ident(c)}::varchar as v from {quote_ident(s)}.{quote_ident(t)}"
-        for s, t, c in columns
-    ]
-    branches = [f"select v from ({v}) where {_MAY_BE_IDENTIFIER}" for v in values]
+    branches = [f"select v from ({v}) where {_MAY_BE_IDENTIFIER}" for v in column_values(columns)]
     if branches:
         # Materialised: both kinds read it, and inlined it would scan every column twice.
         conn.execute(
